@@ -1,0 +1,1 @@
+"""Puts the platform on Ray: config, Serve application builders, CLI, cluster manifests."""

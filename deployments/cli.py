@@ -1,0 +1,310 @@
+"""`aifactory`: make the demo model, bring the platform up and down, show its status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from deployments import home as data
+from deployments.config import DEMO_MODEL, ConfigError, PlatformConfig, default_config, load_config
+
+READY_TIMEOUT_S = 900
+# Ray's default GCS port, 6379, is Redis's; a local head listens here instead.
+LOCAL_RAY_PORT = 6390
+
+
+
+def serve_proxy_port(config: PlatformConfig) -> int:
+    return config.server.port + 100
+
+
+def ray_env(config: PlatformConfig) -> dict[str, str]:
+    """Environment for every Ray process of the platform (Serve reads these at import).
+
+    Serve's throughput-optimised mode runs user code on the replica's own loop and lets the
+    ingress replica serve HTTP itself ("direct ingress"), so no proxy process relays each
+    streamed chunk. The ingress port range is pinned to the configured port, so the gateway
+    replica listens exactly there."""
+    port = str(config.server.port)
+    return {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": port,
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(config.server.port + 1),
+        "RAY_SERVE_DEFAULT_HTTP_HOST": config.server.host,
+        # vLLM's engine core must not be forked from a threaded Ray worker.
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    }
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- models ----------------------------------------------------------------------------------
+
+
+def resolve_models(config: PlatformConfig) -> dict[str, str]:
+    """Endpoint name -> local model folder. The demo model is made on first use."""
+    from deployments.demo_model import is_model_dir, write_demo_model
+
+    paths = {}
+    for i, endpoint in enumerate(config.endpoints):
+        if endpoint.model == DEMO_MODEL:
+            folder = data.demo_model_dir()
+            if not is_model_dir(folder):
+                _say(f"making the demo model in {folder} ...")
+                write_demo_model(folder)
+            paths[endpoint.name] = str(folder)
+            continue
+        folder = Path(endpoint.model).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ConfigError(
+                f"endpoints.{i}.model: {endpoint.model} is not a model folder (no config.json); "
+                f"models are loaded from local folders, no hub is reached"
+            )
+        paths[endpoint.name] = str(folder.resolve())
+    return paths
+
+
+# -- Ray -------------------------------------------------------------------------------------
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def _start_local_ray(config: PlatformConfig) -> None:
+    cmd = [
+        _ray_bin(), "start", "--head", f"--port={LOCAL_RAY_PORT}", "--disable-usage-stats",
+        "--include-dashboard=false",
+        f"--num-cpus={config.partition.count:g}" if config.partition.accelerator == "cpu" else
+        f"--num-gpus={config.partition.count:g}",
+    ]
+    env = {**os.environ, **ray_env(config)}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"could not start Ray: {result.stderr.strip() or result.stdout.strip()}")
+
+
+def _connect(address: str | None, env: dict[str, str] | None = None) -> None:
+    import ray
+
+    os.environ.update(env or {})  # this driver imports Serve too
+    ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": env} if env else None)
+
+
+def _ray_is_running() -> bool:
+    result = subprocess.run([_ray_bin(), "status"], capture_output=True, text=True)
+    return result.returncode == 0
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _base_url(config: PlatformConfig) -> str:
+    host = config.server.host
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{host}:{config.server.port}"
+
+
+def _get_json(url: str, timeout: float = 5) -> tuple[int, dict | None]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
+def _serve_progress() -> str:
+    from ray import serve
+
+    from deployments.app import APP_NAME
+
+    try:
+        app = serve.status().applications.get(APP_NAME)
+    except Exception:
+        return "starting Serve"
+    if app is None:
+        return "deploying"
+    parts = [f"{name}: {d.status.value}" for name, d in sorted(app.deployments.items())]
+    return f"{app.status.value} ({', '.join(parts)})"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config) if args.config else default_config()
+        if args.port is not None:
+            config = config.model_copy(
+                update={"server": config.server.model_copy(update={"port": args.port})}
+            )
+        paths = resolve_models(config)
+    except ConfigError as exc:
+        print(f"aifactory: {exc}", file=sys.stderr)
+        return 2
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    started_ray = False
+    if not address:
+        if _ray_is_running():
+            print("aifactory: a local Ray instance is already running; "
+                  "run `aifactory down` first or pass --address", file=sys.stderr)
+            return 1
+        _say(f"starting Ray ({config.partition.count:g} {config.partition.accelerator} slots) ...")
+        _start_local_ray(config)
+        started_ray = True
+    _connect(address, ray_env(config))
+    data.save_state({"url": _base_url(config), "started_ray": started_ray, "address": address})
+
+    from ray import serve
+
+    from deployments.app import APP_NAME, build_app
+
+    # Clients reach the gateway replicas directly on server.port (see ray_env). Serve still
+    # runs its own proxy; it listens on an internal port beside it.
+    env = ray_env(config)
+    serve.start(
+        http_options={"host": config.server.host, "port": serve_proxy_port(config)},
+        controller_options={"runtime_env": {"env_vars": env}},
+    )
+    serve.run(build_app(config, paths), name=APP_NAME, route_prefix="/", blocking=False)
+
+    url = _base_url(config)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = ""
+    while True:
+        status, _ = _get_json(f"{url}/ready")
+        if status == 200:
+            break
+        progress = _serve_progress()
+        if progress != last:
+            _say(f"  {progress}")
+            last = progress
+        if "DEPLOY_FAILED" in progress or time.monotonic() > deadline:
+            print(f"aifactory: the platform did not become ready: {progress}", file=sys.stderr)
+            return 1
+        time.sleep(1)
+    _say(f"ready: {url}/v1  (OpenAI base URL)")
+    if args.detach:
+        return 0
+
+    _say("serving; Ctrl-C stops it")
+    stop = {"now": False}
+
+    def _stop(*_):
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop["now"]:
+        time.sleep(0.5)
+    return cmd_down(args)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    state = data.load_state() or {}
+    address = getattr(args, "address", None) or state.get("address")
+    if _ray_is_running() or address:
+        try:
+            _connect(address)
+            from ray import serve
+
+            import ray
+
+            serve.shutdown()
+            ray.shutdown()
+        except Exception as exc:  # still stop Ray below
+            print(f"aifactory: Serve shutdown: {exc}", file=sys.stderr)
+    if state.get("started_ray", True) and not address:
+        subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True)
+    data.clear_state()
+    _say("stopped")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = data.load_state()
+    if state is None or not _ray_is_running() and not state.get("address"):
+        _say("not running")
+        return 3
+    _connect(state.get("address"))
+    from ray import serve
+
+    from deployments.app import APP_NAME
+
+    app = serve.status().applications.get(APP_NAME)
+    code, ready = _get_json(f"{state['url']}/ready")
+    if args.json:
+        out = {
+            "url": state["url"],
+            "ready": code == 200,
+            "endpoints": (ready or {}).get("endpoints", {}),
+            "deployments": {
+                name: {"status": d.status.value, "replicas": dict(d.replica_states)}
+                for name, d in (app.deployments.items() if app else [])
+            },
+        }
+        print(json.dumps(out, indent=2))
+        return 0 if code == 200 else 1
+    _say(f"url:   {state['url']}/v1")
+    _say(f"ready: {'yes' if code == 200 else 'no'}")
+    if app is not None:
+        _say(f"{'deployment':<28}{'status':<14}replicas")
+        for name, d in sorted(app.deployments.items()):
+            replicas = ", ".join(f"{k}={v}" for k, v in d.replica_states.items()) or "-"
+            _say(f"{name:<28}{d.status.value:<14}{replicas}")
+    for name, ok in ((ready or {}).get("endpoints") or {}).items():
+        _say(f"endpoint {name}: {'ready' if ok else 'not ready'}")
+    return 0 if code == 200 else 1
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from deployments.demo_model import write_demo_model
+
+    path = write_demo_model(args.path)
+    _say(f"wrote the demo model to {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aifactory", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the platform (the embedded demo without --config)")
+    up.add_argument("--config", help="platform YAML file")
+    up.add_argument("--port", type=int, help="override server.port")
+    up.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
+    up.add_argument("--detach", action="store_true", help="return once ready, leave it running")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the platform and the Ray instance it started")
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="endpoints, replicas and readiness")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    demo = sub.add_parser("demo-model", help="write the small demo model to PATH")
+    demo.add_argument("path")
+    demo.set_defaults(func=cmd_demo_model)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Answers requests: the OpenAI-compatible gateway and the hosted vLLM engines."""

@@ -1,0 +1,191 @@
+"""Hosts one vLLM V1 engine (AsyncLLM) and answers OpenAI requests with vLLM's serving layer.
+
+Requests are validated by vLLM's own protocol models and handled by vLLM's own
+`OpenAIServingChat` / `OpenAIServingCompletion`, set up exactly as `vllm serve` sets them up
+(from the same argument parser), so chat templates, sampling, stop sequences, logprobs, tools
+and structured output behave as under `vllm serve`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from pydantic import ValidationError
+
+logger = logging.getLogger(__name__)
+
+CHAT = "chat"
+COMPLETION = "completion"
+
+
+@dataclass(frozen=True)
+class EngineReply:
+    """What the engine answers: a finished JSON body, or a stream of SSE events."""
+
+    status: int
+    body: dict[str, Any] | None = None
+    stream: AsyncIterator[str] | None = None
+
+
+def vllm_cli_args(model: str, served_name: str, engine: Mapping[str, Any]) -> list[str]:
+    """Turn engine settings into `vllm serve` flags, so vLLM's parser validates and defaults
+    them exactly as it would for `vllm serve`."""
+    argv = ["--model", model, "--served-model-name", served_name]
+    for key, value in engine.items():
+        if value is None:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            argv.append("--no-" + key.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            argv += [flag, json.dumps(value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def parse_vllm_args(argv: list[str]):
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on a bad flag; say which instead
+        raise ValueError(f"invalid vLLM engine arguments {argv}: see the message above") from exc
+    validate_parsed_serve_args(args)
+    return args
+
+
+def _error(status: int, message: str, err_type: str, param: str | None = None) -> EngineReply:
+    return EngineReply(
+        status=status,
+        body={"error": {"message": message, "type": err_type, "param": param, "code": status}},
+    )
+
+
+def _validation_error(exc: ValidationError) -> EngineReply:
+    first = exc.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if not str(p).startswith(("function-", "union"))]
+    param = loc[0] if loc else None
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg')}"
+        for e in exc.errors()[:5]
+    )
+    return _error(HTTPStatus.BAD_REQUEST, message, "BadRequestError", param)
+
+
+@functools.cache
+def _known_fields(protocol: type) -> frozenset[str]:
+    names = set(protocol.model_fields)
+    for field in protocol.model_fields.values():
+        for alias in (field.alias, field.validation_alias):
+            if isinstance(alias, str):
+                names.add(alias)
+    return frozenset(names)
+
+
+class EngineHost:
+    """One AsyncLLM plus the vLLM OpenAI serving objects built on it."""
+
+    def __init__(self, engine_client, state, args) -> None:
+        self.engine = engine_client
+        self._state = state
+        self.args = args
+        self.served_name: str = args.served_model_name[0]
+        self.max_model_len: int = engine_client.model_config.max_model_len
+
+    @classmethod
+    async def start(cls, model: str, served_name: str, engine: Mapping[str, Any]) -> EngineHost:
+        from starlette.datastructures import State
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = parse_vllm_args(vllm_cli_args(model, served_name, engine))
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
+        client = AsyncLLM.from_vllm_config(
+            vllm_config=vllm_config,
+            usage_context=UsageContext.OPENAI_API_SERVER,
+            enable_log_requests=engine_args.enable_log_requests,
+            disable_log_stats=engine_args.disable_log_stats,
+        )
+        state = State()
+        supported = await client.get_supported_tasks()
+        await init_app_state(client, state, args, supported)
+        return cls(client, state, args)
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def handle(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> EngineReply:
+        """Answer one chat or completion request body (already JSON-decoded)."""
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+
+        from vllm.entrypoints.serve.exception_handling.error_response import (
+            create_error_response,
+        )
+
+        protocol = {CHAT: ChatCompletionRequest, COMPLETION: CompletionRequest}.get(kind)
+        if protocol is None:
+            return _error(HTTPStatus.NOT_FOUND, f"unknown route {kind!r}", "NotFoundError")
+        try:
+            request = protocol.model_validate(body)
+        except ValidationError as exc:
+            return _validation_error(exc)
+        # vLLM ignores unknown fields with a warning; OpenAI refuses them, and so do we.
+        unknown = sorted(set(body) - _known_fields(protocol))
+        if unknown:
+            return _error(
+                HTTPStatus.BAD_REQUEST,
+                f"Unrecognized request argument supplied: {', '.join(unknown)}",
+                "BadRequestError",
+                unknown[0],
+            )
+        if request_id:
+            request.request_id = request_id
+        try:
+            if kind == CHAT:
+                result = await self._state.openai_serving_chat.create_chat_completion(request, None)
+            else:
+                result = await self._state.openai_serving_completion.create_completion(request, None)
+        except Exception as exc:  # vLLM's own mapping of its errors to statuses
+            result = create_error_response(exc)
+
+        if isinstance(result, ErrorResponse):
+            err = result.error
+            return _error(err.code, err.message, err.type, err.param)
+        if hasattr(result, "model_dump"):
+            return EngineReply(status=HTTPStatus.OK, body=result.model_dump(mode="json"))
+        return EngineReply(status=HTTPStatus.OK, stream=result)
+
+    # -- state -----------------------------------------------------------------------------
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    def load(self) -> dict[str, float]:
+        """Requests in the engine right now, from vLLM's own output processor."""
+        processor = getattr(self.engine, "output_processor", None)
+        running = processor.get_num_unfinished_requests() if processor is not None else 0
+        return {"unfinished_requests": float(running)}
+
+    def shutdown(self) -> None:
+        try:
+            self.engine.shutdown()
+        except Exception:  # shutting down anyway; nothing to recover
+            logger.exception("engine shutdown failed")
+
