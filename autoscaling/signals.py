@@ -1,0 +1,30 @@
+"""What the controller observed of one endpoint: the policy's only window onto the engines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSignals:
+    """One endpoint's signals over the last sampling window; None means "not observed".
+
+    running and waiting are means over the window (vLLM's num_requests_running and
+    num_requests_waiting, summed over replicas); latencies are percentiles over the window
+    and are None when no request finished its first token or a decode step in it.
+    """
+
+    ready_replicas: int | None = None
+    arrival_rate_rps: float | None = None
+    waiting: float | None = None
+    running: float | None = None
+    kv_cache_usage: float | None = None
+    ttft_p95_s: float | None = None
+    itl_p95_s: float | None = None
+
+    @property
+    def ongoing(self) -> float | None:
+        """Requests in the engines, queued or decoding; None when either half is unknown."""
+        if self.running is None or self.waiting is None:
+            return None
+        return self.running + self.waiting

@@ -1,0 +1,76 @@
+"""Policy state carried from one decision to the next, and its JSON-safe round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATE_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """What the policy remembers of one endpoint between decisions.
+
+    A streak is a run of consecutive decisions that wished to move the same way; the
+    damping windows act once a streak is old enough. down_peak is the largest wish seen
+    during a downward streak, so a scale-down never undercuts a recent need.
+    sustained_rps_per_replica is the highest arrival rate per ready replica seen while the
+    endpoint was loaded and met its SLO: what one replica is known to carry.
+    """
+
+    target: int = 0
+    idle_since: float | None = None
+    up_since: float | None = None
+    down_since: float | None = None
+    down_peak: int | None = None
+    sustained_rps_per_replica: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> EndpointState:
+        def number(key: str) -> float | None:
+            value = raw.get(key)
+            return None if value is None else float(value)
+
+        down_peak = raw.get("down_peak")
+        return cls(
+            target=int(raw.get("target", 0)),
+            idle_since=number("idle_since"),
+            up_since=number("up_since"),
+            down_since=number("down_since"),
+            down_peak=None if down_peak is None else int(down_peak),
+            sustained_rps_per_replica=number("sustained_rps_per_replica"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """Everything decide() needs from its past; persist it to survive a controller restart."""
+
+    endpoints: Mapping[str, EndpointState] = field(default_factory=dict)
+    decided_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_FORMAT_VERSION,
+            "decided_at": self.decided_at,
+            "endpoints": {name: state.to_dict() for name, state in self.endpoints.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PolicyState:
+        version = raw.get("version", STATE_FORMAT_VERSION)
+        if version != STATE_FORMAT_VERSION:
+            raise ValueError(f"policy state format {version!r} is not {STATE_FORMAT_VERSION}")
+        decided_at = raw.get("decided_at")
+        return cls(
+            endpoints={
+                str(name): EndpointState.from_dict(state)
+                for name, state in raw.get("endpoints", {}).items()
+            },
+            decided_at=None if decided_at is None else float(decided_at),
+        )

@@ -1,0 +1,271 @@
+"""The partition policy, stage by stage and whole: each rule with its arithmetic beside it.
+
+Unless a row says otherwise: target_ongoing_per_replica 10, replica_cost 1, capacity 8,
+upscale window 10 s, downscale window 300 s, scale-down band 0.8, shrink at most half.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autoscaling import EndpointSignals, EndpointState, PolicyState, PolicyTuning, Reason, decide
+from autoscaling.allocation import Claim, allocate
+from autoscaling.policy import Desire, apply_windows, desired_from_signals
+
+TUNING = PolicyTuning()
+R = Reason
+
+
+# --- desired replicas from signals ------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "spec_fields, previous, remembered, observed, now, expected, driver",
+    [
+        # 25 ongoing / 10 per replica = 2.5 -> 3
+        ({}, 1, {}, dict(running=25, ready=1), 0, 3, R.LOAD),
+        # (20 + 15) / 10 = 3.5 -> 4, and requests wait
+        ({}, 2, {}, dict(running=20, waiting=15, ready=2), 0, 4, R.QUEUE),
+        # 5 / 10 -> 1; shrinking keeps ceil(5 / (10 * 0.8)) = 1
+        ({}, 4, {}, dict(running=5, ready=4), 0, 1, R.LOAD),
+        # 18 / 10 -> 2, but 2 replicas would run at 90% > 80% band: keep ceil(18 / 8) = 3
+        ({}, 3, {}, dict(running=18, ready=3), 0, 3, R.LOAD),
+        # 10 / 10 -> 1, band keeps ceil(10 / 8) = 2; TTFT 1.5 s > 1 s: previous + 1 = 3
+        ({}, 2, {}, dict(running=10, ready=2, ttft_p95_s=1.5), 0, 3, R.SLO_BREACH),
+        # ITL 90 ms > 50 ms, but 2 of 3 replicas still starting: hold at previous 3
+        ({}, 3, {}, dict(running=10, ready=1, itl_p95_s=0.09), 0, 3, R.SLO_BREACH),
+        # KV cache 95% >= 90%: previous + 1 = 3
+        ({}, 2, {}, dict(running=10, ready=2, kv_cache_usage=0.95), 0, 3, R.KV_PRESSURE),
+        # 100 waiting / 10 -> 10, but 1 of 2 ready and no known rate: at most 2 * 1 ready -> 2
+        ({}, 2, {}, dict(waiting=100, ready=1, rate=20), 0, 2, R.QUEUE),
+        # same, knowing a replica sustains 5 rps: 20 rps / 5 = 4 while starting
+        ({}, 2, dict(sustained_rps_per_replica=5.0), dict(waiting=100, ready=1, rate=20),
+         0, 4, R.QUEUE),
+        # target 64: 40 / 64 -> 1; 39 rps / 19.5 sustained -> 2; band keeps
+        # ceil(39 / (19.5 * 0.8)) = ceil(2.5) = 3 of the 10 over-provisioned replicas
+        (dict(target_ongoing_per_replica=64), 10, dict(sustained_rps_per_replica=19.5),
+         dict(running=40, ready=10, rate=39), 0, 3, R.LOAD),
+        # no requests and no arrivals for 100 s of 600 s: keep min(3, 1) = 1 warm
+        ({}, 3, dict(idle_since=0.0), dict(ready=3), 100, 1, R.LOAD),
+        # idle for 600 s >= 600 s: down to min_replicas 0
+        ({}, 1, dict(idle_since=0.0), dict(ready=1), 600, 0, R.IDLE_TO_ZERO),
+        # idle long, min_replicas 1 (guaranteed 1): down to 1 only
+        (dict(min_replicas=1, guaranteed_replicas=1), 2, dict(idle_since=0.0), dict(ready=2),
+         600, 1, R.IDLE_TO_ZERO),
+        # idle_to_zero_s None: stays warm at 1 however long it idles
+        (dict(idle_to_zero_s=None), 1, dict(idle_since=0.0), dict(ready=1), 10_000, 1, R.LOAD),
+        # arrivals but nothing ongoing yet (cold): max(1, ceil(0 / 10)) = 1
+        ({}, 0, {}, dict(ready=0, rate=2.0), 0, 1, R.LOAD),
+    ],
+)
+def test_desired_replicas_from_signals(endpoint, signals, spec_fields, previous, remembered,
+                                       observed, now, expected, driver):
+    spec = endpoint(**spec_fields)
+    desire = desired_from_signals(spec, signals(**observed), previous,
+                                  EndpointState(target=previous, **remembered), TUNING, now)
+    assert (desire.replicas, desire.driver) == (expected, driver)
+    assert desire.notes  # every desire can say why
+
+
+@pytest.mark.parametrize(
+    "observed",
+    [
+        None,  # endpoint absent from the signals
+        EndpointSignals(ready_replicas=2, arrival_rate_rps=5.0, running=None, waiting=3.0),
+        EndpointSignals(ready_replicas=2, arrival_rate_rps=5.0, running=7.0, waiting=None),
+        EndpointSignals(),  # nothing observed at all
+    ],
+)
+def test_missing_load_signals_hold_the_previous_target(endpoint, observed):
+    desire = desired_from_signals(endpoint(), observed, 3, EndpointState(target=3), TUNING, 0)
+    assert (desire.replicas, desire.driver, desire.demand) == (3, R.HOLD_MISSING_SIGNALS, None)
+
+
+@pytest.mark.parametrize(
+    "remembered_rate, observed, expected_rate",
+    [
+        # 12 running on 2 ready = 6 per replica >= 0.5 * 10: sample 8 rps / 2 = 4
+        (None, dict(running=12, ready=2, rate=8.0), 4.0),
+        # a higher sample raises it: max(3, 4) = 4
+        (3.0, dict(running=12, ready=2, rate=8.0), 4.0),
+        # 6 running on 2 ready = 3 per replica < 5: too idle to learn from, keep 3
+        (3.0, dict(running=6, ready=2, rate=8.0), 3.0),
+        # requests queue (2 > 5% of 14): not a sustained rate
+        (None, dict(running=12, waiting=2, ready=2, rate=8.0), None),
+        # TTFT breach at 4 rps per replica: remember below it, min(5, 0.8 * 4) = 3.2
+        (5.0, dict(running=12, ready=2, rate=8.0, ttft_p95_s=2.0), 3.2),
+    ],
+)
+def test_sustained_rate_is_learned_while_loaded_and_lowered_by_breaches(
+        endpoint, signals, remembered_rate, observed, expected_rate):
+    remembered = EndpointState(target=2, sustained_rps_per_replica=remembered_rate)
+    desire = desired_from_signals(endpoint(), signals(**observed), 2, remembered, TUNING, 0)
+    assert desire.sustained_rps_per_replica == pytest.approx(expected_rate)
+
+
+# --- damping windows --------------------------------------------------------------------
+
+def _desire(replicas: int, driver: Reason = R.LOAD, demand: bool | None = True) -> Desire:
+    return Desire(replicas, driver, demand, None, None, ())
+
+
+@pytest.mark.parametrize(
+    "guaranteed, previous, wish, remembered, now, expected, delayed",
+    [
+        # 2 -> 5 is beyond guarantee 0: wait the 10 s window (0 s so far)
+        (0, 2, 5, {}, 0, 2, R.SCALE_UP_DELAYED),
+        # the same wish 10 s later: 10 >= 10, grow to 5
+        (0, 2, 5, dict(up_since=0.0), 10, 5, None),
+        # 1 -> 5 with guarantee 3: min(5, 3) = 3 at once, the rest waits
+        (3, 1, 5, {}, 0, 3, R.SCALE_UP_DELAYED),
+        # 0 -> 2 with no guarantee: the first replica of a cold endpoint at once
+        (0, 0, 2, {}, 0, 1, R.SCALE_UP_DELAYED),
+        # 0 -> 2 within guarantee 4: all of it at once
+        (4, 0, 2, {}, 0, 2, None),
+        # 4 -> 2: wait the 300 s window, remembering the peak wish 2
+        (0, 4, 2, {}, 0, 4, R.SCALE_DOWN_DELAYED),
+        # 4 -> 1 after 300 s whose peak wish was 3: shrink to 3
+        (0, 4, 1, dict(down_since=0.0, down_peak=3), 300, 3, None),
+        # 10 -> 1 after 300 s: at most half at once, 10 - floor(10 * 0.5) = 5
+        (0, 10, 1, dict(down_since=0.0, down_peak=1), 300, 5, None),
+        # no change wished: nothing to wait for
+        (0, 3, 3, dict(up_since=0.0, down_since=0.0, down_peak=1), 50, 3, None),
+    ],
+)
+def test_scale_up_and_scale_down_windows(endpoint, guaranteed, previous, wish, remembered, now,
+                                         expected, delayed):
+    spec = endpoint(guaranteed_replicas=guaranteed)
+    damped = apply_windows(spec, _desire(wish), previous,
+                           EndpointState(target=previous, **remembered), TUNING, now)
+    assert (damped.replicas, damped.delayed) == (expected, delayed)
+
+
+def test_holds_and_idle_timeouts_skip_the_windows_and_clear_streaks(endpoint):
+    streaks = EndpointState(target=3, up_since=0.0, down_since=0.0, down_peak=2)
+    hold = apply_windows(endpoint(), _desire(3, R.HOLD_MISSING_SIGNALS, None), 3, streaks,
+                         TUNING, 5)
+    idle = apply_windows(endpoint(), _desire(0, R.IDLE_TO_ZERO, False), 3, streaks, TUNING, 5)
+    assert (hold.replicas, idle.replicas) == (3, 0)  # idle: straight to 0, no 300 s window
+    for damped in (hold, idle):
+        assert (damped.up_since, damped.down_since, damped.down_peak) == (None, None, None)
+
+
+# --- sharing capacity: guarantees, reclaiming, lending ----------------------------------
+
+def _claim(cost: float = 1.0, priority: int = 0, guaranteed: int = 0, previous: int = 0,
+           want: int = 0, firm: int | None = None) -> Claim:
+    return Claim(cost, priority, guaranteed, previous, want, firm)
+
+
+@pytest.mark.parametrize(
+    "capacity, claims, expected",
+    [
+        # a's guarantee 2 is taken back from b's 4 borrowed: 4 - 2 = 2 left for b
+        (4, [_claim(guaranteed=2, want=2), _claim(previous=4, want=4)], [2, 2]),
+        # reclaim the lowest priority borrower first: c (priority 0) before b (priority 1)
+        (4, [_claim(guaranteed=2, want=2), _claim(priority=1, previous=2, want=2),
+             _claim(previous=2, want=2)], [2, 2, 0]),
+        # then the one furthest over its share: c is 3 over, b (guarantee 1) 2 over;
+        # need 5 - 3 free = 2 back: c 3 -> 2, then tie at 2 over, b listed first: b 3 -> 2
+        (6, [_claim(guaranteed=2, want=2), _claim(guaranteed=1, previous=3, want=3),
+             _claim(previous=3, want=3)], [2, 2, 2]),
+        # lending water-fills: 5 free replicas, least over its share first: 3 and 2
+        (5, [_claim(want=4), _claim(want=4)], [3, 2]),
+        # higher priority is lent to first: b takes its 4, a the 1 left
+        (5, [_claim(want=4), _claim(priority=1, want=4)], [1, 4]),
+        # fractional costs: a 0.5 (0 over), b 1 (0 over), a 0.5 (0.5 over) = 2 accelerators
+        (2, [_claim(cost=0.5, want=3), _claim(cost=1.0, want=2)], [2, 1]),
+        # what no longer fits is skipped: a 1 + b 0.5 = 1.5, a's next 1 does not fit
+        (1.5, [_claim(cost=1.0, want=2), _claim(cost=0.5, want=1)], [1, 1]),
+        # kept loans come before new ones, and a new loan never preempts: a keeps 3, b gets 1
+        (4, [_claim(previous=3, want=3), _claim(priority=5, want=4)], [3, 1]),
+        # a guarantee wanted only in part takes only that part: a wants 1 of its 3
+        (3, [_claim(guaranteed=3, want=1), _claim(previous=3, want=3)], [1, 2]),
+        # an idle holder (no demand) keeps 1 warm; its 3 window-held replicas go to b
+        (4, [_claim(previous=4, want=4, firm=1), _claim(want=3)], [1, 3]),
+        # ... and keeps them while nobody with demand needs them: 4 - 1 = 3 free for a
+        (4, [_claim(previous=4, want=4, firm=1), _claim(want=1)], [3, 1]),
+        # an idle guaranteed holder is entitled to what it keeps warm only: min(1, 4) = 1
+        (4, [_claim(guaranteed=4, previous=4, want=4, firm=1), _claim(want=4)], [1, 3]),
+    ],
+)
+def test_allocation_shares_capacity(capacity, claims, expected):
+    granted = allocate(capacity, claims)
+    assert granted == expected
+    assert sum(n * c.cost for n, c in zip(granted, claims)) <= capacity + 1e-9
+
+
+# --- whole decisions --------------------------------------------------------------------
+
+def _state(**targets: int) -> PolicyState:
+    return PolicyState(endpoints={name: EndpointState(target=n) for name, n in targets.items()})
+
+
+def test_guarantee_is_granted_within_one_decision_by_reclaiming(endpoint, partition, signals):
+    spec = partition(endpoint("a", guaranteed_replicas=2), endpoint("b"), capacity=4)
+    result = decide(spec, {"a": signals(running=25, ready=0),  # 25 / 10 -> 3, guarantee 2
+                           "b": signals(running=40, ready=4)},  # 40 / 10 -> 4, all borrowed
+                    _state(a=0, b=4), now=0.0)
+    a, b = result.decisions["a"], result.decisions["b"]
+    assert (a.target, a.reason) == (2, R.GUARANTEE)  # min(3, 2) at once, no window
+    assert (b.target, b.reason) == (2, R.RECLAIMED)  # 4 - 2 taken back
+    assert result.allocated == 4.0
+
+
+def test_idle_capacity_is_lent_after_the_upscale_window(endpoint, partition, signals):
+    spec = partition(endpoint("a"), endpoint("b"), capacity=4)
+    observed = {"a": signals(running=25, ready=1), "b": signals(running=5, ready=1)}
+    first = decide(spec, observed, _state(a=1, b=1), now=0.0)
+    assert (first.decisions["a"].target, first.decisions["a"].reason) == (
+        1, R.SCALE_UP_DELAYED)  # wants 3, window 10 s: 0 s so far
+    second = decide(spec, observed, first.state, now=10.0)
+    assert (second.decisions["a"].target, second.decisions["a"].reason) == (3, R.LENT)
+    assert second.decisions["a"].driver is R.LOAD
+
+
+def test_a_full_partition_says_capacity(endpoint, partition, signals):
+    spec = partition(endpoint("a"), endpoint("b"), capacity=2)
+    result = decide(spec, {"a": signals(running=20, ready=2), "b": signals(running=30, ready=0)},
+                    _state(a=2, b=0), now=0.0)
+    assert (result.decisions["b"].target, result.decisions["b"].reason) == (0, R.CAPACITY)
+    assert result.decisions["a"].target == 2  # a's loan is kept: only guarantees preempt
+
+
+def test_scale_down_waits_its_window_then_steps(endpoint, partition, signals):
+    spec = partition(endpoint("a"), capacity=8)
+    observed = {"a": signals(running=10, ready=4)}  # 10 / 10 -> 1, band keeps ceil(10/8) = 2
+    state = _state(a=4)
+    for now in (0.0, 100.0, 200.0):
+        result = decide(spec, observed, state, now=now)
+        assert (result.decisions["a"].target, result.decisions["a"].reason) == (
+            4, R.SCALE_DOWN_DELAYED)
+        state = result.state
+    result = decide(spec, observed, state, now=300.0)  # 300 s >= 300 s: 4 -> max(2, 4 - 2)
+    assert (result.decisions["a"].target, result.decisions["a"].reason) == (2, R.LOAD)
+
+
+def test_idle_endpoint_goes_to_zero_and_missing_signals_hold(endpoint, partition, signals):
+    spec = partition(endpoint("idle"), endpoint("dark"), capacity=8)
+    state = PolicyState(endpoints={"idle": EndpointState(target=1, idle_since=0.0),
+                                   "dark": EndpointState(target=3)})
+    result = decide(spec, {"idle": signals(ready=1)}, state, now=600.0)  # dark: no signals
+    assert (result.decisions["idle"].target, result.decisions["idle"].reason) == (
+        0, R.IDLE_TO_ZERO)
+    assert (result.decisions["dark"].target, result.decisions["dark"].reason) == (
+        3, R.HOLD_MISSING_SIGNALS)
+
+
+def test_a_fresh_controller_starts_from_what_runs(endpoint, partition, signals):
+    spec = partition(endpoint("a"), capacity=8)
+    result = decide(spec, {"a": signals(running=30, ready=3)}, None, now=0.0)  # 30/10 -> 3
+    assert (result.decisions["a"].previous, result.decisions["a"].target) == (3, 3)
+
+
+def test_decisions_explain_themselves(endpoint, partition, signals):
+    spec = partition(endpoint("a", guaranteed_replicas=2), capacity=4)
+    result = decide(spec, {"a": signals(running=25, ready=0, ttft_p95_s=3.0)}, _state(a=0),
+                    now=0.0)
+    decision = result.decisions["a"]
+    assert "25.0 ongoing" in decision.explanation
+    assert "TTFT p95 3.000s > 1s" in decision.explanation
+    assert "within guarantee 2" in decision.explanation
+    assert decision.to_dict()["reason"] == "guarantee"

@@ -1,0 +1,151 @@
+"""The simulator: deterministic for a seed, complete JSON, a faithful baseline, a sane engine."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from autoscaling.simulate import SCENARIOS, build_world, simulate
+from autoscaling.simulate.__main__ import main
+from autoscaling.simulate.baseline import RayDefaultConfig, ray_default_decision
+from autoscaling.simulate.engine import PROFILES, FluidEngines
+from autoscaling.simulate.report import flap_counts, jain_fairness
+
+SMALL = dict(endpoints=5, accelerators=10, hours=0.05)  # 180 one-second steps
+
+METRIC_KEYS = {
+    "slo_attainment", "guaranteed_slo_attainment_min", "goodput_per_accel_hour",
+    "utilisation", "jain_fairness", "scaling_actions", "flaps", "capacity_violations", "wall_s",
+}
+
+
+def _without_wall_times(result: dict) -> dict:
+    result = json.loads(json.dumps(result))
+    result.pop("wall_s")
+    for metrics in result["policies"].values():
+        metrics.pop("wall_s")
+    return result
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_a_scenario_is_deterministic_for_a_seed(scenario):
+    first = simulate(scenario, seed=7, **SMALL)
+    again = simulate(scenario, seed=7, **SMALL)
+    assert _without_wall_times(first) == _without_wall_times(again)
+    for metrics in first["policies"].values():
+        assert metrics["capacity_violations"] == 0
+
+
+def test_another_seed_gives_another_world():
+    one = build_world("bursty", seed=1, profile=PROFILES["h100-llama-8b"], **SMALL)
+    two = build_world("bursty", seed=2, profile=PROFILES["h100-llama-8b"], **SMALL)
+    assert not np.array_equal(one.arrivals, two.arrivals)
+
+
+def test_json_output_has_the_promised_keys(capsys):
+    assert main(["--scenario", "noisy-neighbour", "--seed", "3", "--endpoints", "5",
+                 "--accelerators", "10", "--hours", "0.05", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["scenario"], result["seed"]) == ("noisy-neighbour", 3)
+    assert set(result["policies"]) == {"partition", "baseline"}
+    for metrics in result["policies"].values():
+        assert METRIC_KEYS <= set(metrics)
+        assert len(metrics["slo_attainment"]) == 5  # one share per tenant
+        assert all(0.0 <= share <= 1.0 for share in metrics["slo_attainment"].values())
+    assert set(result["targets"]) == {"guaranteed_slo_attainment_min",
+                                      "goodput_ratio_vs_baseline", "capacity_violations",
+                                      "max_flaps_per_endpoint_10min"}
+
+
+def test_text_output_names_both_policies(capsys):
+    assert main(["--scenario", "steady", "--endpoints", "3", "--accelerators", "6",
+                 "--hours", "0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "partition" in out and "baseline" in out and "targets:" in out
+
+
+def test_baseline_static_maxima_fit_the_partition():
+    world = build_world("steady", seed=0, endpoints=40, accelerators=24, hours=0.01,
+                        profile=PROFILES["h100-llama-8b"])
+    assert float(world.baseline_max_replicas @ world.costs) <= 24 + 1e-9
+    assert world.baseline_max_replicas.min() >= 1
+
+
+# --- the baseline: Ray Serve's default rule --------------------------------------------
+
+RAY = RayDefaultConfig(target_ongoing_requests=10, min_replicas=0, max_replicas=6)
+
+
+@pytest.mark.parametrize(
+    "ongoing, running, target, counter, expected",
+    [
+        # 45 / 10 = 4.5 -> ceil 5 > 2: counter 0 -> 1, not > 30 / 10 = 3: hold 2
+        (45, 2, 2, 0, (2, 1)),
+        # fourth upward decision in a row: counter 4 > 3: scale to 5, reset
+        (45, 2, 2, 3, (5, 0)),
+        # 100 / 10 = 10, bounded to max_replicas 6
+        (100, 2, 2, 3, (6, 0)),
+        # 5 / 10 -> 1 < 4: counter -60 -> -61 < -(600 / 10): scale down to 1
+        (5, 4, 4, -60, (1, 0)),
+        # downward after upward: the counter restarts at -1
+        (5, 4, 4, 2, (4, -1)),
+        # 1 -> 0 only from one replica, after its own (default: downscale) delay
+        (0, 1, 1, -60, (0, 0)),
+        # from 3 replicas, no load still stops at 1, never straight to 0
+        (0, 3, 3, -60, (1, 0)),
+        # cold start: nothing running and requests waiting: 1 replica at once
+        (7, 0, 0, 0, (1, 0)),
+        # desired equals target: the counter resets
+        (20, 2, 2, 2, (2, 0)),
+    ],
+)
+def test_ray_default_rule(ongoing, running, target, counter, expected):
+    assert ray_default_decision(RAY, ongoing, running, target, counter, 10.0) == expected
+
+
+# --- engine model and report arithmetic -------------------------------------------------
+
+def _one_endpoint_engines(rate: float, replicas: int, steps: int) -> FluidEngines:
+    arrivals = np.full((steps, 1), rate)
+    cumulative = np.zeros((steps + 1, 1))
+    np.cumsum(arrivals, axis=0, out=cumulative[1:])
+    return FluidEngines(PROFILES["h100-llama-8b"], np.array([512]), np.array([256]),
+                        np.array([1.0]), np.array([0.05]), cumulative,
+                        np.array([replicas]), dt=1.0)
+
+
+def test_engine_meets_slo_at_normal_load_and_abandons_without_replicas():
+    profile = PROFILES["h100-llama-8b"]
+    rate = 0.8 * profile.replica_requests_per_s(512, 256)  # 80% of one replica
+    engines = _one_endpoint_engines(rate, replicas=1, steps=120)
+    outcomes = [engines.step(step) for step in range(120)]
+    admitted = sum(o.admitted[0] for o in outcomes[30:])
+    good = sum(o.good[0] for o in outcomes[30:])
+    assert good / admitted > 0.99
+
+    stranded = _one_endpoint_engines(5.0, replicas=0, steps=120)
+    for step in range(120):
+        stranded.step(step)
+    assert stranded.waiting[0] <= 5.0 * 60 + 1e-9  # clients give up after 60 s
+
+
+@pytest.mark.parametrize(
+    "shares, expected",
+    [
+        ([1.0, 1.0, 1.0, 1.0], 1.0),  # all equal
+        ([1.0, 0.0, 0.0, 0.0], 0.25),  # one takes all: 1 / n
+        ([1.0, 0.5], 0.9),  # 1.5^2 / (2 * 1.25) = 0.9
+    ],
+)
+def test_jain_fairness(shares, expected):
+    assert jain_fairness(np.array(shares)) == pytest.approx(expected)
+
+
+def test_flaps_are_reversals_within_ten_minutes():
+    times = np.array([10.0, 20.0, 30.0, 900.0, 2000.0])
+    targets = np.array([[2], [1], [2], [3], [2]])  # initial 1: up, down, up, up, down
+    # down at 20 (10 s after up), up at 30 (10 s after down): 2 flaps, both in 10 min;
+    # up at 900 continues; down at 2000 is 1100 s after: not a flap
+    assert flap_counts(times, targets, np.array([1])) == (2, 2)
