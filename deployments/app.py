@@ -58,6 +58,9 @@ class GatewayDeployment:
         if self._host is not None:
             await self._host.check_health()
 
+    async def load(self) -> dict[str, float]:
+        return self._host.load() if self._host is not None else {}
+
     def __del__(self) -> None:
         if self._host is not None:
             self._host.shutdown()

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -98,7 +99,10 @@ def _start_local_ray(config: PlatformConfig) -> None:
 def _connect(address: str | None, env: dict[str, str] | None = None) -> None:
     import ray
 
+    import logging
+
     os.environ.update(env or {})  # this driver imports Serve too
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     ray.init(address=address or "auto", logging_level="ERROR", log_to_driver=False,
              runtime_env={"env_vars": env} if env else None)
 
@@ -148,9 +152,10 @@ def _serve_progress() -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config) if args.config else default_config()
-        if args.port is not None:
+        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        if overrides:
             config = config.model_copy(
-                update={"server": config.server.model_copy(update={"port": args.port})}
+                update={"server": config.server.model_copy(update=overrides)}
             )
         paths = resolve_models(config)
     except ConfigError as exc:
@@ -167,7 +172,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"starting Ray ({config.partition.count:g} {config.partition.accelerator} slots) ...")
         _start_local_ray(config)
         started_ray = True
-    _connect(address, ray_env(config))
+    env = ray_env(config)
+    _connect(address, env)
     data.save_state({"url": _base_url(config), "started_ray": started_ray, "address": address})
 
     from ray import serve
@@ -176,13 +182,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     # Clients reach the gateway replicas directly on server.port (see ray_env). Serve still
     # runs its own proxy; it listens on an internal port beside it.
-    env = ray_env(config)
     serve.start(
         http_options={"host": config.server.host, "port": serve_proxy_port(config)},
         controller_options={"runtime_env": {"env_vars": env}},
     )
-    serve.run(build_app(config, paths), name=APP_NAME, route_prefix="/", blocking=False)
+    # serve.run returns once the application is running; show progress meanwhile.
+    failure: list[BaseException] = []
 
+    def deploy() -> None:
+        try:
+            serve.run(build_app(config, paths), name=APP_NAME, route_prefix="/")
+        except BaseException as exc:  # reported by the progress loop below
+            failure.append(exc)
+
+    threading.Thread(target=deploy, name="deploy", daemon=True).start()
     url = _base_url(config)
     deadline = time.monotonic() + READY_TIMEOUT_S
     last = ""
@@ -194,8 +207,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         if progress != last:
             _say(f"  {progress}")
             last = progress
-        if "DEPLOY_FAILED" in progress or time.monotonic() > deadline:
-            print(f"aifactory: the platform did not become ready: {progress}", file=sys.stderr)
+        if failure or time.monotonic() > deadline:
+            reason = failure[0] if failure else f"not ready after {READY_TIMEOUT_S}s: {progress}"
+            print(f"aifactory: the platform did not become ready: {reason}\n"
+                  f"(`aifactory down` stops what was started)", file=sys.stderr)
             return 1
         time.sleep(1)
     _say(f"ready: {url}/v1  (OpenAI base URL)")
@@ -215,6 +230,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     return cmd_down(args)
 
 
+def _kill_orphaned_engines() -> None:
+    """vLLM's engine-core processes outlive a replica that was killed rather than shut down
+    (they ignore SIGTERM while busy). An engine whose parent is gone serves nobody: end it."""
+    for _ in range(3):  # an engine's own workers are orphaned once it is gone
+        out = subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True, text=True)
+        orphans = [
+            int(pid)
+            for pid, ppid, stat, cmd in (line.split(None, 3) for line in out.stdout.splitlines()[1:])
+            if cmd.startswith("VLLM::") and ppid == "1" and not stat.startswith("Z")
+        ]
+        if not orphans:
+            return
+        for pid in orphans:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+
+
 def cmd_down(args: argparse.Namespace) -> int:
     state = data.load_state() or {}
     address = getattr(args, "address", None) or state.get("address")
@@ -231,6 +266,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             print(f"aifactory: Serve shutdown: {exc}", file=sys.stderr)
     if state.get("started_ray", True) and not address:
         subprocess.run([_ray_bin(), "stop", "--force"], capture_output=True)
+        _kill_orphaned_engines()
     data.clear_state()
     _say("stopped")
     return 0
@@ -286,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
     up = sub.add_parser("up", help="start the platform (the embedded demo without --config)")
     up.add_argument("--config", help="platform YAML file")
+    up.add_argument("--host", help="override server.host")
     up.add_argument("--port", type=int, help="override server.port")
     up.add_argument("--address", help="join this Ray cluster (default: $RAY_ADDRESS, else local)")
     up.add_argument("--detach", action="store_true", help="return once ready, leave it running")

@@ -143,9 +143,12 @@ class EngineHost:
         if protocol is None:
             return _error(HTTPStatus.NOT_FOUND, f"unknown route {kind!r}", "NotFoundError")
         try:
-            request = protocol.model_validate(body)
+            # Strict JSON types, as OpenAI checks them: "stream": "yes" is an error, not True.
+            request = protocol.model_validate_json(json.dumps(body), strict=True)
         except ValidationError as exc:
             return _validation_error(exc)
+        except Exception as exc:  # vLLM's validators raise its own errors too
+            return self._error_from(create_error_response(exc))
         # vLLM ignores unknown fields with a warning; OpenAI refuses them, and so do we.
         unknown = sorted(set(body) - _known_fields(protocol))
         if unknown:
@@ -166,11 +169,15 @@ class EngineHost:
             result = create_error_response(exc)
 
         if isinstance(result, ErrorResponse):
-            err = result.error
-            return _error(err.code, err.message, err.type, err.param)
+            return self._error_from(result)
         if hasattr(result, "model_dump"):
             return EngineReply(status=HTTPStatus.OK, body=result.model_dump(mode="json"))
         return EngineReply(status=HTTPStatus.OK, stream=result)
+
+    @staticmethod
+    def _error_from(response) -> EngineReply:
+        err = response.error
+        return _error(err.code, err.message, err.type, err.param)
 
     # -- state -----------------------------------------------------------------------------
 

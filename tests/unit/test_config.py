@@ -1,0 +1,103 @@
+"""The platform config: valid files load, invalid ones are refused naming the field and why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from deployments.config import ConfigError, default_config, load_config, parse_config
+from deployments.app import engine_args, engine_resources
+from serving.engine.host import vllm_cli_args
+
+ENDPOINT = {"name": "a", "model": "/models/a"}
+
+
+def test_default_config_is_the_colocated_demo():
+    cfg = default_config(port=9000)
+    assert cfg.server.port == 9000
+    [demo] = cfg.endpoints
+    assert (demo.name, demo.model, demo.colocated) == ("demo", "builtin:demo", True)
+
+
+@pytest.mark.parametrize(
+    "data,where,why",
+    [
+        ({"endpoints": []}, "endpoints", "at least 1"),
+        ({"endpoints": [{**ENDPOINT, "replicas": -1}]}, "endpoints.0.replicas", "greater than or equal to 0"),
+        ({"endpoints": [{**ENDPOINT, "name": "Bad Name"}]}, "endpoints.0.name", "pattern"),
+        ({"endpoints": [{**ENDPOINT, "engine": {"dtype": "int3"}}]}, "endpoints.0.engine.dtype", "bfloat16"),
+        ({"endpoints": [{**ENDPOINT, "engine": {"max_model_len": 0}}]}, "endpoints.0.engine.max_model_len", "greater than 0"),
+        ({"endpoints": [{**ENDPOINT, "engnie": {}}]}, "endpoints.0.engnie", "Extra inputs"),
+        ({"server": {"port": 70000}, "endpoints": [ENDPOINT]}, "server.port", "less than or equal"),
+        ({"partition": {"count": 2}, "endpoints": [{**ENDPOINT, "replicas": 3}]}, "(top level)", "partition.count is 2"),
+        ({"endpoints": [ENDPOINT, ENDPOINT]}, "(top level)", "repeated: a"),
+        ({"endpoints": [{**ENDPOINT, "colocated": True}, {**ENDPOINT, "name": "b", "colocated": True}]},
+         "(top level)", "at most one endpoint"),
+        ({"endpoints": [{**ENDPOINT, "accelerators_per_replica": 1, "engine": {"tensor_parallel_size": 2}}]},
+         "endpoints.0", "tensor_parallel_size"),
+        ({"endpoints": [{**ENDPOINT, "engine": {"extra_args": {"--bad flag": 1}}}]},
+         "endpoints.0.engine.extra_args", "not a vLLM flag name"),
+    ],
+)
+def test_invalid_config_names_field_and_reason(data, where, why):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "test.yaml")
+    message = str(info.value)
+    assert f"{where}:" in message and why in message, message
+
+
+def test_load_config_refuses_bad_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("endpoints: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_up_refuses_invalid_config_before_starting_anything(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("endpoints:\n  - name: a\n    model: /m\n    replicas: lots\n")
+    result = subprocess.run([sys.executable, "-m", "deployments.cli", "up", "--config", str(path)],
+                            capture_output=True, text=True, env={"AIFACTORY_HOME": str(tmp_path),
+                                                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "endpoints.0.replicas" in result.stderr and "valid integer" in result.stderr
+
+
+def test_cli_up_refuses_missing_model_folder(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"endpoints:\n  - name: a\n    model: {tmp_path}/nothing\n")
+    result = subprocess.run([sys.executable, "-m", "deployments.cli", "up", "--config", str(path)],
+                            capture_output=True, text=True, env={"AIFACTORY_HOME": str(tmp_path),
+                                                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "endpoints.0.model" in result.stderr and "no config.json" in result.stderr
+
+
+def test_engine_settings_become_vllm_flags():
+    cfg = parse_config({"endpoints": [{**ENDPOINT, "engine": {
+        "max_model_len": 512, "dtype": "bfloat16", "enforce_eager": True,
+        "extra_args": {"enable_prefix_caching": False, "max_num_batched_tokens": 1024}}}]})
+    args = engine_args(cfg.endpoints[0], cfg.partition)
+    argv = vllm_cli_args("/models/a", "a", args)
+    assert argv[:4] == ["--model", "/models/a", "--served-model-name", "a"]
+    assert "--max-model-len" in argv and argv[argv.index("--max-model-len") + 1] == "512"
+    assert "--enforce-eager" in argv and "--no-enable-prefix-caching" in argv
+    assert argv[argv.index("--max-num-batched-tokens") + 1] == "1024"
+
+
+def test_engine_resources_cpu_gpu_and_tensor_parallel():
+    cpu = parse_config({"endpoints": [{**ENDPOINT, "accelerators_per_replica": 2}]})
+    assert engine_resources(cpu.endpoints[0], cpu.partition) == {"ray_actor_options": {"num_cpus": 2}}
+    gpu = parse_config({"partition": {"accelerator": "gpu", "count": 4},
+                        "endpoints": [{**ENDPOINT, "accelerators_per_replica": 0.5}]})
+    assert engine_resources(gpu.endpoints[0], gpu.partition)["ray_actor_options"]["num_gpus"] == 0.5
+    tp = parse_config({"partition": {"accelerator": "gpu", "count": 4},
+                       "endpoints": [{**ENDPOINT, "accelerators_per_replica": 2,
+                                      "engine": {"tensor_parallel_size": 2}}]})
+    res = engine_resources(tp.endpoints[0], tp.partition)
+    assert res["placement_group_bundles"] == [{"CPU": 1}, {"GPU": 1}, {"GPU": 1}]
+    assert engine_args(tp.endpoints[0], tp.partition)["distributed_executor_backend"] == "ray"
