@@ -1,0 +1,86 @@
+"""Tenancy: who may call what and how much, the usage ledger, and the admission decision."""
+
+from serving.tenancy.admission import (
+    AdmissionRequest,
+    Decision,
+    Limit,
+    Limits,
+    RateWindow,
+    Usage,
+    admit,
+    effective,
+    format_reset,
+    settle,
+)
+from serving.tenancy.counters import (
+    AdmissionCounters,
+    LocalAdmissionCounters,
+    Reservation,
+    Scope,
+    scopes_for,
+)
+from serving.tenancy.database import database_url_from_env, default_database_url
+from serving.tenancy.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    TenancyError,
+    Unauthenticated,
+)
+from serving.tenancy.migrate import upgrade
+from serving.tenancy.records import (
+    ApiKey,
+    CreatedKey,
+    Endpoint,
+    KeyScope,
+    Outcome,
+    Principal,
+    PriorityClass,
+    Quota,
+    Tenant,
+    TenantStatus,
+    UsageBucket,
+    UsageRecord,
+)
+from serving.tenancy.store import Store
+
+__all__ = [
+    "AdmissionCounters",
+    "AdmissionRequest",
+    "ApiKey",
+    "Conflict",
+    "CreatedKey",
+    "Decision",
+    "Endpoint",
+    "Forbidden",
+    "Invalid",
+    "KeyScope",
+    "Limit",
+    "Limits",
+    "LocalAdmissionCounters",
+    "NotFound",
+    "Outcome",
+    "Principal",
+    "PriorityClass",
+    "Quota",
+    "RateWindow",
+    "Reservation",
+    "Scope",
+    "Store",
+    "TenancyError",
+    "Tenant",
+    "TenantStatus",
+    "Unauthenticated",
+    "Usage",
+    "UsageBucket",
+    "UsageRecord",
+    "admit",
+    "database_url_from_env",
+    "default_database_url",
+    "effective",
+    "format_reset",
+    "scopes_for",
+    "settle",
+    "upgrade",
+]

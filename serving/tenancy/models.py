@@ -1,0 +1,171 @@
+"""The tenancy tables as SQLAlchemy models; the migrations create exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from serving.tenancy.records import KeyScope, Outcome, PriorityClass, TenantStatus
+
+# Named constraints, so a later migration can drop or alter them by name on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite has no BIGINT rowid: only "INTEGER PRIMARY KEY" autoincrements there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, stored naive in UTC on every backend.
+
+    SQLite keeps no zone, and PostgreSQL's timestamptz would bucket hours and days by the
+    session's time zone; naive UTC makes both behave the same.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _one_of(column: str, kind: type) -> CheckConstraint:
+    values = ", ".join(f"'{member.value}'" for member in kind)
+    return CheckConstraint(f"{column} IN ({values})", name=column)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+    __table_args__ = (_one_of("priority", PriorityClass), _one_of("status", TenantStatus))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    priority: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+    __table_args__ = (_one_of("scope", KeyScope),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EndpointRow(Base):
+    """An endpoint with `owner_id` NULL is shared: tenants reach it through grants."""
+
+    __tablename__ = "endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                                 index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class GrantRow(Base):
+    __tablename__ = "endpoint_grants"
+
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class QuotaRow(Base):
+    """A tenant's quota (`endpoint_id` NULL) or its quota on one endpoint; NULL limits are
+    unlimited."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "endpoint_id", name="uq_quotas_tenant_endpoint"),
+        # NULLs are distinct in a unique constraint, so the tenant-wide row needs its own index.
+        Index("uq_quotas_tenant_wide", "tenant_id", unique=True,
+              sqlite_where=text("endpoint_id IS NULL"),
+              postgresql_where=text("endpoint_id IS NULL")),
+        CheckConstraint("requests_per_minute IS NULL OR requests_per_minute > 0",
+                        name="requests_per_minute"),
+        CheckConstraint("tokens_per_minute IS NULL OR tokens_per_minute > 0",
+                        name="tokens_per_minute"),
+        CheckConstraint("concurrent_requests IS NULL OR concurrent_requests > 0",
+                        name="concurrent_requests"),
+        CheckConstraint("tokens_per_month IS NULL OR tokens_per_month > 0",
+                        name="tokens_per_month"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int | None] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    concurrent_requests: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class UsageRow(Base):
+    """The ledger. Tenant and endpoint are kept by name, not by foreign key: the ledger is
+    history, and must outlive the rows it names."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        _one_of("outcome", Outcome),
+        CheckConstraint("prompt_tokens >= 0 AND completion_tokens >= 0", name="tokens"),
+        Index("ix_usage_records_tenant_created", "tenant", "created_at"),
+        Index("ix_usage_records_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(128), unique=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    endpoint: Mapped[str] = mapped_column(String(63))
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    ttft_s: Mapped[float | None] = mapped_column(Float)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

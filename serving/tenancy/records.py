@@ -1,0 +1,148 @@
+"""The tenancy vocabulary: its enums and the plain records the store hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from serving.tenancy.admission import Limits
+
+
+class PriorityClass(StrEnum):
+    """How a tenant's traffic ranks when capacity is short."""
+
+    CRITICAL = "critical"
+    STANDARD = "standard"
+    BEST_EFFORT = "best_effort"
+
+
+class TenantStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class KeyScope(StrEnum):
+    """What a key may call: the OpenAI routes, or the admin API as well."""
+
+    INFERENCE = "inference"
+    ADMIN = "admin"
+
+
+class Outcome(StrEnum):
+    """How a request that reached admission ended."""
+
+    OK = "ok"
+    ERROR = "error"
+    REJECTED = "rejected"
+    CLIENT_CANCELLED = "client_cancelled"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    priority: PriorityClass
+    status: TenantStatus
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key as it may be shown again: its prefix, never the key or its hash."""
+
+    id: int
+    tenant: str
+    prefix: str
+    scope: KeyScope
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    def usable_at(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """The one moment the plaintext exists outside the client: returned by `create_key`."""
+
+    plaintext: str
+    key: ApiKey
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an authenticated request acts for."""
+
+    tenant: str
+    priority: PriorityClass
+    key_prefix: str
+    scope: KeyScope
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint (the `model` clients name): owned by one tenant, or shared (owner None)
+    with the tenants in `grants`."""
+
+    name: str
+    owner: str | None
+    grants: tuple[str, ...]
+    created_at: datetime
+
+    @property
+    def shared(self) -> bool:
+        return self.owner is None
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A tenant's quota, or its quota on one endpoint when `endpoint` is set."""
+
+    tenant: str
+    endpoint: str | None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_requests: int | None = None
+    tokens_per_month: int | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.requests_per_minute, self.tokens_per_minute,
+                      self.concurrent_requests, self.tokens_per_month)
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One request that reached admission, as the ledger keeps it."""
+
+    request_id: str
+    tenant: str
+    key_prefix: str
+    endpoint: str
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_s: float | None
+    duration_s: float | None
+    outcome: Outcome
+    created_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class UsageBucket:
+    """One tenant's requests in one hour or day: counts per outcome and token sums."""
+
+    start: datetime
+    requests: int
+    outcomes: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens

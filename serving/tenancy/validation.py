@@ -1,0 +1,95 @@
+"""Checks on every value before it reaches the store: names, enums, quota ranges, ledger rows."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TypeVar
+
+from serving.tenancy.errors import Invalid
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_NAME = re.compile(NAME_PATTERN)
+# Request ids come from clients (x-request-id) as well as from the gateway.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$")
+
+# Upper bounds well past any real partition, low enough to catch a typo or a unit mix-up.
+QUOTA_RANGES: dict[str, tuple[int, int]] = {
+    "requests_per_minute": (1, 10_000_000),
+    "tokens_per_minute": (1, 10_000_000_000),
+    "concurrent_requests": (1, 100_000),
+    "tokens_per_month": (1, 10**15),
+}
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _shown(value: object) -> str:
+    """The value for an error message, cut short: an oversized input should not flood logs."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def name(field: str, value: object) -> str:
+    """A tenant or endpoint name: lowercase, 1 to 63 characters, nothing SQL or shell can use."""
+    # fullmatch, not match: "$" would accept a trailing newline.
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise Invalid(field, f"must match {NAME_PATTERN}, got {_shown(value)}")
+    return value
+
+
+def choice(field: str, kind: type[E], value: object) -> E:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = "|".join(member.value for member in kind)
+        raise Invalid(field, f"must be one of {allowed}, got {_shown(value)}") from None
+
+
+def quota_value(field: str, value: object) -> int | None:
+    if value is None:
+        return None
+    low, high = QUOTA_RANGES[field]
+    # bool is an int in Python; True as "1 request per minute" is a bug, not a quota.
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Invalid(field, f"must be an integer in [{low}, {high}] or None, got {_shown(value)}")
+    return value
+
+
+def request_id(value: object) -> str:
+    if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+        raise Invalid("request_id", "must be a letter or digit, then up to 127 of "
+                                    f"[A-Za-z0-9._:-], got {_shown(value)}")
+    return value
+
+
+def key_prefix(value: object) -> str:
+    if not isinstance(value, str) or not _KEY_PREFIX.fullmatch(value):
+        raise Invalid("key_prefix", "must be a letter or digit, then up to 15 of "
+                                    f"[A-Za-z0-9_-], got {_shown(value)}")
+    return value
+
+
+def count(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        raise Invalid(field, f"must be a non-negative integer, got {_shown(value)}")
+    return value
+
+
+def seconds(field: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value >= 0):
+        raise Invalid(field, f"must be finite seconds >= 0 or None, got {_shown(value)}")
+    return float(value)
+
+
+def moment(field: str, value: object) -> datetime:
+    """A timezone-aware datetime, returned in UTC: naive ones are ambiguous, so refused."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise Invalid(field, f"must be a timezone-aware datetime, got {_shown(value)}")
+    return value.astimezone(UTC)

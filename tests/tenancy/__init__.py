@@ -1,0 +1,1 @@
+"""Tests of serving/tenancy: admission, the store, the ledger, migrations, counters."""

@@ -1,0 +1,82 @@
+"""Migrations on SQLite and PostgreSQL, and where the database is found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from serving.tenancy import Store, database_url_from_env, default_database_url, upgrade
+from serving.tenancy.migrate import MIGRATIONS, VERSION_TABLE, alembic_config
+from serving.tenancy.models import Base
+
+TABLES = {"tenants", "api_keys", "endpoints", "endpoint_grants", "quotas", "usage_records"}
+
+
+def revision(engine: sa.Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def test_upgrade_creates_the_tables_on_an_empty_database(empty_database_url: str) -> None:
+    engine = sa.create_engine(empty_database_url)
+    assert sa.inspect(engine).get_table_names() == []
+    upgrade(empty_database_url)
+    assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
+    head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
+    assert revision(engine) == head == "0001"
+    engine.dispose()
+
+
+def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
+    upgrade(empty_database_url)
+    store = Store(empty_database_url)
+    store.create_tenant("acme")
+    store.close()
+    engine = sa.create_engine(empty_database_url)
+    tables = set(sa.inspect(engine).get_table_names())
+    upgrade(empty_database_url)
+    assert set(sa.inspect(engine).get_table_names()) == tables
+    assert revision(engine) == "0001"
+    engine.dispose()
+    reopened = Store(empty_database_url)
+    assert [t.name for t in reopened.list_tenants()] == ["acme"]
+    reopened.close()
+
+
+def test_the_migrations_build_exactly_the_models(empty_database_url: str) -> None:
+    """Autogenerate finds nothing to do: the revisions and the models agree."""
+    upgrade(empty_database_url)
+    engine = sa.create_engine(empty_database_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": VERSION_TABLE})
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
+def test_migrations_ship_without_an_ini_file() -> None:
+    assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
+    assert not list(MIGRATIONS.parent.glob("alembic.ini"))
+
+
+def test_default_url_is_a_sqlite_file_in_home(tmp_path: Path) -> None:
+    assert default_database_url(tmp_path) == f"sqlite:///{tmp_path.resolve()}/aifactory.db"
+
+
+def test_the_environment_overrides_the_default(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://aif@db:5432/aifactory"
+    assert database_url_from_env(tmp_path, {"AIFACTORY_DATABASE_URL": url}) == url
+    assert database_url_from_env(tmp_path, {"AIFACTORY_DATABASE_URL": " "}) == \
+        default_database_url(tmp_path)
+    assert database_url_from_env(tmp_path, {}) == default_database_url(tmp_path)
+
+
+def test_the_sqlite_home_is_created(tmp_path: Path) -> None:
+    home = tmp_path / "not" / "yet"
+    upgrade(default_database_url(home))
+    assert (home / "aifactory.db").is_file()
