@@ -13,6 +13,7 @@ Prints TTFT p50/p99, ITL p50, TPOT p50 and output tokens/s for each, then ratios
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -31,9 +32,16 @@ ENGINE_FLAGS = ["--max-model-len", "2048", "--dtype", "bfloat16",
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range: Ray's own processes take ephemeral
+    ports while they start, and could take one picked there before the server binds it."""
+    for port in range(18100, 18200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 18100-18199")
 
 
 def _wait_http(url: str, proc: subprocess.Popen | None, timeout: float = 900) -> None:
@@ -73,8 +81,16 @@ class Served:
     def __init__(self, system: str, model: str, workdir: Path, log: Path) -> None:
         self.system, self.model, self.workdir, self.log = system, model, workdir, log
         self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] | None = None
 
     def __enter__(self) -> str:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> str:
         port = _free_port()
         out = open(self.log, "w")
         if self.system == "vllm":
@@ -89,14 +105,17 @@ class Served:
                                          start_new_session=True)
             _wait_http(f"http://127.0.0.1:{port}/v1/models", self.proc)
         else:
-            env = {**os.environ, "AIFACTORY_HOME": str(self.workdir / "home")}
+            self.env = {**os.environ, "AIFACTORY_HOME": str(self.workdir / "home")}
             cmd = [sys.executable, "-m", "deployments.cli", "up", "--detach", "--port", str(port)]
-            subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
-            self.env = env
+            subprocess.run(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, check=True)
+            # The embedded default's tenant key; vLLM's benchmark sends $OPENAI_API_KEY.
+            key = (self.workdir / "home" / "default.key").read_text().strip()
+            os.environ["OPENAI_API_KEY"] = key
         return f"http://127.0.0.1:{port}"
 
     def __exit__(self, *exc) -> None:
-        if self.system == "platform":
+        os.environ.pop("OPENAI_API_KEY", None)
+        if self.env is not None:
             subprocess.run([sys.executable, "-m", "deployments.cli", "down"], env=self.env,
                            capture_output=True)
         if self.proc is not None:
@@ -119,7 +138,8 @@ def run_load(base_url: str, tokenizer: str, concurrency: int, prompts: int) -> d
         "--num-warmups", "4", "--percentile-metrics", "ttft,tpot,itl",
         "--metric-percentiles", "50,99", "--disable-tqdm", "--seed", "0",
     ])
-    r = main(args)
+    with contextlib.redirect_stdout(sys.stderr):  # its report is not ours
+        r = main(args)
     return {
         "output_throughput": r["output_throughput"],
         "ttft_p50_ms": r["p50_ttft_ms"], "ttft_p99_ms": r["p99_ttft_ms"],

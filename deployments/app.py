@@ -8,6 +8,7 @@ benchmarks/overhead.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ray import serve
@@ -19,6 +20,8 @@ from deployments.targets import HandleTarget
 from serving.engine import EngineHost
 from serving.engine.local import LocalTarget
 from serving.gateway import EndpointTarget, build_gateway_app
+from serving.gateway.access import Access
+from serving.tenancy import LocalAdmissionCounters, Store
 
 APP_NAME = "aifactory"
 GATEWAY = "gateway"
@@ -40,8 +43,10 @@ class GatewayDeployment:
     async def __init__(
         self,
         engines: dict[str, DeploymentHandle],
+        tenancy: TenancySettings,
         colocated: tuple[str, str, dict[str, Any]] | None = None,
     ) -> None:
+        self._access = tenancy.connect()
         self._targets: dict[str, EndpointTarget] = {
             name: HandleTarget(name, handle) for name, handle in engines.items()
         }
@@ -52,7 +57,7 @@ class GatewayDeployment:
             self._targets[name] = LocalTarget(name, self._host)
 
     def __serve_build_asgi_app__(self):
-        return build_gateway_app(self._targets)
+        return build_gateway_app(self._targets, self._access)
 
     async def check_health(self) -> None:
         if self._host is not None:
@@ -93,7 +98,31 @@ def engine_args(endpoint: EndpointConfig, partition: PartitionConfig) -> dict[st
     return engine
 
 
-def build_app(config: PlatformConfig, model_paths: dict[str, str]) -> serve.Application:
+@dataclass(frozen=True)
+class TenancySettings:
+    """Where a gateway replica finds the tenancy store and the shared admission counters.
+    Without Redis the counters live in the replica: right for one gateway replica only."""
+
+    database_url: str
+    redis_url: str | None = None
+    redis_prefix: str = "aifactory:admission"
+
+    def connect(self) -> Access:
+        store = Store(self.database_url)
+        if self.redis_url is None:
+            return Access(store, LocalAdmissionCounters())
+        import redis.asyncio as redis
+
+        from serving.tenancy.redis_counters import RedisAdmissionCounters
+
+        # A blocking pool queues at its limit instead of failing requests under bursts.
+        client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=256, timeout=5))
+        return Access(store, RedisAdmissionCounters(client, prefix=self.redis_prefix))
+
+
+def build_app(config: PlatformConfig, model_paths: dict[str, str],
+              tenancy: TenancySettings) -> serve.Application:
     """`model_paths` maps endpoint name to a local model folder (the demo model resolved)."""
     engines = {}
     colocated = None
@@ -129,4 +158,4 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str]) -> serve.Appl
         max_ongoing_requests=4096,
         **gateway_options,
     )
-    return gateway.bind(engines, colocated)
+    return gateway.bind(engines, tenancy, colocated)

@@ -15,7 +15,15 @@ import urllib.request
 from pathlib import Path
 
 from deployments import home as data
-from deployments.config import DEMO_MODEL, ConfigError, PlatformConfig, default_config, load_config
+from deployments.config import (
+    DEFAULT_TENANT,
+    DEMO_MODEL,
+    ConfigError,
+    PlatformConfig,
+    default_config,
+    load_config,
+)
+from deployments.tenancy_setup import DEFAULT_KEY_FILE
 
 READY_TIMEOUT_S = 900
 # Ray's default GCS port, 6379, is Redis's; a local head listens here instead.
@@ -76,6 +84,46 @@ def resolve_models(config: PlatformConfig) -> dict[str, str]:
     return paths
 
 
+def prepare_tenancy(config: PlatformConfig, using_default: bool):
+    """Migrate the store, apply the config's tenants and endpoints, and (for the embedded
+    default) make sure the default tenant has a key on disk. Settings come from the
+    environment here, at the edge: AIFACTORY_DATABASE_URL, AIFACTORY_REDIS_URL."""
+    from deployments.app import TenancySettings
+    from deployments.tenancy_setup import apply_config, ensure_default_key, prepare_store
+    from serving.tenancy import Store, TenancyError
+
+    url = prepare_store(data.home())
+    store = Store(url)
+    try:
+        apply_config(store, config)
+        new_key = ensure_default_key(store, data.home()) if using_default else None
+    except TenancyError as exc:
+        raise ConfigError(f"the config does not fit the tenancy store: {exc}") from None
+    finally:
+        store.close()
+    settings = TenancySettings(
+        database_url=url,
+        redis_url=os.environ.get("AIFACTORY_REDIS_URL") or None,
+        redis_prefix=os.environ.get("AIFACTORY_REDIS_PREFIX") or "aifactory:admission",
+    )
+    return settings, new_key
+
+
+def check_engine_args(config: PlatformConfig, paths: dict[str, str]) -> None:
+    """Parse every endpoint's engine arguments with vLLM's own parser now, so a bad flag is
+    refused at start with the endpoint named, not found later in a replica's log."""
+    from deployments.app import engine_args
+    from serving.engine.host import parse_vllm_args, vllm_cli_args
+
+    for i, endpoint in enumerate(config.endpoints):
+        argv = vllm_cli_args(paths[endpoint.name], endpoint.name,
+                             engine_args(endpoint, config.partition))
+        try:
+            parse_vllm_args(argv)
+        except Exception as exc:  # argparse's and vLLM's own checks
+            raise ConfigError(f"endpoints.{i}.engine: vLLM refuses these arguments: {exc}") from None
+
+
 # -- Ray -------------------------------------------------------------------------------------
 
 
@@ -108,8 +156,15 @@ def _connect(address: str | None, env: dict[str, str] | None = None) -> None:
 
 
 def _ray_is_running() -> bool:
-    result = subprocess.run([_ray_bin(), "status"], capture_output=True, text=True)
-    return result.returncode == 0
+    """Whether a local Ray head answers: Ray records its address in this file when it starts."""
+    import socket
+
+    try:
+        host, _, port = Path("/tmp/ray/ray_current_cluster").read_text().split()[0].rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -158,6 +213,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 update={"server": config.server.model_copy(update=overrides)}
             )
         paths = resolve_models(config)
+        check_engine_args(config, paths)
+        tenancy, new_key = prepare_tenancy(config, using_default=not args.config)
     except ConfigError as exc:
         print(f"aifactory: {exc}", file=sys.stderr)
         return 2
@@ -191,7 +248,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def deploy() -> None:
         try:
-            serve.run(build_app(config, paths), name=APP_NAME, route_prefix="/")
+            serve.run(build_app(config, paths, tenancy), name=APP_NAME, route_prefix="/")
         except BaseException as exc:  # reported by the progress loop below
             failure.append(exc)
 
@@ -214,6 +271,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 1
         time.sleep(1)
     _say(f"ready: {url}/v1  (OpenAI base URL)")
+    if new_key is not None:
+        _say(f"API key of tenant `{DEFAULT_TENANT}` (shown once; kept in "
+             f"{data.home() / DEFAULT_KEY_FILE}):\n  {new_key}")
     if args.detach:
         return 0
 
@@ -256,11 +316,15 @@ def cmd_down(args: argparse.Namespace) -> int:
     if _ray_is_running() or address:
         try:
             _connect(address)
+            import ray
             from ray import serve
 
-            import ray
+            from deployments.app import APP_NAME
 
-            serve.shutdown()
+            if address:  # a shared cluster: remove only this platform's application
+                serve.delete(APP_NAME)
+            else:
+                serve.shutdown()
             ray.shutdown()
         except Exception as exc:  # still stop Ray below
             print(f"aifactory: Serve shutdown: {exc}", file=sys.stderr)

@@ -22,6 +22,8 @@ from pydantic import (
 
 # The model path that means "the embedded demo model, made on first use under the data dir".
 DEMO_MODEL = "builtin:demo"
+# The embedded default's tenant: it owns the demo endpoint; its key is kept in the data dir.
+DEFAULT_TENANT = "default"
 
 EndpointName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 
@@ -72,8 +74,24 @@ class EngineConfig(_Strict):
         return value
 
 
+class QuotaConfig(_Strict):
+    requests_per_minute: PositiveInt | None = None
+    tokens_per_minute: PositiveInt | None = None
+    concurrent_requests: PositiveInt | None = None
+    tokens_per_month: PositiveInt | None = None
+
+
+class TenantConfig(_Strict):
+    name: EndpointName
+    priority: Literal["critical", "standard", "best_effort"] = "standard"
+    quota: QuotaConfig | None = None
+
+
 class EndpointConfig(_Strict):
     name: EndpointName
+    # The tenant that owns the endpoint; None makes it shared, open to `shared_with`.
+    owner: EndpointName | None = None
+    shared_with: list[EndpointName] = Field(default_factory=list)
     # A Hugging Face model folder (no hub here), or "builtin:demo".
     model: str
     replicas: NonNegativeInt = 1
@@ -100,6 +118,7 @@ class EndpointConfig(_Strict):
 class PlatformConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    tenants: list[TenantConfig] = Field(default_factory=list)
     endpoints: list[EndpointConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -108,6 +127,14 @@ class PlatformConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"endpoint names must be unique; repeated: {', '.join(dupes)}")
+        tenants = {t.name for t in self.tenants}
+        for i, e in enumerate(self.endpoints):
+            unknown = sorted({e.owner, *e.shared_with} - tenants - {None})
+            if unknown:
+                raise ValueError(
+                    f"endpoints.{i} ({e.name}) names tenants not declared under tenants: "
+                    f"{', '.join(unknown)}"
+                )
         colocated = [e.name for e in self.endpoints if e.colocated]
         if len(colocated) > 1:
             raise ValueError(
@@ -164,9 +191,11 @@ def default_config(port: int | None = None) -> PlatformConfig:
     cfg = parse_config(
         {
             "partition": {"accelerator": "cpu", "count": 8},
+            "tenants": [{"name": DEFAULT_TENANT}],
             "endpoints": [
                 {
                     "name": "demo",
+                    "owner": DEFAULT_TENANT,
                     "model": DEMO_MODEL,
                     "colocated": True,
                     "engine": {

@@ -1,4 +1,6 @@
-"""The gateway's FastAPI app: the OpenAI routes, health and readiness, routing by `model`."""
+"""The gateway's FastAPI app: the OpenAI routes, health and readiness; every /v1 request is
+authenticated, routed by `model` among the endpoints its tenant may use, admitted against its
+quotas, and ends in exactly one usage record."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from http import HTTPStatus
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import error_response, from_engine_error, sse_error_event
 from serving.gateway.routing import EndpointTarget, EngineCall
+from serving.tenancy import Forbidden, Outcome, Principal, TenancyError, Unauthenticated
 
 logger = logging.getLogger(__name__)
 
@@ -22,115 +26,232 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 5.0
 REQUEST_ID_HEADER = "x-request-id"
+DONE = "data: [DONE]\n\n"
 
 
-async def _read_json_object(request: Request) -> dict | JSONResponse:
+class Refusal(Exception):
+    """A request refused before it reached an engine, as the response to send."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _store_unavailable(exc: Exception) -> Refusal:
+    logger.warning("tenancy store or counters unavailable: %r", exc)
+    return Refusal(error_response(
+        503, "the platform's tenancy store is unavailable; retry shortly",
+        headers={"retry-after": "1"}))
+
+
+async def _read_json_object(request: Request) -> dict:
     declared = request.headers.get("content-length")
+    too_big = Refusal(error_response(413, f"request body is larger than {MAX_BODY_BYTES} bytes"))
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return error_response(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+        raise too_big
     raw = bytearray()
     async for part in request.stream():
         raw += part
         if len(raw) > MAX_BODY_BYTES:
-            return error_response(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+            raise too_big
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return error_response(400, f"request body is not valid JSON: {exc}")
+        raise Refusal(error_response(400, f"request body is not valid JSON: {exc}")) from None
     except RecursionError:
-        return error_response(400, "request body is nested too deeply")
+        raise Refusal(error_response(400, "request body is nested too deeply")) from None
     if not isinstance(body, dict):
-        return error_response(400, "request body must be a JSON object")
+        raise Refusal(error_response(400, "request body must be a JSON object"))
     return body
 
 
-async def _stream(call: EngineCall, first: str | None) -> AsyncIterator[str]:
-    """Forward each SSE event as the engine yields it; end a broken stream with an error event.
-
-    If the client goes away, Starlette cancels this generator and the engine call is cancelled
-    with it, which aborts the request in the engine."""
+async def authenticate(access: Access, request: Request) -> Principal:
     try:
-        if first is not None:
-            yield first
-        async for chunk in call.chunks():
+        return await access.authenticate(request.headers.get("authorization"))
+    except Unauthenticated:
+        raise Refusal(error_response(
+            401, "Incorrect or missing API key: pass a valid key as 'Authorization: Bearer ...'",
+            code="invalid_api_key")) from None
+    except Forbidden as exc:
+        raise Refusal(error_response(403, str(exc), code="account_deactivated")) from None
+    except TenancyError as exc:
+        raise Refusal(error_response(400, str(exc))) from None
+    except Exception as exc:
+        raise _store_unavailable(exc) from None
+
+
+def _is_usage_chunk(chunk: str) -> bool:
+    return '"choices":[]' in chunk and '"usage":{' in chunk
+
+
+async def _relay(call: EngineCall, first: str | None, access: Access, admitted: Admitted,
+                 client_wants_usage: bool) -> AsyncIterator[str]:
+    """Forward each SSE event as the engine yields it, take the token counts from the usage
+    event, and commit the usage record before the stream's last event. A broken stream ends
+    with an error event; a client that goes away cancels the engine request."""
+    usage: dict | None = None
+    chunks = 0
+    outcome = Outcome.OK
+    try:
+        pending = [first] if first is not None else []
+        source = call.chunks()
+        while True:
+            if pending:
+                chunk = pending.pop()
+            else:
+                try:
+                    chunk = await source.__anext__()
+                except StopAsyncIteration:
+                    break
+            if chunk == DONE:
+                break
+            if _is_usage_chunk(chunk):
+                usage = json.loads(chunk[len("data: "):])["usage"]
+                if not client_wants_usage:
+                    continue
+            elif chunk.startswith('data: {"error"'):
+                outcome = Outcome.ERROR
+            else:
+                chunks += 1
+                if admitted.first_token_at is None:
+                    admitted.first_token_at = time.monotonic()
             yield chunk
+        await _finish_stream(access, admitted, outcome, usage, chunks)
+        yield DONE
     except asyncio.CancelledError:
         call.cancel()
+        # The client is gone: still settle and record, outside this cancelled task.
+        asyncio.get_running_loop().create_task(
+            _finish_stream(access, admitted, Outcome.CLIENT_CANCELLED, usage, chunks))
         raise
-    except Exception as exc:  # the engine died mid-stream: say so instead of cutting silently
+    except Exception as exc:  # the engine failed mid-stream: say so instead of cutting silently
         logger.warning("stream broke: %r", exc)
         call.cancel()
+        await _finish_stream(access, admitted, Outcome.ERROR, usage, chunks)
         yield sse_error_event(HTTPStatus.SERVICE_UNAVAILABLE, f"the engine failed mid-stream: {exc}")
-        yield "data: [DONE]\n\n"
+        yield DONE
     finally:
         call.cancel()
 
 
-def build_gateway_app(endpoints: Mapping[str, EndpointTarget]) -> FastAPI:
-    app = FastAPI(title="AI Factory gateway", version="0.1.0")
+async def _finish_stream(access: Access, admitted: Admitted, outcome: Outcome,
+                         usage: dict | None, chunks: int) -> None:
+    if usage is not None:
+        await access.finish(admitted, outcome, usage["prompt_tokens"], usage["completion_tokens"])
+    else:  # no usage event (cancelled or broken): one token per content event, as streamed
+        await access.finish(admitted, outcome, None, chunks)
+
+
+def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access) -> APIRouter:
+    router = APIRouter()
     started = int(time.time())
 
-    async def _completion(request: Request, kind: str) -> Response:
+    async def complete(request: Request, kind: str) -> Response:
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         headers = {REQUEST_ID_HEADER: request_id}
-        body = await _read_json_object(request)
-        if isinstance(body, JSONResponse):
-            return body
+        try:
+            principal = await authenticate(access, request)
+            body = await _read_json_object(request)
+        except Refusal as refusal:
+            refusal.response.headers.update(headers)
+            return refusal.response
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return error_response(
-                400, "you must provide a model parameter (a string)", param="model", headers=headers
-            )
+                400, "you must provide a model parameter (a string)", param="model", headers=headers)
         target = endpoints.get(model)
-        if target is None:
+        try:
+            allowed = target is not None and await access.may_use(principal, model)
+            if allowed:
+                card = await target.card()
+                admitted = await access.admit(principal, model, request_id, body,
+                                              card.get("max_model_len", 0))
+        except Exception as exc:
+            response = _store_unavailable(exc).response
+            response.headers.update(headers)
+            return response
+        if not allowed:  # another tenant's endpoint looks exactly like a missing one
             return error_response(
-                404,
-                f"The model `{model}` does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-                headers=headers,
-            )
+                404, f"The model `{model}` does not exist or you do not have access to it.",
+                param="model", code="model_not_found", headers=headers)
+
+        headers.update(admitted.decision.headers())
+        decision = admitted.decision
+        if not decision.admitted:
+            await access.finish(admitted, Outcome.REJECTED)
+            return error_response(429, decision.reason, code=decision.error_code, headers=headers)
+
+        client_wants_usage = True
+        if body.get("stream") is True:
+            options = body.get("stream_options")
+            client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+            if not client_wants_usage:
+                # The ledger needs the engine's exact counts; the usage event is not forwarded.
+                body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
 
         call = target.call(kind, body, request_id)
         try:
             head = await call.head()
         except asyncio.CancelledError:
             call.cancel()
+            await asyncio.shield(access.finish(admitted, Outcome.CLIENT_CANCELLED))
             raise
         except Exception as exc:
             call.cancel()
             logger.warning("endpoint %s failed: %r", model, exc)
+            await access.finish(admitted, Outcome.ERROR)
             return error_response(
-                503, f"endpoint `{model}` is unavailable: {type(exc).__name__}", headers=headers
-            )
-        status = head["status"]
-        if status != HTTPStatus.OK:
+                503, f"endpoint `{model}` is unavailable: {type(exc).__name__}", headers=headers)
+        if head["status"] != HTTPStatus.OK:
+            await access.finish(admitted, Outcome.ERROR)
             status, err = from_engine_error(head.get("body") or {})
             return JSONResponse(err, status, headers=headers)
         if not head.get("stream"):
-            return JSONResponse(head["body"], headers=headers)
+            result = head["body"]
+            usage = result.get("usage") or {}
+            await access.finish(admitted, Outcome.OK, usage.get("prompt_tokens"),
+                                usage.get("completion_tokens", 0))
+            return JSONResponse(result, headers=headers)
         return StreamingResponse(
-            _stream(call, head.get("first")), media_type="text/event-stream", headers=headers
-        )
+            _relay(call, head.get("first"), access, admitted, client_wants_usage),
+            media_type="text/event-stream", headers=headers)
 
-    @app.post("/v1/chat/completions")
+    @router.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        return await _completion(request, "chat")
+        return await complete(request, "chat")
 
-    @app.post("/v1/completions")
+    @router.post("/v1/completions")
     async def completions(request: Request) -> Response:
-        return await _completion(request, "completion")
+        return await complete(request, "completion")
 
-    @app.get("/v1/models")
-    async def list_models() -> dict:
-        cards = await asyncio.gather(*(t.card() for t in endpoints.values()), return_exceptions=True)
+    @router.get("/v1/models")
+    async def list_models(request: Request) -> Response:
+        try:
+            principal = await authenticate(access, request)
+            visible = await access.visible_endpoints(principal)
+        except Refusal as refusal:
+            return refusal.response
+        except Exception as exc:
+            return _store_unavailable(exc).response
+        names = [name for name in endpoints if name in visible]
+        cards = await asyncio.gather(*(endpoints[n].card() for n in names), return_exceptions=True)
         data = []
-        for name, card in zip(endpoints, cards):
+        for name, card in zip(names, cards):
             entry = {"id": name, "object": "model", "created": started, "owned_by": "aifactory"}
             if isinstance(card, dict):
                 entry.update(card)
             data.append(entry)
-        return {"object": "list", "data": data}
+        return JSONResponse({"object": "list", "data": data})
+
+    return router
+
+
+def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
+                      routers: tuple[tuple[str, APIRouter], ...] = ()) -> FastAPI:
+    """`routers` are mounted beside the OpenAI routes, e.g. ("/admin/v1", admin router)."""
+    app = FastAPI(title="AI Factory gateway", version="0.1.0")
+    app.include_router(build_openai_router(endpoints, access))
+    for prefix, router in routers:
+        app.include_router(router, prefix=prefix)
 
     @app.get("/health")
     async def health() -> dict:

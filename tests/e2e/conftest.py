@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,15 @@ def leftover_processes() -> list[str]:
 @pytest.fixture(scope="session")
 def platform_env(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("aifactory-home")
-    env = {**os.environ, "AIFACTORY_HOME": str(home)}
+    env = {
+        **os.environ,
+        "AIFACTORY_HOME": str(home),
+        "AIFACTORY_REDIS_URL": "redis://127.0.0.1:6379/0",
+        # Counters outlive a test run in Redis; each run counts under its own prefix.
+        "AIFACTORY_REDIS_PREFIX": f"aifactory-test-{uuid.uuid4().hex[:12]}",
+    }
     env.pop("RAY_ADDRESS", None)
+    env.pop("AIFACTORY_DATABASE_URL", None)
     return env
 
 
@@ -65,17 +73,43 @@ def platform(platform_env):
 
 
 @pytest.fixture(scope="session")
-def client(platform):
-    import openai
+def store(platform):
+    """The platform's own tenancy store (SQLite under its data dir), to seed keys and quotas
+    and to read the ledger."""
+    from serving.tenancy import Store, default_database_url
 
-    return openai.OpenAI(base_url=platform["url"] + "/v1", api_key="unused", max_retries=0)
+    store = Store(default_database_url(platform["home"]))
+    yield store
+    store.close()
 
 
 @pytest.fixture(scope="session")
-def async_client(platform):
+def keys(store) -> dict[str, str]:
+    """An inference key per tenant of platform.yaml."""
+    return {t: store.create_key(t).plaintext for t in ("acme", "globex")}
+
+
+def openai_client(platform, key: str, *, async_: bool = False):
     import openai
 
-    return openai.AsyncOpenAI(base_url=platform["url"] + "/v1", api_key="unused", max_retries=0)
+    cls = openai.AsyncOpenAI if async_ else openai.OpenAI
+    return cls(base_url=platform["url"] + "/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def client(platform, keys):
+    return openai_client(platform, keys["acme"])
+
+
+@pytest.fixture(scope="session")
+def async_client(platform, keys):
+    return openai_client(platform, keys["acme"], async_=True)
+
+
+@pytest.fixture(scope="session")
+def auth(keys) -> dict[str, str]:
+    """Headers for raw HTTP calls as tenant acme."""
+    return {"authorization": f"Bearer {keys['acme']}"}
 
 
 @pytest.fixture(scope="session")

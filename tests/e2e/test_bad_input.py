@@ -56,9 +56,9 @@ def _body(raw, model):
 
 @pytest.mark.parametrize("model", ENDPOINTS)
 @pytest.mark.parametrize("name,path,raw,status,param", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_refused_then_service_continues(platform, model, name, path, raw, status,
+def test_bad_input_is_refused_then_service_continues(platform, auth, model, name, path, raw, status,
                                                      param):
-    with httpx.Client(base_url=platform["url"], timeout=60) as http:
+    with httpx.Client(base_url=platform["url"], timeout=60, headers=auth) as http:
         body = _body(raw, model)
         if isinstance(body, bytes):
             resp = http.post(path, content=body, headers={"content-type": "application/json"})
@@ -79,16 +79,16 @@ def test_bad_input_is_refused_then_service_continues(platform, model, name, path
         assert good.json()["usage"]["completion_tokens"] >= 1
 
 
-def test_oversized_body_is_refused(platform):
-    with httpx.Client(base_url=platform["url"], timeout=60) as http:
+def test_oversized_body_is_refused(platform, auth):
+    with httpx.Client(base_url=platform["url"], timeout=60, headers=auth) as http:
         resp = http.post("/v1/completions", content=b"x" * (9 * 1024 * 1024),
                          headers={"content-type": "application/json"})
         assert resp.status_code == 413
         assert resp.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_health_and_ready(platform):
-    with httpx.Client(base_url=platform["url"], timeout=30) as http:
+def test_health_and_ready(platform, auth):
+    with httpx.Client(base_url=platform["url"], timeout=30, headers=auth) as http:
         assert http.get("/health").json() == {"status": "ok"}
         ready = http.get("/ready")
         assert ready.status_code == 200

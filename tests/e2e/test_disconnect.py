@@ -18,12 +18,12 @@ def _running(handle) -> float:
 
 
 @pytest.mark.parametrize("model", ENDPOINTS)
-def test_disconnect_mid_stream_aborts_engine_request(platform, serve_handles, model):
+def test_disconnect_mid_stream_aborts_engine_request(platform, auth, serve_handles, model):
     handle = serve_handles[model]
     assert _running(handle) == 0
     body = {"model": model, "prompt": "go on", "max_tokens": MAX_TOKENS, "stream": True,
             "ignore_eos": True}
-    clients = [httpx.Client(base_url=platform["url"], timeout=60) for _ in range(STREAMS)]
+    clients = [httpx.Client(base_url=platform["url"], timeout=60, headers=auth) for _ in range(STREAMS)]
     streams = []
     for http in clients:
         ctx = http.stream("POST", "/v1/completions", json=body)
@@ -46,6 +46,6 @@ def test_disconnect_mid_stream_aborts_engine_request(platform, serve_handles, mo
     assert _running(handle) == 0, "engine still runs requests whose clients went away"
 
     # The engine keeps serving.
-    with httpx.Client(base_url=platform["url"], timeout=60) as http:
+    with httpx.Client(base_url=platform["url"], timeout=60, headers=auth) as http:
         ok = http.post("/v1/completions", json={"model": model, "prompt": "x", "max_tokens": 2})
         assert ok.status_code == 200

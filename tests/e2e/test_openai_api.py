@@ -104,3 +104,16 @@ async def test_32_concurrent_streams_report_exact_usage(async_client, tokenizer,
         assert usage.completion_tokens == 16 + i
         assert usage.prompt_tokens == len(tokenizer(prompts[i])["input_ids"])
         assert n_chunks >= 1
+
+
+def test_status_shows_endpoints_replicas_and_readiness(platform):
+    from tests.e2e.conftest import aifactory
+
+    result = aifactory("status", "--json", env=platform["env"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    status = __import__("json").loads(result.stdout)
+    assert status["ready"] is True
+    assert status["url"] == platform["url"]
+    assert status["endpoints"] == {e: True for e in ENDPOINTS}
+    assert status["deployments"]["gateway"]["replicas"] == {"RUNNING": 1}
+    assert status["deployments"]["engine-demo-remote"]["status"] == "HEALTHY"

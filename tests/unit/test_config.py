@@ -77,6 +77,21 @@ def test_cli_up_refuses_missing_model_folder(tmp_path):
     assert "endpoints.0.model" in result.stderr and "no config.json" in result.stderr
 
 
+def test_cli_up_refuses_engine_flags_vllm_does_not_know(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"endpoints:\n  - name: a\n    model: {model}\n"
+                    f"    engine:\n      extra_args:\n        no_such_flag: 3\n")
+    result = subprocess.run([sys.executable, "-m", "deployments.cli", "up", "--config", str(path)],
+                            capture_output=True, text=True, env={"AIFACTORY_HOME": str(tmp_path),
+                                                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "endpoints.0.engine: vLLM refuses these arguments" in result.stderr
+    assert "--no-such-flag" in result.stderr
+
+
 def test_engine_settings_become_vllm_flags():
     cfg = parse_config({"endpoints": [{**ENDPOINT, "engine": {
         "max_model_len": 512, "dtype": "bfloat16", "enforce_eager": True,

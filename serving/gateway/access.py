@@ -1,0 +1,141 @@
+"""Who may call what, and how much: authentication, endpoint access, admission and the
+usage record of every request that reached admission."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from serving.gateway.ledger_writer import LedgerWriter
+from serving.tenancy import (
+    AdmissionCounters,
+    AdmissionRequest,
+    Decision,
+    Outcome,
+    Principal,
+    Reservation,
+    Store,
+    Unauthenticated,
+    UsageRecord,
+    scopes_for,
+)
+
+# A prompt's tokens are estimated before the engine tokenizes it (about 4 bytes per token for
+# BPE vocabularies, plus a few per chat message for the template); the reservation is settled
+# with the engine's exact count when the request ends.
+BYTES_PER_TOKEN = 4
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    def size(value: Any) -> int:
+        if isinstance(value, str):
+            return math.ceil(len(value.encode("utf-8", "replace")) / BYTES_PER_TOKEN)
+        if isinstance(value, list):
+            if value and all(isinstance(v, int) for v in value):
+                return len(value)  # already token ids
+            return sum(size(v) for v in value)
+        if isinstance(value, dict):
+            return sum(size(v) for v in value.values())
+        return 0
+
+    if "messages" in body:
+        messages = body["messages"] if isinstance(body["messages"], list) else []
+        return size(messages) + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
+    return size(body.get("prompt", ""))
+
+
+def requested_max_tokens(body: dict[str, Any], context_len: int, prompt_tokens: int) -> int:
+    """What the request may generate: its max_tokens, else what the context leaves."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return max(1, context_len - prompt_tokens)
+
+
+@dataclass
+class Admitted:
+    """One admitted request's bookkeeping, finished exactly once by `Access.finish`."""
+
+    request_id: str
+    principal: Principal
+    endpoint: str
+    decision: Decision
+    reservation: Reservation | None
+    prompt_tokens_estimate: int
+    started: float
+    created_at: datetime
+    first_token_at: float | None = None
+    finished: bool = False
+
+
+class Access:
+    """The tenancy side of the gateway. The store is synchronous and runs in threads; the
+    counters are shared by all gateway replicas (Redis) or local to one."""
+
+    def __init__(self, store: Store, counters: AdmissionCounters,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.counters = counters
+        self.ledger = LedgerWriter(store.record_usage)
+        self._clock = clock
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing")
+        return await asyncio.to_thread(self.store.authenticate, token.strip())
+
+    async def visible_endpoints(self, principal: Principal) -> set[str]:
+        endpoints = await asyncio.to_thread(self.store.list_endpoints, usable_by=principal.tenant)
+        return {e.name for e in endpoints}
+
+    async def may_use(self, principal: Principal, endpoint: str) -> bool:
+        try:
+            return await asyncio.to_thread(self.store.can_use, principal.tenant, endpoint)
+        except LookupError:
+            return False
+
+    async def admit(self, principal: Principal, endpoint: str, request_id: str,
+                    body: dict[str, Any], context_len: int) -> Admitted:
+        now = self._clock()
+        prompt = estimate_prompt_tokens(body)
+        claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len, prompt))
+        tenant_limits, endpoint_limits = await asyncio.to_thread(
+            self.store.limits_for, principal.tenant, endpoint)
+        scopes = scopes_for(principal.tenant, endpoint, tenant_limits, endpoint_limits)
+        decision, reservation = await self.counters.reserve(scopes, claim, now)
+        return Admitted(request_id, principal, endpoint, decision, reservation, prompt,
+                        time.monotonic(), datetime.fromtimestamp(now, UTC))
+
+    async def finish(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int | None = None,
+                     completion_tokens: int = 0) -> None:
+        """Settle the reservation with the real count and commit the usage record."""
+        if admitted.finished:
+            return
+        admitted.finished = True
+        prompt = admitted.prompt_tokens_estimate if prompt_tokens is None else prompt_tokens
+        if admitted.reservation is not None:
+            await self.counters.release(admitted.reservation, prompt + completion_tokens)
+        ended = time.monotonic()
+        ttft = (admitted.first_token_at - admitted.started
+                if admitted.first_token_at is not None else None)
+        await self.ledger.write(UsageRecord(
+            request_id=admitted.request_id,
+            tenant=admitted.principal.tenant,
+            key_prefix=admitted.principal.key_prefix,
+            endpoint=admitted.endpoint,
+            prompt_tokens=prompt if outcome is not Outcome.REJECTED else 0,
+            completion_tokens=completion_tokens,
+            ttft_s=ttft,
+            duration_s=ended - admitted.started,
+            outcome=outcome,
+            created_at=admitted.created_at,
+            finished_at=datetime.now(UTC),
+        ))

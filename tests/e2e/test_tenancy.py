@@ -1,0 +1,203 @@
+"""Tenancy on the live platform: keys, isolation between tenants, quotas that answer 429 with
+OpenAI's headers and recover, the monthly budget, and a ledger that matches what clients saw."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import openai_client
+
+PROMPT = {"prompt": "hello", "max_tokens": 4}
+
+
+def new_tenant(store, **quota) -> tuple[str, str]:
+    """A fresh tenant granted the shared endpoint, with a quota; returns (name, key)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    store.create_tenant(name)
+    store.grant("demo-remote", name)
+    if quota:
+        store.set_quota(name, **quota)
+    return name, store.create_key(name).plaintext
+
+
+def post(platform, key: str | None, body: dict, path: str = "/v1/completions") -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.post(platform["url"] + path, json=body, headers=headers, timeout=60)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer afk_not-a-real-key-000000000000000",
+                                           "Basic abc", "Bearer " + "x" * 5000])
+def test_missing_or_unknown_key_is_401(platform, authorization):
+    headers = {} if authorization is None else {"authorization": authorization}
+    for method, path in (("GET", "/v1/models"), ("POST", "/v1/completions")):
+        resp = httpx.request(method, platform["url"] + path, headers=headers, timeout=30,
+                             json={"model": "demo", **PROMPT})
+        assert resp.status_code == 401, resp.text
+        err = resp.json()["error"]
+        assert err["type"] == "authentication_error" and err["code"] == "invalid_api_key"
+
+
+def test_revoked_and_expired_keys_fail(platform, store):
+    name, key = new_tenant(store)
+    assert post(platform, key, {"model": "demo-remote", **PROMPT}).status_code == 200
+    [meta] = [k for k in store.list_keys(name)]
+    store.revoke_key(meta.id)
+    assert post(platform, key, {"model": "demo-remote", **PROMPT}).status_code == 401
+
+    expiring = store.create_key(name, expires_at=datetime.now(UTC) + timedelta(seconds=2))
+    assert post(platform, expiring.plaintext, {"model": "demo-remote", **PROMPT}).status_code == 200
+    time.sleep(2.5)
+    assert post(platform, expiring.plaintext, {"model": "demo-remote", **PROMPT}).status_code == 401
+
+
+def test_tenants_see_and_call_only_their_endpoints(platform, keys):
+    acme, globex = openai_client(platform, keys["acme"]), openai_client(platform, keys["globex"])
+    assert sorted(m.id for m in acme.models.list()) == ["demo", "demo-remote"]
+    assert [m.id for m in globex.models.list()] == ["demo-remote"]
+
+    hidden = post(platform, keys["globex"], {"model": "demo", **PROMPT})
+    missing = post(platform, keys["globex"], {"model": "no-such-model", **PROMPT})
+    assert hidden.status_code == missing.status_code == 404
+    # The same answer as for a model that does not exist: existence does not leak.
+    assert hidden.json()["error"]["message"].replace("demo", "X") == \
+        missing.json()["error"]["message"].replace("no-such-model", "X")
+    assert hidden.json()["error"]["code"] == missing.json()["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        globex.completions.create(model="demo", prompt="hi", max_tokens=2)
+    assert globex.completions.create(model="demo-remote", prompt="hi", max_tokens=2).usage
+
+
+def _wait_for_reset(resp: httpx.Response) -> None:
+    time.sleep(int(resp.headers["retry-after"]) + 0.2)
+
+
+def test_requests_per_minute_429_with_headers_then_recovers(platform, store):
+    _, key = new_tenant(store, requests_per_minute=3)
+    seen = [post(platform, key, {"model": "demo-remote", **PROMPT}) for _ in range(3)]
+    assert [r.status_code for r in seen] == [200, 200, 200]
+    assert [r.headers["x-ratelimit-remaining-requests"] for r in seen] == ["2", "1", "0"]
+    assert all(r.headers["x-ratelimit-limit-requests"] == "3" for r in seen)
+    refused = post(platform, key, {"model": "demo-remote", **PROMPT})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
+    _wait_for_reset(refused)
+    assert post(platform, key, {"model": "demo-remote", **PROMPT}).status_code == 200
+
+
+def test_tokens_per_minute_counts_prompt_and_max_tokens(platform, store):
+    _, key = new_tenant(store, tokens_per_minute=300)
+    first = post(platform, key, {"model": "demo-remote", "prompt": "hi", "max_tokens": 200})
+    assert first.status_code == 200
+    assert first.headers["x-ratelimit-limit-tokens"] == "300"
+    # Settled with the real count: 300 - (prompt + completion actually used) remain.
+    used = first.json()["usage"]["total_tokens"]
+    second = post(platform, key, {"model": "demo-remote", "prompt": "hi", "max_tokens": 200})
+    assert second.status_code == 429, (used, second.text)
+    assert second.headers["x-ratelimit-limit-tokens"] == "300"
+    assert int(second.headers["x-ratelimit-remaining-tokens"]) == 300 - used
+
+
+def test_concurrent_requests_limit(platform, store):
+    _, key = new_tenant(store, concurrent_requests=1)
+    body = {"model": "demo-remote", "prompt": "go", "max_tokens": 400, "stream": True,
+            "ignore_eos": True}
+    with httpx.Client(base_url=platform["url"], timeout=60,
+                      headers={"authorization": f"Bearer {key}"}) as http:
+        with http.stream("POST", "/v1/completions", json=body) as long:
+            assert long.status_code == 200
+            lines = long.iter_lines()
+            next(lines)
+            blocked = http.post("/v1/completions", json={"model": "demo-remote", **PROMPT})
+            assert blocked.status_code == 429
+            assert blocked.json()["error"]["code"] == "rate_limit_exceeded"
+            for _ in lines:  # let it finish; the slot is released at the end
+                pass
+        assert http.post("/v1/completions", json={"model": "demo-remote", **PROMPT}).status_code == 200
+
+
+def test_monthly_budget_stops_the_tenant_at_the_budget(platform, store):
+    name, key = new_tenant(store, tokens_per_month=60)
+    statuses, spent = [], 0
+    for _ in range(10):
+        resp = post(platform, key, {"model": "demo-remote", "prompt": "hi", "max_tokens": 10,
+                                    "ignore_eos": True})
+        statuses.append(resp.status_code)
+        if resp.status_code != 200:
+            break
+        spent += resp.json()["usage"]["total_tokens"]
+    assert statuses[-1] == 429 and statuses.count(200) >= 1
+    err = resp.json()["error"]
+    assert err["code"] == "insufficient_quota"
+    assert spent <= 60  # never past the budget: every admitted request fit in it
+    now = datetime.now(UTC)
+    assert store.monthly_tokens(name, now.year, now.month) == spent
+
+
+async def test_ledger_matches_what_clients_saw(platform, store):
+    name, key = new_tenant(store)
+    client = openai_client(platform, key, async_=True)
+    tally = {"ok": 0, "error": 0, "client_cancelled": 0, "prompt": 0, "completion": 0}
+
+    async def ok_plain():
+        r = await client.completions.create(model="demo-remote", prompt="count me", max_tokens=5)
+        tally["ok"] += 1
+        tally["prompt"] += r.usage.prompt_tokens
+        tally["completion"] += r.usage.completion_tokens
+
+    async def ok_stream():
+        stream = await client.chat.completions.create(
+            model="demo-remote", messages=[{"role": "user", "content": "hi"}], max_tokens=6,
+            stream=True, stream_options={"include_usage": True})
+        async for chunk in stream:
+            if chunk.usage:
+                tally["prompt"] += chunk.usage.prompt_tokens
+                tally["completion"] += chunk.usage.completion_tokens
+        tally["ok"] += 1
+
+    async def error():
+        with pytest.raises(openai.BadRequestError):
+            await client.completions.create(model="demo-remote", prompt="x", max_tokens=0)
+        tally["error"] += 1
+
+    async def cancelled():
+        async with httpx.AsyncClient(base_url=platform["url"], timeout=60,
+                                     headers={"authorization": f"Bearer {key}"}) as http:
+            async with http.stream("POST", "/v1/completions", json={
+                    "model": "demo-remote", "prompt": "long", "max_tokens": 400,
+                    "ignore_eos": True, "stream": True}) as resp:
+                async for line in resp.aiter_lines():
+                    if line.startswith("data: {"):
+                        break
+        tally["client_cancelled"] += 1
+
+    await asyncio.gather(*[ok_plain() for _ in range(6)], *[ok_stream() for _ in range(6)],
+                         *[error() for _ in range(3)], *[cancelled() for _ in range(3)])
+    await asyncio.sleep(1.0)  # the cancelled ones are recorded after their clients left
+
+    since = datetime.now(UTC) - timedelta(hours=1)
+    buckets = store.usage_summary(name, since, datetime.now(UTC) + timedelta(minutes=1), by="day")
+    counts = {o: sum(b.outcomes.get(o, 0) for b in buckets)
+              for o in ("ok", "error", "client_cancelled", "rejected")}
+    assert counts == {"ok": 12, "error": 3, "client_cancelled": 3, "rejected": 0}, buckets
+    import io
+
+    out = io.StringIO()
+    store.export_csv(out, since, datetime.now(UTC) + timedelta(minutes=1), tenant=name)
+    rows = [line.split(",") for line in out.getvalue().strip().splitlines()]
+    header, records = rows[0], rows[1:]
+    assert len(records) == 18
+    col = {h: i for i, h in enumerate(header)}
+    ok_rows = [r for r in records if r[col["outcome"]] == "ok"]
+    assert sum(int(r[col["prompt_tokens"]]) for r in ok_rows) == tally["prompt"]
+    assert sum(int(r[col["completion_tokens"]]) for r in ok_rows) == tally["completion"]
