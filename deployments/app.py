@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.config import EndpointConfig, PartitionConfig, PlatformConfig
 from deployments.engine import EngineDeployment
 from deployments.targets import HandleTarget
+from serving.admin import build_admin_router
 from serving.engine import EngineHost
 from serving.engine.local import LocalTarget
 from serving.gateway import EndpointTarget, build_gateway_app
@@ -57,7 +58,8 @@ class GatewayDeployment:
             self._targets[name] = LocalTarget(name, self._host)
 
     def __serve_build_asgi_app__(self):
-        return build_gateway_app(self._targets, self._access)
+        admin = build_admin_router(self._access.store)
+        return build_gateway_app(self._targets, self._access, routers=(("/admin/v1", admin),))
 
     async def check_health(self) -> None:
         if self._host is not None:

@@ -23,6 +23,7 @@ from deployments.config import (
     default_config,
     load_config,
 )
+from deployments.admin_cli import ensure_admin_key, register_admin_commands
 from deployments.tenancy_setup import DEFAULT_KEY_FILE
 
 READY_TIMEOUT_S = 900
@@ -97,6 +98,8 @@ def prepare_tenancy(config: PlatformConfig, using_default: bool):
     try:
         apply_config(store, config)
         new_key = ensure_default_key(store, data.home()) if using_default else None
+        if ensure_admin_key(store, data.home()) is None:
+            _say("no admin key yet: `aifactory admin bootstrap` makes one")
     except TenancyError as exc:
         raise ConfigError(f"the config does not fit the tenancy store: {exc}") from None
     finally:
@@ -402,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo-model", help="write the small demo model to PATH")
     demo.add_argument("path")
     demo.set_defaults(func=cmd_demo_model)
+
+    register_admin_commands(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -14,6 +14,7 @@ from http import HTTPStatus
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import error_response, from_engine_error, sse_error_event
@@ -249,6 +250,12 @@ def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
                       routers: tuple[tuple[str, APIRouter], ...] = ()) -> FastAPI:
     """`routers` are mounted beside the OpenAI routes, e.g. ("/admin/v1", admin router)."""
     app = FastAPI(title="AI Factory gateway", version="0.1.0")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths and wrong methods answer in OpenAI's error shape too.
+        return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
     app.include_router(build_openai_router(endpoints, access))
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)

@@ -136,7 +136,7 @@ class Store:
         """Revoke a key by its id; revoking it again keeps the first revocation time."""
         with self._tx() as s:
             found = s.execute(select(ApiKeyRow, TenantRow.name).join(TenantRow)
-                              .where(ApiKeyRow.id == check.count("key_id", key_id))).first()
+                              .where(ApiKeyRow.id == check.row_id("key_id", key_id))).first()
             if found is None:
                 raise NotFound(f"key_id: no API key with id {key_id}")
             row, tenant = found

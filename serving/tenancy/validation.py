@@ -79,6 +79,13 @@ def count(field: str, value: object) -> int:
     return value
 
 
+def row_id(field: str, value: object) -> int:
+    """A table's integer id: the columns are 32-bit on PostgreSQL."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**31:
+        raise Invalid(field, f"must be a positive 32-bit integer id, got {_shown(value)}")
+    return value
+
+
 def seconds(field: str, value: object) -> float | None:
     if value is None:
         return None

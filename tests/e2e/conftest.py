@@ -16,6 +16,8 @@ CONFIG = HERE / "platform.yaml"
 PORT = 18000
 BASE_URL = f"http://127.0.0.1:{PORT}"
 ENDPOINTS = ["demo", "demo-remote"]
+# The first admin key, handed to the platform the way an operator would.
+ADMIN_KEY = "afk_" + uuid.uuid4().hex
 
 
 def aifactory(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -41,6 +43,7 @@ def platform_env(tmp_path_factory) -> dict:
         "AIFACTORY_REDIS_URL": "redis://127.0.0.1:6379/0",
         # Counters outlive a test run in Redis; each run counts under its own prefix.
         "AIFACTORY_REDIS_PREFIX": f"aifactory-test-{uuid.uuid4().hex[:12]}",
+        "AIFACTORY_ADMIN_KEY": ADMIN_KEY,
     }
     env.pop("RAY_ADDRESS", None)
     env.pop("AIFACTORY_DATABASE_URL", None)

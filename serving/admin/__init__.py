@@ -1,0 +1,17 @@
+"""The tenancy admin API: tenants, keys, endpoints, grants, quotas and usage over HTTP."""
+
+from serving.admin.bootstrap import (
+    ADMIN_TENANT,
+    ensure_admin_key_registered,
+    ensure_admin_tenant,
+    register_key,
+)
+from serving.admin.router import build_admin_router
+
+__all__ = [
+    "ADMIN_TENANT",
+    "build_admin_router",
+    "ensure_admin_key_registered",
+    "ensure_admin_tenant",
+    "register_key",
+]

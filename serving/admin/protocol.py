@@ -1,0 +1,241 @@
+"""The admin API's request and response bodies, and how each response is made from a record."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, StrictInt, StrictStr
+
+from serving.tenancy import (
+    ApiKey,
+    CreatedKey,
+    Endpoint,
+    KeyScope,
+    PriorityClass,
+    Quota,
+    Tenant,
+    TenantStatus,
+    UsageBucket,
+)
+
+QUOTA_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests",
+                "tokens_per_month")
+
+
+class StrictModel(BaseModel):
+    """Requests name only fields they define; a misspelt one is refused, not ignored. Names
+    and ranges are checked by the store, so its messages are the only ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Tenants
+
+
+class TenantCreate(StrictModel):
+    name: StrictStr
+    priority: PriorityClass = PriorityClass.STANDARD
+
+
+class TenantUpdate(StrictModel):
+    """Only the fields given change."""
+
+    priority: PriorityClass | None = None
+    status: TenantStatus | None = None
+
+
+class TenantOut(BaseModel):
+    object: Literal["tenant"] = "tenant"
+    name: str
+    priority: PriorityClass
+    status: TenantStatus
+    created_at: datetime
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantOut:
+        return cls(name=tenant.name, priority=tenant.priority, status=tenant.status,
+                   created_at=tenant.created_at)
+
+
+class TenantList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TenantOut]
+
+
+# API keys
+
+
+class KeyCreate(StrictModel):
+    scope: KeyScope = KeyScope.INFERENCE
+    expires_at: AwareDatetime | None = None
+
+
+class KeyOut(BaseModel):
+    """A key as it may be shown again: never the key itself or its hash."""
+
+    object: Literal["api_key"] = "api_key"
+    id: int
+    tenant: str
+    prefix: str
+    scope: KeyScope
+    status: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey, now: datetime) -> KeyOut:
+        status = ("revoked" if key.revoked_at is not None else
+                  "active" if key.usable_at(now) else "expired")
+        return cls(id=key.id, tenant=key.tenant, prefix=key.prefix, scope=key.scope,
+                   status=status, created_at=key.created_at, expires_at=key.expires_at,
+                   revoked_at=key.revoked_at)
+
+
+class CreatedKeyOut(KeyOut):
+    """The one response that carries the key: it is not stored and cannot be shown again."""
+
+    key: str
+
+    @classmethod
+    def of_created(cls, created: CreatedKey, now: datetime) -> CreatedKeyOut:
+        return cls(key=created.plaintext, **KeyOut.of(created.key, now).model_dump())
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyOut]
+
+
+# Endpoints and grants
+
+
+class EndpointCreate(StrictModel):
+    """No owner makes a shared endpoint, reachable by the tenants granted it."""
+
+    name: StrictStr
+    owner: StrictStr | None = None
+
+
+class EndpointOut(BaseModel):
+    object: Literal["endpoint"] = "endpoint"
+    name: str
+    owner: str | None
+    shared: bool
+    grants: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> EndpointOut:
+        return cls(name=endpoint.name, owner=endpoint.owner, shared=endpoint.shared,
+                   grants=list(endpoint.grants), created_at=endpoint.created_at)
+
+
+class EndpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EndpointOut]
+
+
+class EndpointDeleted(BaseModel):
+    object: Literal["endpoint"] = "endpoint"
+    name: str
+    deleted: Literal[True] = True
+
+
+# Quotas
+
+
+class QuotaUpdate(StrictModel):
+    """A limit given as a number sets it, given as null clears it (unlimited), and left out
+    keeps its current value."""
+
+    requests_per_minute: StrictInt | None = None
+    tokens_per_minute: StrictInt | None = None
+    concurrent_requests: StrictInt | None = None
+    tokens_per_month: StrictInt | None = None
+
+    def changes(self) -> dict[str, int | None]:
+        return {field: getattr(self, field) for field in QUOTA_FIELDS
+                if field in self.model_fields_set}
+
+
+class QuotaOut(BaseModel):
+    """A tenant's quota, or its quota on one endpoint; a null limit is unlimited."""
+
+    object: Literal["quota"] = "quota"
+    tenant: str
+    endpoint: str | None
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    concurrent_requests: int | None
+    tokens_per_month: int | None
+
+    @classmethod
+    def of(cls, quota: Quota) -> QuotaOut:
+        return cls(tenant=quota.tenant, endpoint=quota.endpoint,
+                   **{field: getattr(quota, field) for field in QUOTA_FIELDS})
+
+
+class QuotaDeleted(BaseModel):
+    object: Literal["quota"] = "quota"
+    tenant: str
+    endpoint: str | None
+    deleted: Literal[True] = True
+
+
+# Usage
+
+
+class UsageQuery(StrictModel):
+    """The window [since, until); until defaults to now and since to a day before until."""
+
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    by: Literal["hour", "day"] = "hour"
+
+
+class UsageCsvQuery(StrictModel):
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    tenant: StrictStr | None = None
+
+
+class UsageBucketOut(BaseModel):
+    start: datetime
+    requests: int
+    outcomes: dict[str, int]
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, bucket: UsageBucket) -> UsageBucketOut:
+        return cls(start=bucket.start, requests=bucket.requests, outcomes=bucket.outcomes,
+                   prompt_tokens=bucket.prompt_tokens,
+                   completion_tokens=bucket.completion_tokens, total_tokens=bucket.total_tokens)
+
+
+class UsageOut(BaseModel):
+    """One tenant's usage per UTC hour or day with records, and the sums over the window."""
+
+    object: Literal["usage"] = "usage"
+    tenant: str
+    since: datetime
+    until: datetime
+    by: Literal["hour", "day"]
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    buckets: list[UsageBucketOut]
+
+    @classmethod
+    def of(cls, tenant: str, since: datetime, until: datetime, by: Literal["hour", "day"],
+           buckets: list[UsageBucket]) -> UsageOut:
+        return cls(tenant=tenant, since=since, until=until, by=by,
+                   requests=sum(b.requests for b in buckets),
+                   prompt_tokens=sum(b.prompt_tokens for b in buckets),
+                   completion_tokens=sum(b.completion_tokens for b in buckets),
+                   total_tokens=sum(b.total_tokens for b in buckets),
+                   buckets=[UsageBucketOut.of(b) for b in buckets])

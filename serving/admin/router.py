@@ -1,0 +1,185 @@
+"""The admin API's routes: tenants, keys, endpoints and grants, quotas, usage. Admin keys only."""
+
+# No `from __future__ import annotations` here: FastAPI reads the routes' annotations at run
+# time, and `Depends(require_admin)` names a local it could not find in a string.
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serving.admin import operations
+from serving.admin.errors import AdminRoute
+from serving.admin.protocol import (
+    CreatedKeyOut,
+    EndpointCreate,
+    EndpointDeleted,
+    EndpointList,
+    EndpointOut,
+    KeyCreate,
+    KeyList,
+    KeyOut,
+    QuotaDeleted,
+    QuotaOut,
+    QuotaUpdate,
+    TenantCreate,
+    TenantList,
+    TenantOut,
+    TenantUpdate,
+    UsageCsvQuery,
+    UsageOut,
+    UsageQuery,
+)
+from serving.tenancy import Forbidden, KeyScope, Principal, Store, Unauthenticated
+from serving.tenancy.store import utc_now
+
+_bearer = HTTPBearer(auto_error=False, description="An admin-scoped key: afk_...")
+
+
+def admin_principal(store: Store) -> Callable[..., Awaitable[Principal]]:
+    """The dependency every admin route runs first: 401 without a usable key, 403 for a key
+    that is not admin-scoped or whose tenant is suspended."""
+
+    async def require_admin(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise Unauthenticated("missing")
+        principal = await asyncio.to_thread(store.authenticate, credentials.credentials)
+        if principal.scope != KeyScope.ADMIN:
+            raise Forbidden(f"key {principal.key_prefix}... is {principal.scope}-scoped; the "
+                            "admin API needs an admin-scoped key")
+        return principal
+
+    return require_admin
+
+
+def build_admin_router(store: Store, *,
+                       clock: Callable[[], datetime] = utc_now) -> APIRouter:
+    """The admin routes, with paths relative to where the app mounts them (/admin/v1)."""
+    require_admin = admin_principal(store)
+    router = APIRouter(route_class=AdminRoute, dependencies=[Depends(require_admin)],
+                       tags=["admin"])
+    run = asyncio.to_thread
+
+    # Tenants
+
+    @router.post("/tenants", status_code=201)
+    async def create_tenant(body: TenantCreate) -> TenantOut:
+        return TenantOut.of(await run(store.create_tenant, body.name, priority=body.priority))
+
+    @router.get("/tenants")
+    async def list_tenants() -> TenantList:
+        return TenantList(data=[TenantOut.of(t) for t in await run(store.list_tenants)])
+
+    @router.get("/tenants/{name}")
+    async def get_tenant(name: str) -> TenantOut:
+        return TenantOut.of(await run(store.get_tenant, name))
+
+    @router.patch("/tenants/{name}")
+    async def update_tenant(name: str, body: TenantUpdate,
+                            caller: Annotated[Principal, Depends(require_admin)]) -> TenantOut:
+        return TenantOut.of(await run(operations.update_tenant, store, name,
+                                      priority=body.priority, status=body.status,
+                                      caller_tenant=caller.tenant))
+
+    # API keys
+
+    @router.post("/tenants/{name}/keys", status_code=201)
+    async def create_key(name: str, body: KeyCreate) -> CreatedKeyOut:
+        created = await run(store.create_key, name, scope=body.scope, expires_at=body.expires_at)
+        return CreatedKeyOut.of_created(created, clock())
+
+    @router.get("/tenants/{name}/keys")
+    async def list_keys(name: str) -> KeyList:
+        now = clock()
+        return KeyList(data=[KeyOut.of(key, now) for key in await run(store.list_keys, name)])
+
+    @router.delete("/keys/{key_id}")
+    async def revoke_key(key_id: int) -> KeyOut:
+        return KeyOut.of(await run(operations.revoke_key, store, key_id), clock())
+
+    # Endpoints and grants
+
+    @router.post("/endpoints", status_code=201)
+    async def create_endpoint(body: EndpointCreate) -> EndpointOut:
+        return EndpointOut.of(await run(store.create_endpoint, body.name, owner=body.owner))
+
+    @router.get("/endpoints")
+    async def list_endpoints() -> EndpointList:
+        return EndpointList(data=[EndpointOut.of(e) for e in await run(store.list_endpoints)])
+
+    @router.get("/endpoints/{name}")
+    async def get_endpoint(name: str) -> EndpointOut:
+        return EndpointOut.of(await run(store.get_endpoint, name))
+
+    @router.delete("/endpoints/{name}")
+    async def delete_endpoint(name: str) -> EndpointDeleted:
+        await run(store.delete_endpoint, name)
+        return EndpointDeleted(name=name)
+
+    @router.put("/endpoints/{name}/grants/{tenant}")
+    async def grant(name: str, tenant: str) -> EndpointOut:
+        return EndpointOut.of(await run(store.grant, name, tenant))
+
+    @router.delete("/endpoints/{name}/grants/{tenant}")
+    async def revoke_grant(name: str, tenant: str) -> EndpointOut:
+        return EndpointOut.of(await run(store.revoke_grant, name, tenant))
+
+    # Quotas: the tenant-wide one, and one per endpoint the tenant may use
+
+    async def set_quota(tenant: str, endpoint: str | None, body: QuotaUpdate) -> QuotaOut:
+        return QuotaOut.of(await run(operations.update_quota, store, tenant, endpoint,
+                                     body.changes()))
+
+    async def get_quota(tenant: str, endpoint: str | None) -> QuotaOut:
+        return QuotaOut.of(await run(store.get_quota, tenant, endpoint))
+
+    async def clear_quota(tenant: str, endpoint: str | None) -> QuotaDeleted:
+        await run(store.clear_quota, tenant, endpoint)
+        return QuotaDeleted(tenant=tenant, endpoint=endpoint)
+
+    @router.put("/tenants/{name}/quota")
+    async def set_tenant_quota(name: str, body: QuotaUpdate) -> QuotaOut:
+        return await set_quota(name, None, body)
+
+    @router.put("/tenants/{name}/endpoints/{endpoint}/quota")
+    async def set_endpoint_quota(name: str, endpoint: str, body: QuotaUpdate) -> QuotaOut:
+        return await set_quota(name, endpoint, body)
+
+    @router.get("/tenants/{name}/quota")
+    async def get_tenant_quota(name: str) -> QuotaOut:
+        return await get_quota(name, None)
+
+    @router.get("/tenants/{name}/endpoints/{endpoint}/quota")
+    async def get_endpoint_quota(name: str, endpoint: str) -> QuotaOut:
+        return await get_quota(name, endpoint)
+
+    @router.delete("/tenants/{name}/quota")
+    async def clear_tenant_quota(name: str) -> QuotaDeleted:
+        return await clear_quota(name, None)
+
+    @router.delete("/tenants/{name}/endpoints/{endpoint}/quota")
+    async def clear_endpoint_quota(name: str, endpoint: str) -> QuotaDeleted:
+        return await clear_quota(name, endpoint)
+
+    # Usage
+
+    @router.get("/tenants/{name}/usage")
+    async def usage(name: str, query: Annotated[UsageQuery, Query()]) -> UsageOut:
+        since, until = operations.window(query.since, query.until, clock())
+        buckets = await run(operations.usage_buckets, store, name, since, until, query.by)
+        return UsageOut.of(name, since, until, query.by, buckets)
+
+    @router.get("/usage.csv", response_class=Response)
+    async def usage_csv(query: Annotated[UsageCsvQuery, Query()]) -> Response:
+        since, until = operations.window(query.since, query.until, clock())
+        text = await run(operations.usage_csv, store, since, until, query.tenant)
+        return Response(text, media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": 'attachment; filename="usage.csv"'})
+
+    return router

@@ -1,0 +1,1 @@
+"""Tests of the tenancy admin API and the admin CLI commands."""
