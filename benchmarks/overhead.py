@@ -148,6 +148,27 @@ def run_load(base_url: str, tokenizer: str, concurrency: int, prompts: int) -> d
     }
 
 
+def admission_cost(base_url: str, samples: int = 200) -> dict:
+    """The gateway's own account (Server-Timing) of what authentication, access and
+    admission cost, over sequential small requests."""
+    import statistics
+
+    import httpx
+
+    headers = {"authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', '')}"}
+    costs = []
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
+        for _ in range(samples):
+            resp = http.post("/v1/completions",
+                             json={"model": "demo", "prompt": "hi", "max_tokens": 1})
+            resp.raise_for_status()
+            timing = resp.headers["server-timing"]
+            costs.append(float(timing.split("dur=")[1].split(",")[0]))
+    costs.sort()
+    return {"admission_p50_ms": statistics.median(costs),
+            "admission_p99_ms": costs[int(0.99 * (len(costs) - 1))]}
+
+
 def _table(results: list[dict]) -> str:
     base = {r["concurrency"]: r for r in results if r["system"] == "vllm"}
     cols = ["output_throughput", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "tpot_p50_ms"]
@@ -162,6 +183,11 @@ def _table(results: list[dict]) -> str:
                     f"  {r['ttft_p50_ms'] / b['ttft_p50_ms']:.2f}x"
                     f"  {r['tpot_p50_ms'] / b['tpot_p50_ms']:.2f}x")
         lines.append(row)
+    for r in results:
+        if "admission_p50_ms" in r:
+            lines.append(f"platform admission (auth + access + quota check, Server-Timing): "
+                         f"p50 {r['admission_p50_ms']:.2f} ms, p99 {r['admission_p99_ms']:.2f} ms")
+            break
     return "\n".join(lines)
 
 
@@ -189,6 +215,8 @@ def main() -> None:
                         n = max(40, c * args.prompts_per_client)
                         r = run_load(url, model, c, n)
                         results.append({"system": system, "concurrency": c, **r})
+                    if system == "platform":
+                        results[-1].update(admission_cost(url))
                         print(f"# {system} c={c}: {r['output_throughput']:.0f} tok/s",
                               file=sys.stderr, flush=True)
             except Exception as exc:

@@ -59,7 +59,9 @@ class GatewayDeployment:
 
     def __serve_build_asgi_app__(self):
         admin = build_admin_router(self._access.store)
-        return build_gateway_app(self._targets, self._access, routers=(("/admin/v1", admin),))
+        replica = serve.get_replica_context().replica_id.unique_id
+        return build_gateway_app(self._targets, self._access, routers=(("/admin/v1", admin),),
+                                 replica=replica)
 
     async def check_health(self) -> None:
         if self._host is not None:
@@ -128,7 +130,8 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
     """`model_paths` maps endpoint name to a local model folder (the demo model resolved)."""
     engines = {}
     colocated = None
-    gateway_options: dict[str, Any] = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}}
+    gateway_options: dict[str, Any] = {
+        "num_replicas": config.server.gateway_replicas, "ray_actor_options": {"num_cpus": 0}}
     for endpoint in config.endpoints:
         if endpoint.colocated:
             colocated = (

@@ -33,7 +33,9 @@ LOCAL_RAY_PORT = 6390
 
 
 def serve_proxy_port(config: PlatformConfig) -> int:
-    return config.server.port + 100
+    """Serve's own HTTP port: HAProxy's when it is the ingress, else an unused internal one
+    beside the gateway's."""
+    return config.server.port + (0 if config.server.ingress == "haproxy" else 100)
 
 
 def ray_env(config: PlatformConfig) -> dict[str, str]:
@@ -41,18 +43,22 @@ def ray_env(config: PlatformConfig) -> dict[str, str]:
 
     Serve's throughput-optimised mode runs user code on the replica's own loop and lets the
     ingress replica serve HTTP itself ("direct ingress"), so no proxy process relays each
-    streamed chunk. The ingress port range is pinned to the configured port, so the gateway
-    replica listens exactly there."""
-    port = str(config.server.port)
-    return {
+    streamed chunk. With direct ingress the port range is pinned to the configured port, so
+    the gateway replica listens exactly there; with HAProxy, HAProxy listens there and the
+    replicas take ports of Serve's own range."""
+    env = {
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": port,
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(config.server.port + 1),
         "RAY_SERVE_DEFAULT_HTTP_HOST": config.server.host,
         # vLLM's engine core must not be forked from a threaded Ray worker.
         "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
     }
+    if config.server.ingress == "haproxy":
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    else:
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(config.server.port)
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(config.server.port + 1)
+    return env
 
 
 def _say(msg: str) -> None:
@@ -293,15 +299,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     return cmd_down(args)
 
 
+def _is_ray_haproxy(cmd: str) -> bool:
+    """The HAProxy Ray Serve started (its config lives in Ray's session folder)."""
+    return "haproxy" in cmd.split()[0] and "/ray" in cmd
+
+
 def _kill_orphaned_engines() -> None:
     """vLLM's engine-core processes outlive a replica that was killed rather than shut down
-    (they ignore SIGTERM while busy). An engine whose parent is gone serves nobody: end it."""
+    (they ignore SIGTERM while busy), and `ray stop` leaves Serve's HAProxy running. An engine
+    whose parent is gone serves nobody, nor does that HAProxy: end them."""
     for _ in range(3):  # an engine's own workers are orphaned once it is gone
         out = subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True, text=True)
         orphans = [
             int(pid)
             for pid, ppid, stat, cmd in (line.split(None, 3) for line in out.stdout.splitlines()[1:])
-            if cmd.startswith("VLLM::") and ppid == "1" and not stat.startswith("Z")
+            if ppid == "1" and not stat.startswith("Z")
+            and (cmd.startswith("VLLM::") or _is_ray_haproxy(cmd))
         ]
         if not orphans:
             return

@@ -39,6 +39,11 @@ class _Strict(BaseModel):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # direct: the one gateway replica serves `port` itself (fewest hops, one replica per node).
+    # haproxy: Ray Serve's HAProxy serves `port` and balances over several gateway replicas.
+    ingress: Literal["direct", "haproxy"] = "direct"
+    # Gateway replicas when no endpoint is colocated (else the colocated endpoint's replicas).
+    gateway_replicas: PositiveInt = 1
 
 
 class PartitionConfig(_Strict):
@@ -142,6 +147,14 @@ class PlatformConfig(_Strict):
             )
         if colocated and self.endpoint(colocated[0]).replicas < 1:
             raise ValueError(f"the colocated endpoint {colocated[0]} needs at least one replica")
+        gateway_replicas = (self.endpoint(colocated[0]).replicas if colocated
+                            else self.server.gateway_replicas)
+        if colocated and self.server.gateway_replicas != 1:
+            raise ValueError("server.gateway_replicas applies without a colocated endpoint; the "
+                             f"gateway runs {colocated[0]}'s replicas")
+        if gateway_replicas > 1 and self.server.ingress == "direct":
+            raise ValueError(f"{gateway_replicas} gateway replicas need server.ingress: haproxy "
+                             "(direct ingress serves one port from one replica)")
         wanted = sum(e.replicas * e.accelerators_per_replica for e in self.endpoints)
         if wanted > self.partition.count:
             raise ValueError(

@@ -16,6 +16,7 @@ from serving.tenancy import (
     AdmissionCounters,
     AdmissionRequest,
     Decision,
+    Limits,
     Outcome,
     Principal,
     Reservation,
@@ -24,6 +25,11 @@ from serving.tenancy import (
     UsageRecord,
     scopes_for,
 )
+
+# Who a key is, what its tenant may call and its quotas are read from the store at most once
+# a second per gateway replica: a revoked key, a new grant or a changed quota takes effect
+# within this long, and the store is not read three times for every request.
+STORE_CACHE_TTL_S = 1.0
 
 # A prompt's tokens are estimated before the engine tokenizes it (about 4 bytes per token for
 # BPE vocabularies, plus a few per chat message for the template); the reservation is settled
@@ -59,6 +65,26 @@ def requested_max_tokens(body: dict[str, Any], context_len: int, prompt_tokens: 
     return max(1, context_len - prompt_tokens)
 
 
+class _TtlCache:
+    """A small time-bounded memo; entries older than `ttl_s` are read again."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._entries: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self._ttl_s:
+            return None
+        return entry[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic(), value)
+
+
 @dataclass
 class Admitted:
     """One admitted request's bookkeeping, finished exactly once by `Access.finish`."""
@@ -80,35 +106,58 @@ class Access:
     counters are shared by all gateway replicas (Redis) or local to one."""
 
     def __init__(self, store: Store, counters: AdmissionCounters,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 cache_ttl_s: float = STORE_CACHE_TTL_S) -> None:
         self.store = store
         self.counters = counters
         self.ledger = LedgerWriter(store.record_usage)
         self._clock = clock
+        self._principals = _TtlCache(cache_ttl_s)
+        self._grants = _TtlCache(cache_ttl_s)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("missing")
-        return await asyncio.to_thread(self.store.authenticate, token.strip())
+        principal = self._principals.get(token)
+        if principal is None:
+            principal = await asyncio.to_thread(self.store.authenticate, token)
+            self._principals.put(token, principal)
+        return principal
 
     async def visible_endpoints(self, principal: Principal) -> set[str]:
         endpoints = await asyncio.to_thread(self.store.list_endpoints, usable_by=principal.tenant)
         return {e.name for e in endpoints}
 
     async def may_use(self, principal: Principal, endpoint: str) -> bool:
-        try:
-            return await asyncio.to_thread(self.store.can_use, principal.tenant, endpoint)
-        except LookupError:
-            return False
+        return (await self._grant(principal.tenant, endpoint)) is not None
+
+    async def _grant(self, tenant: str, endpoint: str) -> tuple[Limits, Limits] | None:
+        """The tenant's quotas for the endpoint, or None when it may not call it."""
+        cached = self._grants.get((tenant, endpoint))
+        if cached is not None:
+            return cached[0]
+
+        def read() -> tuple[Limits, Limits] | None:
+            try:
+                if not self.store.can_use(tenant, endpoint):
+                    return None
+            except LookupError:
+                return None
+            return self.store.limits_for(tenant, endpoint)
+
+        grant = await asyncio.to_thread(read)
+        self._grants.put((tenant, endpoint), (grant,))
+        return grant
 
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
                     body: dict[str, Any], context_len: int) -> Admitted:
         now = self._clock()
         prompt = estimate_prompt_tokens(body)
         claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len, prompt))
-        tenant_limits, endpoint_limits = await asyncio.to_thread(
-            self.store.limits_for, principal.tenant, endpoint)
+        grant = await self._grant(principal.tenant, endpoint)
+        tenant_limits, endpoint_limits = grant if grant is not None else (Limits(), Limits())
         scopes = scopes_for(principal.tenant, endpoint, tenant_limits, endpoint_limits)
         decision, reservation = await self.counters.reserve(scopes, claim, now)
         return Admitted(request_id, principal, endpoint, decision, reservation, prompt,

@@ -142,13 +142,22 @@ async def _finish_stream(access: Access, admitted: Admitted, outcome: Outcome,
         await access.finish(admitted, outcome, None, chunks)
 
 
-def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access) -> APIRouter:
+REPLICA_HEADER = "x-aifactory-replica"
+
+
+def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
+                        replica: str | None = None) -> APIRouter:
+    """`replica` names this gateway replica in a response header, for operators tracing a
+    request through several replicas."""
     router = APIRouter()
     started = int(time.time())
 
     async def complete(request: Request, kind: str) -> Response:
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         headers = {REQUEST_ID_HEADER: request_id}
+        if replica:
+            headers[REPLICA_HEADER] = replica
+        arrived = time.perf_counter()
         try:
             principal = await authenticate(access, request)
             body = await _read_json_object(request)
@@ -176,6 +185,8 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access)
                 param="model", code="model_not_found", headers=headers)
 
         headers.update(admitted.decision.headers())
+        # What authentication, access and admission cost this request (W3C Server-Timing).
+        headers["server-timing"] = f"admission;dur={(time.perf_counter() - arrived) * 1000:.3f}"
         decision = admitted.decision
         if not decision.admitted:
             await access.finish(admitted, Outcome.REJECTED)
@@ -247,7 +258,8 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access)
 
 
 def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
-                      routers: tuple[tuple[str, APIRouter], ...] = ()) -> FastAPI:
+                      routers: tuple[tuple[str, APIRouter], ...] = (),
+                      replica: str | None = None) -> FastAPI:
     """`routers` are mounted beside the OpenAI routes, e.g. ("/admin/v1", admin router)."""
     app = FastAPI(title="AI Factory gateway", version="0.1.0")
 
@@ -256,7 +268,7 @@ def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
         # Unknown paths and wrong methods answer in OpenAI's error shape too.
         return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
-    app.include_router(build_openai_router(endpoints, access))
+    app.include_router(build_openai_router(endpoints, access, replica))
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)
 

@@ -1,15 +1,15 @@
-"""One real platform per test session: Ray + vLLM CPU engines + gateway, started by the CLI."""
+"""One real platform for this package's tests: Ray + vLLM CPU engines + gateway, started by
+the CLI."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.platform_helpers import aifactory, running_platform  # noqa: F401 (used by tests)
 
 HERE = Path(__file__).parent
 CONFIG = HERE / "platform.yaml"
@@ -20,21 +20,7 @@ ENDPOINTS = ["demo", "demo-remote"]
 ADMIN_KEY = "afk_" + uuid.uuid4().hex
 
 
-def aifactory(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "deployments.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def leftover_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    keep = ("ray::", "raylet", "gcs_server", "VLLM::", "EngineCore", "haproxy")
-    return [line for line in out.splitlines()[1:]
-            if any(k in line for k in keep) and not line.split()[1].startswith("Z")]
-
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform_env(tmp_path_factory) -> dict:
     home = tmp_path_factory.mktemp("aifactory-home")
     env = {
@@ -50,32 +36,14 @@ def platform_env(tmp_path_factory) -> dict:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform(platform_env):
-    """The running platform's base URL. Teardown runs `aifactory down` and checks that no
-    Ray or vLLM process is left behind."""
-    started = time.monotonic()
-    up = aifactory("up", "--detach", "--config", str(CONFIG), env=platform_env)
-    if up.returncode != 0:
-        aifactory("down", env=platform_env)
-        pytest.fail(f"aifactory up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
-    print(f"platform up in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    yield {"url": BASE_URL, "home": Path(platform_env["AIFACTORY_HOME"]), "env": platform_env,
-           "up_stdout": up.stdout}
-
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    down = aifactory("down", env=platform_env, timeout=300)
-    assert down.returncode == 0, down.stderr
-    deadline = time.monotonic() + 30
-    while leftover_processes() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert leftover_processes() == [], "aifactory down left processes behind"
+    """The running platform. Teardown runs `aifactory down` and checks that no Ray or vLLM
+    process is left behind."""
+    yield from running_platform(CONFIG, platform_env, BASE_URL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def store(platform):
     """The platform's own tenancy store (SQLite under its data dir), to seed keys and quotas
     and to read the ledger."""
@@ -86,7 +54,7 @@ def store(platform):
     store.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def keys(store) -> dict[str, str]:
     """An inference key per tenant of platform.yaml."""
     return {t: store.create_key(t).plaintext for t in ("acme", "globex")}
@@ -99,30 +67,30 @@ def openai_client(platform, key: str, *, async_: bool = False):
     return cls(base_url=platform["url"] + "/v1", api_key=key, max_retries=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def client(platform, keys):
     return openai_client(platform, keys["acme"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def async_client(platform, keys):
     return openai_client(platform, keys["acme"], async_=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def auth(keys) -> dict[str, str]:
     """Headers for raw HTTP calls as tenant acme."""
     return {"authorization": f"Bearer {keys['acme']}"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tokenizer(platform):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(platform["home"] / "models" / "demo"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve_handles(platform):
     """Handles to the replicas, for reading engine state the HTTP API does not show."""
     import ray

@@ -4,11 +4,13 @@ creates there is what an SME's key can then do."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
 import pytest
 
+from serving.gateway.access import STORE_CACHE_TTL_S
 from tests.e2e.conftest import ADMIN_KEY, aifactory, openai_client
 
 
@@ -41,6 +43,7 @@ def test_operator_sets_up_a_tenant_with_the_cli_and_its_key_works(platform):
     assert sum(b["outcomes"].get("ok", 0) for b in usage["buckets"]) == 1
 
     cli(platform, "key", "revoke", str(listed[0]["id"]))
+    time.sleep(STORE_CACHE_TTL_S + 0.2)  # revocation takes effect within the cache's lifetime
     with pytest.raises(openai.AuthenticationError):
         client.completions.create(model="demo-remote", prompt="hi", max_tokens=3)
 

@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from serving.gateway.access import STORE_CACHE_TTL_S
 from tests.e2e.conftest import openai_client
 
 PROMPT = {"prompt": "hello", "max_tokens": 4}
@@ -49,6 +50,7 @@ def test_revoked_and_expired_keys_fail(platform, store):
     assert post(platform, key, {"model": "demo-remote", **PROMPT}).status_code == 200
     [meta] = [k for k in store.list_keys(name)]
     store.revoke_key(meta.id)
+    time.sleep(STORE_CACHE_TTL_S + 0.2)  # revocation takes effect within the cache's lifetime
     assert post(platform, key, {"model": "demo-remote", **PROMPT}).status_code == 401
 
     expiring = store.create_key(name, expires_at=datetime.now(UTC) + timedelta(seconds=2))
@@ -84,6 +86,7 @@ def test_requests_per_minute_429_with_headers_then_recovers(platform, store):
     assert [r.status_code for r in seen] == [200, 200, 200]
     assert [r.headers["x-ratelimit-remaining-requests"] for r in seen] == ["2", "1", "0"]
     assert all(r.headers["x-ratelimit-limit-requests"] == "3" for r in seen)
+    assert all(float(r.headers["server-timing"].split("admission;dur=")[1]) > 0 for r in seen)
     refused = post(platform, key, {"model": "demo-remote", **PROMPT})
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
@@ -97,7 +100,8 @@ def test_requests_per_minute_429_with_headers_then_recovers(platform, store):
 
 def test_tokens_per_minute_counts_prompt_and_max_tokens(platform, store):
     _, key = new_tenant(store, tokens_per_minute=300)
-    first = post(platform, key, {"model": "demo-remote", "prompt": "hi", "max_tokens": 200})
+    first = post(platform, key, {"model": "demo-remote", "prompt": "hi", "max_tokens": 200,
+                                 "ignore_eos": True})
     assert first.status_code == 200
     assert first.headers["x-ratelimit-limit-tokens"] == "300"
     # Settled with the real count: 300 - (prompt + completion actually used) remain.

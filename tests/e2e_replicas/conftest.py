@@ -1,0 +1,53 @@
+"""A platform with two gateway replicas (HAProxy ingress), Redis counters and a PostgreSQL
+store in a database of its own."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.platform_helpers import running_platform
+
+HERE = Path(__file__).parent
+BASE_URL = "http://127.0.0.1:18001"
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="package")
+def database_url():
+    name = f"aifactory_e2e_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed: {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="package")
+def platform(tmp_path_factory, database_url):
+    env = {
+        **os.environ,
+        "AIFACTORY_HOME": str(tmp_path_factory.mktemp("aifactory-replicas")),
+        "AIFACTORY_DATABASE_URL": database_url,
+        "AIFACTORY_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "AIFACTORY_REDIS_PREFIX": f"aifactory-test-{uuid.uuid4().hex[:12]}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    env.pop("AIFACTORY_ADMIN_KEY", None)
+    yield from running_platform(HERE / "platform.yaml", env, BASE_URL)
+
+
+@pytest.fixture(scope="package")
+def store(platform, database_url):
+    from serving.tenancy import Store
+
+    store = Store(database_url)
+    yield store
+    store.close()

@@ -1,0 +1,48 @@
+"""Starting and stopping a real platform for end-to-end tests, with the CLI as a user would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def aifactory(*args: str, env: dict, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def leftover_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
+    keep = ("ray::", "raylet", "gcs_server", "VLLM::", "EngineCore", "haproxy")
+    return [line for line in out.splitlines()[1:]
+            if any(k in line for k in keep) and not line.split()[1].startswith("Z")]
+
+
+def running_platform(config: Path, env: dict, url: str) -> Iterator[dict]:
+    """`aifactory up --detach` with `config`; yields what tests need; then `aifactory down`
+    and a check that no Ray, vLLM or HAProxy process is left behind."""
+    started = time.monotonic()
+    up = aifactory("up", "--detach", "--config", str(config), env=env)
+    if up.returncode != 0:
+        aifactory("down", env=env)
+        pytest.fail(f"aifactory up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+    print(f"platform up in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    yield {"url": url, "home": Path(env["AIFACTORY_HOME"]), "env": env, "up_stdout": up.stdout}
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    down = aifactory("down", env=env, timeout=300)
+    assert down.returncode == 0, down.stderr
+    deadline = time.monotonic() + 30
+    while leftover_processes() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert leftover_processes() == [], "aifactory down left processes behind"
