@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,8 +30,6 @@ class LocalCall:
         # Closing vLLM's generator raises GeneratorExit inside it, which aborts the request.
         if self._stream is not None and hasattr(self._stream, "aclose"):
             stream, self._stream = self._stream, None
-            import asyncio
-
             asyncio.ensure_future(stream.aclose())
 
 
