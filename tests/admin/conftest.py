@@ -3,11 +3,9 @@ admin router by a real uvicorn server on 127.0.0.1, and clients for it."""
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,11 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from serving.admin import build_admin_router, ensure_admin_tenant
 from serving.tenancy import KeyScope, Store, upgrade
 from serving.tenancy.models import Base
+from tests.postgres_schemas import POSTGRES_URL, Postgres
 
-POSTGRES_URL = os.environ.get("AIFACTORY_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
-RUN = uuid.uuid4().hex[:10]
 
 
 class Clock:
@@ -55,42 +51,9 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return home
 
 
-# PostgreSQL: schemas of this run's own (found through search_path), dropped at the end.
-
-
-class Postgres:
-    def __init__(self, url: str) -> None:
-        self.engine = sa.create_engine(url)
-        self.schemas: list[str] = []
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.OperationalError as exc:
-            self.engine.dispose()
-            pytest.fail(
-                f"PostgreSQL is unreachable at {url} (set AIFACTORY_TEST_POSTGRES_URL, or start "
-                "it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start): "
-                f"{exc.orig}", pytrace=False)
-
-    def new_schema(self) -> str:
-        schema = f"admin_{RUN}_{len(self.schemas)}"
-        with self.engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        self.schemas.append(schema)
-        url = sa.engine.make_url(POSTGRES_URL)
-        return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-
-    def drop_all(self) -> None:
-        with self.engine.begin() as conn:
-            for schema in self.schemas:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        self.engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    pg = Postgres(POSTGRES_URL)
+    pg = Postgres(POSTGRES_URL, prefix="admin")
     yield pg
     pg.drop_all()
 

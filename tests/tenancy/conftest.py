@@ -18,13 +18,11 @@ from serving.tenancy import Store, upgrade
 from serving.tenancy.counters import LocalAdmissionCounters
 from serving.tenancy.models import Base
 from serving.tenancy.redis_counters import RedisAdmissionCounters
+from tests.postgres_schemas import POSTGRES_URL, RUN, Postgres
 
 # CI makes both reachable; the variables point the tests elsewhere.
-POSTGRES_URL = os.environ.get("AIFACTORY_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AIFACTORY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ["sqlite", "postgresql"]
-RUN = uuid.uuid4().hex[:10]
 
 
 class Clock:
@@ -46,44 +44,9 @@ def clock() -> Clock:
     return Clock(datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC))
 
 
-# PostgreSQL: every run works in schemas of its own (found through search_path), dropped at
-# the end, so concurrent runs never meet and nothing is left behind.
-
-
-class Postgres:
-    def __init__(self, url: str) -> None:
-        self.engine = sa.create_engine(url)
-        self.schemas: list[str] = []
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.OperationalError as exc:
-            self.engine.dispose()
-            pytest.fail(
-                f"PostgreSQL is unreachable at {url} (set AIFACTORY_TEST_POSTGRES_URL, or start "
-                "it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start): "
-                f"{exc.orig}", pytrace=False)
-
-    def new_schema(self) -> str:
-        """A fresh empty schema; returns a database URL that works inside it."""
-        schema = f"tenancy_{RUN}_{len(self.schemas)}"
-        with self.engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        self.schemas.append(schema)
-        url = sa.engine.make_url(POSTGRES_URL)
-        return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-
-    def drop_all(self) -> None:
-        with self.engine.begin() as conn:
-            for schema in self.schemas:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        self.engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    pg = Postgres(POSTGRES_URL)
+    pg = Postgres(POSTGRES_URL, prefix="tenancy")
     yield pg
     pg.drop_all()
 
