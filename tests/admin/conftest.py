@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -21,24 +21,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from serving.admin import build_admin_router, ensure_admin_tenant
 from serving.tenancy import KeyScope, Store, upgrade
 from serving.tenancy.models import Base
+from tests.manual_clock import Clock
 from tests.postgres_schemas import POSTGRES_URL, Postgres
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-class Clock:
-    """A clock the test moves by hand, shared by the store and the router. It starts at the
-    real time, so the CLI's own "now" (relative --since, --expires 90d) agrees with it."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @pytest.fixture(autouse=True)

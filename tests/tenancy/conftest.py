@@ -6,7 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,25 +18,12 @@ from serving.tenancy import Store, upgrade
 from serving.tenancy.counters import LocalAdmissionCounters
 from serving.tenancy.models import Base
 from serving.tenancy.redis_counters import RedisAdmissionCounters
+from tests.manual_clock import Clock
 from tests.postgres_schemas import POSTGRES_URL, RUN, Postgres
 
 # CI makes both reachable; the variables point the tests elsewhere.
 REDIS_URL = os.environ.get("AIFACTORY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = ["sqlite", "postgresql"]
-
-
-class Clock:
-    """A clock the test moves by hand; the store reads it through `Store(clock=...)`."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 @pytest.fixture
