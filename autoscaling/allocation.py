@@ -21,6 +21,9 @@ class Claim(NamedTuple):
     # demand holds only what it keeps warm; the rest waits out its window only while no
     # endpoint with demand needs the capacity.
     firm: int | None = None
+    # Replicas beyond firm that the endpoint keeps against claimants of its own or a lower
+    # priority, but not against a higher one: recently granted replicas (see policy._firm).
+    shielded: int | None = None
 
 
 def allocate(capacity: float, claims: Sequence[Claim]) -> list[int]:
@@ -37,14 +40,19 @@ def allocate(capacity: float, claims: Sequence[Claim]) -> list[int]:
        soft wants (an idle endpoint's replicas still inside their scale-down window) last.
     Only a guarantee preempts a firm loan: a new loan never takes one, which would trade
     one cold start for another. Entitlements and kept loans count only firm wants.
+    4. Shielded replicas (beyond firm, kept only so that a recently grown endpoint does not
+       flap) are kept loans against the same and lower priorities; a higher priority whose
+       firm want is still unmet takes them, lowest priority and furthest over share first.
     """
     firm = [claim.want if claim.firm is None else min(claim.want, claim.firm)
             for claim in claims]
+    held = [f if claim.shielded is None else min(claim.want, max(f, claim.shielded))
+            for f, claim in zip(firm, claims)]
     granted = [min(f, claim.guaranteed) for f, claim in zip(firm, claims)]
     free = capacity - sum(n * claim.cost for n, claim in zip(granted, claims))
 
     kept = [
-        max(0, min(f, claim.previous) - n) for f, n, claim in zip(firm, granted, claims)
+        max(0, min(h, claim.previous) - n) for h, n, claim in zip(held, granted, claims)
     ]
     kept_cost = sum(k * claim.cost for k, claim in zip(kept, claims))
     if kept_cost > free + CAPACITY_EPSILON:
@@ -53,8 +61,45 @@ def allocate(capacity: float, claims: Sequence[Claim]) -> list[int]:
         granted[index] += k
     free -= kept_cost
 
-    _lend(claims, firm, granted, free)
+    free = _lend(claims, firm, granted, free)
+    if any(h > f for h, f in zip(held, firm)):
+        _outrank(claims, firm, granted, free)
     return granted
+
+
+def _outrank(claims: Sequence[Claim], firm: Sequence[int], granted: list[int],
+             free: float) -> None:
+    """A firm want left unmet takes shielded replicas from lower priorities, in place.
+
+    Shielded replicas (held beyond firm only so that their endpoint does not flap) yield
+    to a higher priority: e.g. a guaranteed tenant (priority 1) one replica short of its SLO
+    takes it from a priority-0 endpoint that grew a minute ago and has gone idle.
+    """
+    unmet = sorted((i for i, claim in enumerate(claims) if granted[i] < firm[i]),
+                   key=lambda i: (-claims[i].priority, i))
+    for i in unmet:
+        claim = claims[i]
+        while granted[i] < firm[i]:
+            donors = sorted(
+                (j for j, other in enumerate(claims)
+                 if other.priority < claim.priority and granted[j] > firm[j]),
+                key=lambda j: (claims[j].priority, -_over_share(claims[j], granted[j]), j))
+            taken: list[int] = []
+            room = free
+            for j in donors:
+                if room + CAPACITY_EPSILON >= claim.cost:
+                    break
+                spare = granted[j] - firm[j]
+                while spare and room + CAPACITY_EPSILON < claim.cost:
+                    taken.append(j)
+                    room += claims[j].cost
+                    spare -= 1
+            if room + CAPACITY_EPSILON < claim.cost:
+                break  # not enough shielded capacity below this priority
+            for j in taken:
+                granted[j] -= 1
+            granted[i] += 1
+            free = room - claim.cost
 
 
 def _over_share(claim: Claim, replicas: int) -> float:
@@ -84,8 +129,10 @@ def _reclaim(
     return kept_cost
 
 
-def _lend(claims: Sequence[Claim], firm: Sequence[int], granted: list[int], free: float) -> None:
-    """Grant remaining wants from free capacity, in place; soft wants (beyond firm) last."""
+def _lend(claims: Sequence[Claim], firm: Sequence[int], granted: list[int],
+          free: float) -> float:
+    """Grant remaining wants from free capacity, in place; soft wants (beyond firm) last.
+    Returns the capacity left free."""
 
     def key(i: int) -> tuple[bool, int, float, int]:
         claim = claims[i]
@@ -102,3 +149,4 @@ def _lend(claims: Sequence[Claim], firm: Sequence[int], granted: list[int], free
         free -= claim.cost
         if claim.want > granted[i]:
             heapq.heappush(heap, key(i))
+    return free

@@ -30,6 +30,8 @@ class Desire(NamedTuple):
     idle_since: float | None
     sustained_rps_per_replica: float | None
     notes: tuple[Note, ...]
+    backlog_at: float | None = None  # last time replicas started or ran above target
+    waiting: float | None = None  # requests waiting now, to tell a draining queue next time
 
 
 class Damped(NamedTuple):
@@ -54,18 +56,26 @@ def desired_from_signals(
 ) -> Desire:
     """Replicas the load asks for, nudged up by SLO breaches and a full KV cache.
 
-    Two estimates, the larger wins: ongoing requests / target_ongoing_per_replica, and the
-    arrival rate / the rate one replica was seen to sustain. The second guards scale-downs:
-    on idle-looking, over-provisioned replicas requests finish fast and few are ongoing, so
-    concurrency alone would shrink below what the traffic needs.
-    E.g. 40 ongoing on 10 replicas, target 64 => 1; 39 rps, 19.5 rps sustained => 2.
+    Growth follows ongoing requests / target_ongoing_per_replica. The arrival rate / the
+    rate one replica was seen to sustain guards scale-downs only: on idle-looking,
+    over-provisioned replicas requests finish fast and few are ongoing, so concurrency alone
+    would shrink below what the traffic needs. It does not drive growth: the sustained rate
+    is sampled at part load (from rate_sample_min_load of the target up), so it understates
+    what a replica carries, by up to 1 / 0.5 = 2x, and as a growth signal it held about
+    twice the replicas the load needed (measured in the noisy-neighbour simulation).
+    E.g. 40 ongoing on 10 replicas, target 64 => 1; 39 rps, 19.5 rps sustained, 0.8 band =>
+    shrink only to ceil(39 / 15.6) = 3. From 1 replica, 20 ongoing at target 64 => 1 even if
+    39 rps / 19.5 => 2: a breach or a queue will ask for the second if it is needed.
+    A queue that drains soon (_drains_soon) asks for nothing more, and while it drains a
+    latency breach adds no replica either: the breach is the queue's.
     """
     sustained = remembered.sustained_rps_per_replica
     ongoing = None if signals is None else signals.ongoing
     if signals is None or ongoing is None:
         # Without the load we cannot tell demand from none: hold, never guess or fail.
         return Desire(previous, Reason.HOLD_MISSING_SIGNALS, None, remembered.idle_since,
-                      sustained, (("running/waiting not observed; holding {}", (previous,)),))
+                      sustained, (("running/waiting not observed; holding {}", (previous,)),),
+                      remembered.backlog_at)
 
     arrivals = signals.arrival_rate_rps or 0.0
     if ongoing <= 0 and arrivals <= 0:
@@ -74,17 +84,18 @@ def desired_from_signals(
         if spec.idle_to_zero_s is not None and idle_for >= spec.idle_to_zero_s:
             return Desire(spec.min_replicas, Reason.IDLE_TO_ZERO, False, since, sustained,
                           (("no demand for {:.0f}s (limit {:.0f}s)",
-                            (idle_for, spec.idle_to_zero_s)),))
+                            (idle_for, spec.idle_to_zero_s)),), remembered.backlog_at)
         warm = max(spec.min_replicas, min(previous, 1))
         return Desire(warm, Reason.LOAD, False, since, sustained,
-                      (("no demand for {:.0f}s; keeping {} warm", (idle_for, warm)),))
+                      (("no demand for {:.0f}s; keeping {} warm", (idle_for, warm)),),
+                      remembered.backlog_at)
 
     per_replica = spec.target_ongoing_per_replica
     by_load = max(1, math.ceil(ongoing / per_replica - 1e-9))
     waiting = signals.waiting or 0.0
     driver = Reason.QUEUE if waiting > 0 else Reason.LOAD
-    notes: list[Note] = [("{:.1f} ongoing ({:.1f} running + {:.1f} waiting) / {:g} per replica"
-                          " -> {}", (ongoing, signals.running, waiting, per_replica, by_load))]
+    notes: list[Note] = [(("{:.1f} ongoing ({:.1f} running + {:.1f} waiting) / {:g} per replica"
+                           " -> {}"), (ongoing, signals.running, waiting, per_replica, by_load))]
     by_rate = 0
     if sustained and arrivals > 0:
         by_rate = math.ceil(arrivals / sustained - 1e-9)
@@ -93,7 +104,8 @@ def desired_from_signals(
 
     ready = previous if signals.ready_replicas is None else signals.ready_replicas
     starting = ready < previous
-    replicas = max(by_load, by_rate)
+    # Growth follows the load; the rate estimate only guards shrinking (see the docstring).
+    replicas = by_load
     if replicas < previous:
         # Shrink only to a size that keeps headroom, e.g. 58 ongoing at 64 per replica stays
         # on 2 replicas with a 0.8 band (58 > 0.8 * 64), where 1 would flap back to 2.
@@ -104,6 +116,11 @@ def desired_from_signals(
         if keep > replicas:
             replicas = min(previous, keep)
             notes.append(("shrinking only to {} ({:.0%} band)", (replicas, band)))
+    draining = _drains_soon(waiting, remembered, starting, tuning, now)
+    if draining and replicas > previous:
+        replicas = previous
+        notes.append(("queue draining ({:.0f} -> {:.0f} waiting): holding {}",
+                      (remembered.waiting, waiting, previous)))
     if starting:
         # Requests queue while replicas start, so the queue overstates the lasting need:
         # trust the arrival rate if a replica's rate is known, else grow by a bounded factor.
@@ -114,8 +131,14 @@ def desired_from_signals(
             notes.append(("{} starting, growth held at {}", (previous - ready, limit)))
 
     # One more replica per decision on a latency breach or a full KV cache, but not while
-    # replicas are starting: their relief is not yet visible in the signals.
-    nudge = previous if starting else previous + 1
+    # replicas are starting (their relief is not yet visible in the signals) nor while a
+    # queue drains soon (the breach is the queue's, and it is going).
+    # A backlog: replicas starting, or more requests in flight than the replicas are sized
+    # for. Up to one latency window later it still weighs in the percentiles.
+    overfull = ready > 0 and ongoing / ready > per_replica
+    backlog_at = now if starting or overfull else remembered.backlog_at
+    backlog_seen = backlog_at is not None and now - backlog_at <= tuning.latency_window_s
+    nudge = previous if starting or draining else previous + 1
     breach = _slo_breach(spec.slo, signals)
     if breach is not None:
         notes.append(breach)
@@ -127,8 +150,29 @@ def desired_from_signals(
         if nudge > replicas:
             replicas, driver = nudge, Reason.KV_PRESSURE
     sustained = _learn_sustained_rate(spec, signals, sustained, ongoing, ready, starting,
-                                      breach is not None, tuning)
-    return Desire(replicas, driver, True, None, sustained, tuple(notes))
+                                      breach is not None, backlog_seen, tuning)
+    return Desire(replicas, driver, True, None, sustained, tuple(notes), backlog_at, waiting)
+
+
+def _drains_soon(waiting: float, remembered: EndpointState, starting: bool,
+                 tuning: PolicyTuning, now: float) -> bool:
+    """Whether the queue, shrinking since the last decision, empties within drain_hold_s.
+
+    Replicas that run and shrink the queue carry the arrivals and the backlog; replicas
+    asked for now start after the backlog is gone and then hold capacity for nothing.
+    E.g. 1,133 -> 748 waiting in 10 s drains 38.5 requests/s: 748 / 38.5 = 19 s <= 30 s,
+    so no growth for it; 900 -> 880 drains 2/s, 440 s: a lasting overload, grow.
+    """
+    before, at = remembered.waiting, remembered.waiting_at
+    if starting or before is None or at is None or now <= at or not 0 < waiting < before:
+        return False
+    drain_rps = (before - waiting) / (now - at)
+    return waiting / drain_rps <= tuning.drain_hold_s
+
+
+def _queued(signals: EndpointSignals, ongoing: float) -> bool:
+    """Requests wait in the engines: more than 5% of those ongoing are queued."""
+    return (signals.waiting or 0.0) > 0.05 * ongoing
 
 
 def _learn_sustained_rate(
@@ -139,19 +183,32 @@ def _learn_sustained_rate(
     ready: int,
     starting: bool,
     breached: bool,
+    backlog_seen: bool,
     tuning: PolicyTuning,
 ) -> float | None:
     """The highest per-replica arrival rate carried within SLO, lowered below any rate at
-    which the SLO was breached."""
+    which the SLO was breached for that rate's sake.
+
+    A breach is blamed on the rate only when nothing else explains it: not while replicas
+    start or run above target_ongoing_per_replica (a backlog: too many requests in flight,
+    which the load estimate already answers), nor within latency_window_s after one (the
+    percentiles still hold the backlog's waits). E.g. 91 rps on 7 replicas just after a
+    cold start, TTFT p95 24 s from the drained queue: 0.8 * 91 / 7 = 10.4 rps would be
+    learned and ask for ceil(91 / 10.4) = 9 replicas where 4 carry it; the backlog seen 10 s
+    earlier (<= 30 s) keeps the rate unlearned instead. A queue on replicas below their
+    target concurrency (prefill-bound, say) is no backlog: its breach lowers the rate.
+    """
     if starting or ready <= 0 or not signals.arrival_rate_rps:
         return sustained
     rate = signals.arrival_rate_rps / ready
     if breached:
+        if backlog_seen or ongoing / ready > spec.target_ongoing_per_replica:
+            return sustained
         # This rate per replica was not carried within SLO: remember a little less than it.
         ceiling = tuning.scale_down_utilisation * rate
         return ceiling if sustained is None else min(sustained, ceiling)
     loaded = ongoing / ready >= tuning.rate_sample_min_load * spec.target_ongoing_per_replica
-    queued = (signals.waiting or 0.0) > 0.05 * ongoing
+    queued = _queued(signals, ongoing)
     if loaded and not queued:
         return rate if sustained is None else max(sustained, rate)
     return sustained
@@ -182,6 +239,9 @@ def apply_windows(
     """Act on a wish only once it has lasted its window; guarantees and cold starts skip it.
 
     E.g. downscale window 300 s, wishes 2, 3, 2 for 300 s from 4 replicas => 3 (the peak).
+    No scale-down within hold_after_growth_s of the last growth, whatever the streak: it
+    would reverse that growth, a flap. E.g. grown at 600 s, shrink wished since 0 s: at
+    700 s the 600 s window has passed but the 600 s hold has not (100 s): hold.
     """
     wish = desire.replicas
     if wish == previous or desire.driver in (Reason.HOLD_MISSING_SIGNALS, Reason.IDLE_TO_ZERO):
@@ -204,6 +264,12 @@ def apply_windows(
     since = now if remembered.down_since is None else remembered.down_since
     peak = wish if remembered.down_peak is None else max(remembered.down_peak, wish)
     waited = now - since
+    grown_for = None if remembered.grew_at is None else now - remembered.grew_at
+    if grown_for is not None and grown_for < tuning.hold_after_growth_s:
+        # Shrinking this soon after growing reverses the last action: a flap.
+        return Damped(previous, Reason.SCALE_DOWN_DELAYED, None, since, peak,
+                      (("shrinking to {} waits {:g}s after the last growth ({:.0f}s so far)",
+                        (peak, tuning.hold_after_growth_s, grown_for)),))
     if waited >= tuning.downscale_window_s:
         # Shrink to the window's peak wish, by at most max_shrink_fraction at once unless
         # there is no demand to misjudge (a reclaim may also have lowered previous).
@@ -219,6 +285,57 @@ def apply_windows(
 
 def apply_bounds(spec: EndpointSpec, replicas: int) -> int:
     return max(spec.min_replicas, min(spec.max_replicas, replicas))
+
+
+def _firm(spec: EndpointSpec, desire: Desire) -> int | None:
+    """Replicas an endpoint holds against other endpoints' demand; None: all it wants.
+
+    Without demand, only what it keeps warm: the rest waits out its window only while no
+    endpoint with demand needs the capacity.
+    """
+    return apply_bounds(spec, desire.replicas) if desire.demand is False else None
+
+
+def _shielded(want: int, firm: int | None, remembered: EndpointState, tuning: PolicyTuning,
+              now: float) -> int | None:
+    """Replicas held beyond firm against equal and lower priorities, so as not to flap.
+
+    An endpoint that grew less than hold_after_growth_s ago keeps everything it wants, idle
+    or not, against claimants of its own or a lower priority: taking a replica back so soon
+    reverses its last action, and its demand coming back within the window would reverse
+    it again, two flaps in one window. E.g. grown 1 -> 8 at t = 270 s, idle from 630 s:
+    its 7 idle replicas stay until 870 s (270 + 600) unless a higher priority needs them
+    (allocation._outrank); from 870 s they are idle capacity as before. Its own scale-down
+    waits as long (apply_windows), so no scale-down follows a scale-up by less than the
+    hold: a reversal within the hold can only be an up after a down, and two of those need
+    a down between them, a hold apart. Only a guarantee reclaim (and a higher priority's
+    need) can still cut in.
+    """
+    if firm is None or remembered.grew_at is None:
+        return None
+    if now - remembered.grew_at >= tuning.hold_after_growth_s:
+        return None
+    return want
+
+
+def _window_held(spec: EndpointSpec, damped: Damped, want: int, firm: int | None,
+                 remembered: EndpointState, tuning: PolicyTuning,
+                 now: float) -> tuple[int | None, int | None]:
+    """(firm, shielded) of an endpoint with demand whose scale-down waits out its window.
+
+    The replicas above the window's peak wish are held only by hysteresis: against its
+    peers (same or lower priority) they stay, as before, but a higher priority whose firm
+    want is unmet takes them (allocation._outrank). E.g. a priority-0 endpoint on 6 whose
+    wishes in the window peaked at 3: firm 3, shielded 6; a priority-1 tenant one replica
+    short of its load takes one, 6 -> 5. Not within hold_after_growth_s of its last growth:
+    that would reverse its last action (see _shielded).
+    """
+    if (firm is not None or damped.delayed is not Reason.SCALE_DOWN_DELAYED
+            or damped.down_peak is None or want <= damped.down_peak):
+        return firm, None
+    if remembered.grew_at is not None and now - remembered.grew_at < tuning.hold_after_growth_s:
+        return firm, None
+    return apply_bounds(spec, damped.down_peak), want
 
 
 def settle_reason(
@@ -267,7 +384,8 @@ def decide(
     """
     past = state if state is not None else PolicyState()
     tuning = partition.tuning
-    stages: list[tuple[EndpointSpec, EndpointSignals | None, int, Desire, Damped, int]] = []
+    stages: list[tuple[EndpointSpec, EndpointSignals | None, EndpointState, Desire, Damped,
+                       int]] = []
     claims: list[Claim] = []
     for spec in partition.endpoints:
         observed = signals.get(spec.name)
@@ -279,18 +397,21 @@ def decide(
         desire = desired_from_signals(spec, observed, previous, remembered, tuning, now)
         damped = apply_windows(spec, desire, previous, remembered, tuning, now)
         want = apply_bounds(spec, damped.replicas)
-        stages.append((spec, observed, previous, desire, damped, want))
-        # Without demand, only what it keeps warm is firm: the rest is idle capacity.
-        firm = apply_bounds(spec, desire.replicas) if desire.demand is False else None
+        stages.append((spec, observed, remembered, desire, damped, want))
+        firm = _firm(spec, desire)
+        shielded = _shielded(want, firm, remembered, tuning, now)
+        if shielded is None:
+            firm, shielded = _window_held(spec, damped, want, firm, remembered, tuning, now)
         claims.append(Claim(spec.replica_cost, spec.priority, spec.guaranteed_replicas,
-                            previous, want, firm))
+                            previous, want, firm, shielded))
 
     targets = allocate(partition.capacity, claims)
 
     decisions: dict[str, EndpointDecision] = {}
     endpoint_states: dict[str, EndpointState] = {}
     allocated = 0.0
-    for (spec, observed, previous, desire, damped, want), target in zip(stages, targets):
+    for (spec, observed, remembered, desire, damped, want), target in zip(stages, targets):
+        previous = remembered.target
         reason, notes = settle_reason(spec, desire, damped, want, previous, target)
         decisions[spec.name] = EndpointDecision(
             endpoint=spec.name,
@@ -311,6 +432,10 @@ def decide(
             down_since=damped.down_since,
             down_peak=damped.down_peak,
             sustained_rps_per_replica=desire.sustained_rps_per_replica,
+            backlog_at=desire.backlog_at,
+            grew_at=now if target > previous else remembered.grew_at,
+            waiting=desire.waiting,
+            waiting_at=now if desire.waiting is not None else remembered.waiting_at,
         )
         allocated += target * spec.replica_cost
     return PolicyResult(

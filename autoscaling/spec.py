@@ -90,7 +90,15 @@ class PolicyTuning(BaseModel):
         default=10.0, description="a wish to grow beyond the guarantee must last this long"
     )
     downscale_window_s: NonNegativeFloat = Field(
-        default=300.0, description="a wish to shrink must last this long"
+        default=600.0,
+        description="a wish to shrink must last this long (Ray Serve's downscale_delay_s "
+        "default, and the ten minutes within which a reversal counts as a flap)"
+    )
+    hold_after_growth_s: NonNegativeFloat = Field(
+        default=600.0,
+        description="replicas granted are kept at least this long: no scale-down and no "
+        "lending them away to the same or a lower priority, so an endpoint reverses "
+        "direction at most once in this long (a guarantee reclaim still takes them)",
     )
     kv_cache_high_water: float = Field(
         default=0.9, gt=0.0, le=1.0, description="KV-cache use that asks for one more replica"
@@ -120,6 +128,16 @@ class PolicyTuning(BaseModel):
         le=1.0,
         description="learn a replica's sustained arrival rate only when it carries at least "
         "this share of target_ongoing_per_replica",
+    )
+    drain_hold_s: NonNegativeFloat = Field(
+        default=30.0,
+        description="a queue that shrinks fast enough to be empty within this long does not "
+        "ask for more replicas: they would start after it is gone",
+    )
+    latency_window_s: NonNegativeFloat = Field(
+        default=30.0,
+        description="how far back the latency percentiles reach: a breach this soon after "
+        "requests queued or replicas started is blamed on that backlog, not on the rate",
     )
 
 

@@ -18,6 +18,13 @@ class EndpointState:
     during a downward streak, so a scale-down never undercuts a recent need.
     sustained_rps_per_replica is the highest arrival rate per ready replica seen while the
     endpoint was loaded and met its SLO: what one replica is known to carry.
+    backlog_at is the last decision that saw replicas start or run above their target
+    concurrency: latency percentiles reach back a window, so a breach soon after it belongs
+    to that backlog. grew_at is the last decision that raised the target: replicas granted
+    less than hold_after_growth_s ago are neither shrunk nor lent away, so an endpoint does
+    not flap. waiting and waiting_at are the queue last seen and when, to tell a draining
+    queue from a lasting one.
+    Fields added after format 1 are optional: a state saved without them loads with None.
     """
 
     target: int = 0
@@ -26,6 +33,10 @@ class EndpointState:
     down_since: float | None = None
     down_peak: int | None = None
     sustained_rps_per_replica: float | None = None
+    backlog_at: float | None = None
+    grew_at: float | None = None
+    waiting: float | None = None
+    waiting_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +55,10 @@ class EndpointState:
             down_since=number("down_since"),
             down_peak=None if down_peak is None else int(down_peak),
             sustained_rps_per_replica=number("sustained_rps_per_replica"),
+            backlog_at=number("backlog_at"),
+            grew_at=number("grew_at"),
+            waiting=number("waiting"),
+            waiting_at=number("waiting_at"),
         )
 
 

@@ -12,7 +12,8 @@ from autoscaling import EndpointSignals, EndpointState, PolicyState, PolicyTunin
 from autoscaling.allocation import Claim, allocate
 from autoscaling.policy import Desire, apply_windows, desired_from_signals
 
-TUNING = PolicyTuning()
+# The rows below were written for a 300 s scale-down window (the default is now 600 s).
+TUNING = PolicyTuning(downscale_window_s=300.0)
 R = Reason
 
 
@@ -152,8 +153,8 @@ def test_holds_and_idle_timeouts_skip_the_windows_and_clear_streaks(endpoint):
 # --- sharing capacity: guarantees, reclaiming, lending ----------------------------------
 
 def _claim(cost: float = 1.0, priority: int = 0, guaranteed: int = 0, previous: int = 0,
-           want: int = 0, firm: int | None = None) -> Claim:
-    return Claim(cost, priority, guaranteed, previous, want, firm)
+           want: int = 0, firm: int | None = None, shielded: int | None = None) -> Claim:
+    return Claim(cost, priority, guaranteed, previous, want, firm, shielded)
 
 
 @pytest.mark.parametrize(
@@ -231,7 +232,7 @@ def test_a_full_partition_says_capacity(endpoint, partition, signals):
 
 
 def test_scale_down_waits_its_window_then_steps(endpoint, partition, signals):
-    spec = partition(endpoint("a"), capacity=8)
+    spec = partition(endpoint("a"), capacity=8, downscale_window_s=300.0)
     observed = {"a": signals(running=10, ready=4)}  # 10 / 10 -> 1, band keeps ceil(10/8) = 2
     state = _state(a=4)
     for now in (0.0, 100.0, 200.0):
@@ -269,3 +270,186 @@ def test_decisions_explain_themselves(endpoint, partition, signals):
     assert "TTFT p95 3.000s > 1s" in decision.explanation
     assert "within guarantee 2" in decision.explanation
     assert decision.to_dict()["reason"] == "guarantee"
+
+
+# --- rules added for the noisy-neighbour targets ---------------------------------------
+# Each row's arithmetic is beside it; defaults as at the top of the module, plus
+# latency_window_s 30, drain_hold_s 30 and hold_after_growth_s 600.
+
+@pytest.mark.parametrize(
+    "remembered, observed, now, expected_rate",
+    [
+        # TTFT breach at 6 ongoing per replica (< 10 target), no backlog: the rate is to
+        # blame, min(5, 0.8 * 8 / 2) = 3.2
+        (dict(sustained_rps_per_replica=5.0),
+         dict(running=12, ready=2, rate=8.0, ttft_p95_s=2.0), 100, 3.2),
+        # breach with 30 ongoing on 2 ready = 15 per replica > 10: too many in flight, keep 5
+        (dict(sustained_rps_per_replica=5.0),
+         dict(running=30, ready=2, rate=8.0, ttft_p95_s=2.0), 100, 5.0),
+        # breach 20 s after a backlog (<= 30 s latency window): the backlog's, keep 5
+        (dict(sustained_rps_per_replica=5.0, backlog_at=80.0),
+         dict(running=12, ready=2, rate=8.0, ttft_p95_s=2.0), 100, 5.0),
+        # breach 40 s after a backlog (> 30 s): blamed on the rate again, 3.2
+        (dict(sustained_rps_per_replica=5.0, backlog_at=60.0),
+         dict(running=12, ready=2, rate=8.0, ttft_p95_s=2.0), 100, 3.2),
+        # a queue on replicas under target (prefill-bound): 6 + 2 waiting = 8 per replica
+        # <= 10, no backlog, so the breach lowers it: min(5, 0.8 * 4) = 3.2
+        (dict(sustained_rps_per_replica=5.0),
+         dict(running=12, waiting=4, ready=2, rate=8.0, itl_p95_s=0.09), 100, 3.2),
+    ],
+)
+def test_a_breach_lowers_the_sustained_rate_only_when_the_rate_explains_it(
+        endpoint, signals, remembered, observed, now, expected_rate):
+    desire = desired_from_signals(endpoint(), signals(**observed), 2,
+                                  EndpointState(target=2, **remembered), TUNING, now)
+    assert desire.sustained_rps_per_replica == pytest.approx(expected_rate)
+
+
+@pytest.mark.parametrize(
+    "previous, observed, expected",
+    [
+        # growth follows the load: 8 ongoing / 10 -> 1, though 20 rps / 5 sustained -> 4
+        (1, dict(running=8, ready=1, rate=20.0), 1),
+        # ... and the load alone: 35 / 10 -> 4
+        (1, dict(running=35, ready=1, rate=20.0), 4),
+        # shrinking, the rate guards: 8 / 10 -> 1, but ceil(20 / (5 * 0.8)) = 5 > 4: keep 4
+        (4, dict(running=8, ready=4, rate=20.0), 4),
+        # ... down to what it carries: ceil(6 / (5 * 0.8)) = 2 of 4
+        (4, dict(running=8, ready=4, rate=6.0), 2),
+    ],
+)
+def test_the_rate_estimate_guards_shrinking_and_does_not_drive_growth(
+        endpoint, signals, previous, observed, expected):
+    remembered = EndpointState(target=previous, sustained_rps_per_replica=5.0)
+    desire = desired_from_signals(endpoint(), signals(**observed), previous, remembered,
+                                  TUNING, 100)
+    assert desire.replicas == expected
+
+
+@pytest.mark.parametrize(
+    "remembered, observed, expected",
+    [
+        # 300 -> 200 waiting in 10 s drains 10/s: 200 / 10 = 20 s <= 30 s. The 2 replicas
+        # carry it; (20 + 200) / 10 -> 22 is not asked for, and the TTFT breach adds none
+        (dict(waiting=300.0, waiting_at=90.0),
+         dict(running=20, waiting=200, ready=2, ttft_p95_s=5.0), 2),
+        # 300 -> 290 drains 1/s: 290 s > 30 s, a lasting overload: (20 + 290) / 10 -> 31,
+        # capped by max_replicas 8
+        (dict(waiting=300.0, waiting_at=90.0), dict(running=20, waiting=290, ready=2), 8),
+        # a growing queue is no drain: (20 + 60) / 10 -> 8
+        (dict(waiting=40.0, waiting_at=90.0), dict(running=20, waiting=60, ready=2), 8),
+        # nothing remembered: (20 + 40) / 10 -> 6
+        ({}, dict(running=20, waiting=40, ready=2), 6),
+    ],
+)
+def test_a_queue_that_drains_soon_asks_for_no_more_replicas(
+        endpoint, signals, remembered, observed, expected):
+    spec = endpoint()
+    desire = desired_from_signals(spec, signals(**observed), 2,
+                                  EndpointState(target=2, **remembered), TUNING, 100)
+    assert min(spec.max_replicas, desire.replicas) == expected
+    assert desire.waiting == observed["waiting"]
+
+
+@pytest.mark.parametrize(
+    "grew_at, now, expected, delayed",
+    [
+        # shrink wished for 700 s (>= 600), but grown 100 s ago (< 600): hold 4
+        (600.0, 700, 4, R.SCALE_DOWN_DELAYED),
+        # grown 600 s ago (>= 600): 4 -> max(peak 1, 4 - floor(4 * 0.5)) = 2
+        (100.0, 700, 2, None),
+        # never grown: the scale-down window alone decides, 2
+        (None, 700, 2, None),
+    ],
+)
+def test_no_scale_down_within_the_hold_after_growth(endpoint, grew_at, now, expected, delayed):
+    tuning = PolicyTuning(downscale_window_s=600.0)
+    remembered = EndpointState(target=4, down_since=0.0, down_peak=1, grew_at=grew_at)
+    damped = apply_windows(endpoint(), _desire(1), 4, remembered, tuning, now)
+    assert (damped.replicas, damped.delayed) == (expected, delayed)
+
+
+@pytest.mark.parametrize(
+    "capacity, claims, expected",
+    [
+        # a holds 4, idle (firm 1) but shielded: b of the same priority gets nothing
+        (4, [_claim(previous=4, want=4, firm=1, shielded=4), _claim(want=3)], [4, 0]),
+        # b of a higher priority takes what it firmly wants, 2, from a's shielded 3
+        (4, [_claim(previous=4, want=4, firm=1, shielded=4), _claim(priority=1, want=2)],
+         [2, 2]),
+        # ... never below a's firm 1: b wants 5, gets 4 - 1 = 3
+        (4, [_claim(previous=4, want=4, firm=1, shielded=4), _claim(priority=1, want=5)],
+         [1, 3]),
+        # fractional: b's 1-accelerator replica takes two of a's 0.5 ones, 2 - 1 = 1 left
+        (2, [_claim(cost=0.5, previous=4, want=4, firm=0, shielded=4),
+             _claim(priority=1, want=1)], [2, 1]),
+        # a guarantee still reclaims shielded replicas: a gets 2 of c's 4
+        (4, [_claim(guaranteed=2, want=2), _claim(previous=4, want=4, firm=1, shielded=4)],
+         [2, 2]),
+        # a firm loan is not shielded but firm: even a higher priority does not take it
+        (4, [_claim(previous=4, want=4), _claim(priority=1, want=2)], [4, 0]),
+    ],
+)
+def test_shielded_replicas_yield_to_higher_priority_and_guarantees(capacity, claims,
+                                                                    expected):
+    granted = allocate(capacity, claims)
+    assert granted == expected
+    assert sum(n * c.cost for n, c in zip(granted, claims)) <= capacity + 1e-9
+
+
+def test_recently_grown_idle_endpoint_keeps_its_replicas_for_the_hold(endpoint, partition,
+                                                                      signals):
+    # a grew to 4 at t = 0 and has been idle since 100 s; b, past its 10 s upscale window,
+    # wants 60 / 10 -> 6. At 300 s a is 300 s into its 600 s hold: b keeps its 4, no more.
+    spec = partition(endpoint("a"), endpoint("b"), capacity=8)
+    state = PolicyState(endpoints={
+        "a": EndpointState(target=4, grew_at=0.0, idle_since=100.0),
+        "b": EndpointState(target=4, up_since=0.0)})
+    observed = {"a": signals(ready=4), "b": signals(running=60, ready=4)}  # b: 60/10 -> 6
+    held = decide(spec, observed, state, now=300.0)
+    assert (held.decisions["a"].target, held.decisions["b"].target) == (4, 4)
+    assert held.decisions["b"].reason is R.CAPACITY
+    # at 600 s (600 - 0 >= 600) a holds only the 1 it keeps warm: b takes 6 - 4 = 2 of
+    # the 3 others, the spare one stays with a: b 4 -> 6, a 4 -> 2
+    lent = decide(spec, observed, held.state, now=600.0)
+    assert (lent.decisions["a"].target, lent.decisions["b"].target) == (2, 6)
+    assert lent.decisions["a"].reason is R.RECLAIMED
+    assert lent.decisions["b"].reason is R.LENT
+    assert lent.state.endpoints["b"].grew_at == 600.0  # b's hold starts now
+
+
+def test_state_saved_before_the_new_fields_still_loads():
+    # Format 1 as the previous version wrote it: no backlog_at, grew_at, waiting(_at).
+    raw = {"version": 1, "decided_at": 30.0, "endpoints": {"a": {
+        "target": 3, "idle_since": None, "up_since": 20.0, "down_since": None,
+        "down_peak": None, "sustained_rps_per_replica": 4.5}}}
+    state = PolicyState.from_dict(raw)
+    a = state.endpoints["a"]
+    assert (a.target, a.up_since, a.sustained_rps_per_replica) == (3, 20.0, 4.5)
+    assert (a.backlog_at, a.grew_at, a.waiting, a.waiting_at) == (None, None, None, None)
+    full = EndpointState(target=2, backlog_at=1.0, grew_at=2.0, waiting=3.5, waiting_at=4.0)
+    assert EndpointState.from_dict(full.to_dict()) == full
+
+
+@pytest.mark.parametrize(
+    "priority_of_b, expected_a, expected_b",
+    [
+        # b (priority 1) wants 60 / 10 -> 6 and holds 2; 8 - 6 - 2 = 0 free. a's window
+        # peak is ceil(20 / (10 * 0.8)) = 3, so 6 - 3 = 3 of its replicas are held only by
+        # the window and yield to b: a 6 -> 3, b 2 -> 5 (one short of 6, nothing left)
+        (1, 3, 5),
+        # b of the same priority 0: a's window-held replicas stay, b keeps its 2
+        (0, 6, 2),
+    ],
+)
+def test_window_held_replicas_yield_to_a_higher_priority_only(
+        endpoint, partition, signals, priority_of_b, expected_a, expected_b):
+    spec = partition(endpoint("a"), endpoint("b", priority=priority_of_b), capacity=8)
+    state = PolicyState(endpoints={
+        "a": EndpointState(target=6, down_since=0.0, down_peak=3),
+        "b": EndpointState(target=2, up_since=0.0)})
+    observed = {"a": signals(running=20, ready=6), "b": signals(running=60, ready=2)}
+    result = decide(spec, observed, state, now=100.0)  # a: 100 s of its 600 s window
+    assert (result.decisions["a"].target, result.decisions["b"].target) == (
+        expected_a, expected_b)
+    assert result.allocated <= 8
