@@ -263,6 +263,8 @@ KEY_COLUMNS = [("ID", lambda k: k["id"]), ("TENANT", lambda k: k["tenant"]),
 ENDPOINT_COLUMNS = [("NAME", lambda e: e["name"]), ("OWNER", lambda e: e["owner"] or "(shared)"),
                     ("GRANTS", lambda e: e["grants"] if e["shared"] else None),
                     ("CREATED", lambda e: _when(e["created_at"]))]
+SLO_FLAGS = {"--ttft-p95-ms": "ttft_p95_ms", "--itl-p95-ms": "itl_p95_ms",
+             "--objective": "objective"}
 QUOTA_FLAGS = {"--rpm": "requests_per_minute", "--tpm": "tokens_per_minute",
                "--concurrent": "concurrent_requests", "--monthly-tokens": "tokens_per_month"}
 
@@ -302,9 +304,18 @@ def _outcome_totals(buckets: list[dict]) -> dict[str, int]:
 # The commands that talk to the admin API
 
 
+def _slo_changes(args: argparse.Namespace) -> dict[str, float | None]:
+    """The SLO flags given, e.g. --ttft-p95-ms 800 --objective default -> {"ttft_p95_ms": 800,
+    "objective": None}; flags left out are not sent, so their targets keep their values."""
+    return {field: getattr(args, field) for field in SLO_FLAGS.values() if hasattr(args, field)}
+
+
 def tenant_create(client: AdminClient, args: argparse.Namespace) -> None:
-    body = {"name": args.name, "priority": args.priority}
-    out = client.call("POST", "tenants", body={k: v for k, v in body.items() if v is not None})
+    body: dict[str, Any] = {"name": args.name, "priority": args.priority}
+    body = {k: v for k, v in body.items() if v is not None}
+    if slo := _slo_changes(args):
+        body["slo"] = slo
+    out = client.call("POST", "tenants", body=body)
     _show(args, out, lambda t: print_table(TENANT_COLUMNS, [t]))
 
 
@@ -313,9 +324,12 @@ def tenant_list(client: AdminClient, args: argparse.Namespace) -> None:
 
 
 def tenant_update(client: AdminClient, args: argparse.Namespace) -> None:
-    body = {k: v for k, v in (("priority", args.priority), ("status", args.status)) if v}
+    body: dict[str, Any] = {k: v for k, v in (("priority", args.priority),
+                                              ("status", args.status)) if v}
+    if slo := _slo_changes(args):
+        body["slo"] = slo
     if not body:
-        raise CliError("nothing to update: give --priority and/or --status")
+        raise CliError("nothing to update: give --priority, --status or an SLO target")
     out = client.call("PATCH", "tenants", args.name, body=body)
     _show(args, out, lambda t: print_table(TENANT_COLUMNS, [t]))
 
@@ -406,6 +420,60 @@ def usage(client: AdminClient, args: argparse.Namespace) -> None:
     _show(args, out, _usage_table)
 
 
+def _ms(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _percent(share: float | None) -> str | None:
+    return None if share is None else f"{share * 100:.2f}%"
+
+
+def _status(met: bool | None) -> str:
+    return "no data" if met is None else "met" if met else "MISSED"
+
+
+def _sla_table(report: dict) -> None:
+    print(f"SLA of tenant {report['tenant']}, {_when(report['since'])} to "
+          f"{_when(report['until'])}")
+    print_table([("SLI", lambda r: r[0]), ("REQUESTS", lambda r: r[1]["samples"]),
+                 ("P50", lambda r: _ms(r[1]["p50_s"])), ("P95", lambda r: _ms(r[1]["p95_s"])),
+                 ("P99", lambda r: _ms(r[1]["p99_s"])),
+                 ("P95 TARGET", lambda r: _ms(r[1]["target_p95_s"])),
+                 ("STATUS", lambda r: _status(r[1]["met"]))],
+                [("ttft", report["ttft"]), ("itl", report["itl"])])
+    print()
+    outcomes = report["outcomes"]
+    print_table([("FIGURE", lambda r: r[0]), ("VALUE", lambda r: r[1])], [
+        ("requests", report["requests"]),
+        ("availability", _percent(report["availability"])),
+        ("compliant", (f"{_percent(report['compliance']) or '-'} of {report['judged']} "
+                       f"(objective {_percent(report['objective'])}: "
+                       f"{_status(report['objective_met'])})")),
+        ("errors", outcomes["error"]), ("rejected", report["rejections"]),
+        ("cancelled", outcomes["client_cancelled"]),
+        ("prompt tokens", report["prompt_tokens"]),
+        ("completion tokens", report["completion_tokens"]),
+        ("total tokens", report["total_tokens"]),
+    ])
+
+
+def sla(client: AdminClient, args: argparse.Namespace) -> None:
+    now = datetime.now(UTC)
+    until = now if args.until is None else parse_moment(args.until, now)
+    window = {"since": _iso(parse_moment(args.since, now)), "until": _iso(until)}
+    out = client.call("GET", "tenants", args.tenant, "sla", params=window)
+    if args.html is not None:
+        from observability.sla_html import render_html
+
+        try:
+            Path(args.html).write_text(render_html(out))
+        except OSError as exc:
+            raise CliError(f"cannot write {args.html}: {exc.strerror}") from None
+    _show(args, out, _sla_table)
+    if args.html is not None:
+        print(f"wrote the HTML report to {args.html}", file=sys.stderr)
+
+
 # `admin bootstrap`: the one command that opens the store itself, as no admin key exists yet.
 # It imports the admin package (and FastAPI with it) itself: every other command needs HTTP only.
 
@@ -472,6 +540,22 @@ def _limit(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor 'none'") from None
 
 
+def _slo_value(kind: type[int | float]) -> Callable[[str], int | float | None]:
+    """An SLO target: a number, or "default" to restore the platform's."""
+    noun = "whole number" if kind is int else "number"
+
+    def parse(text: str) -> int | float | None:
+        if text.strip().lower() == "default":
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a {noun} nor 'default'") from None
+
+    return parse
+
+
 def _api_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--url", help="platform base URL (default: the running platform's, "
@@ -507,6 +591,16 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     update.add_argument("name")
     update.add_argument("--priority", choices=priorities)
     update.add_argument("--status", choices=[s.value for s in TenantStatus])
+    for parser in (create, update):
+        parser.add_argument("--ttft-p95-ms", dest="ttft_p95_ms", type=_slo_value(int),
+                            metavar="MS", default=argparse.SUPPRESS,
+                            help="p95 time-to-first-token target ('default': 2000)")
+        parser.add_argument("--itl-p95-ms", dest="itl_p95_ms", type=_slo_value(int),
+                            metavar="MS", default=argparse.SUPPRESS,
+                            help="p95 inter-token latency target ('default': 200)")
+        parser.add_argument("--objective", type=_slo_value(float), metavar="RATIO",
+                            default=argparse.SUPPRESS,
+                            help="share of requests that must meet both, e.g. 0.99 (default)")
 
     key = group("key", "create, list and revoke API keys")
     create = command(key, "create", key_create, "create a key; it is printed once")
@@ -552,6 +646,15 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--by", choices=["hour", "day"], default="hour")
     parser.add_argument("--csv", action="store_true",
                         help="print the ledger records as CSV instead")
+
+    parser = command(subparsers, "sla", sla, "a tenant's SLA report: latency percentiles "
+                                            "against its targets, availability, tokens")
+    parser.add_argument("tenant")
+    parser.add_argument("--since", default="24h", metavar="WHEN",
+                        help="e.g. 24h, 30d or an ISO 8601 time (default: 24h)")
+    parser.add_argument("--until", metavar="WHEN", help="default: now")
+    parser.add_argument("--html", metavar="FILE",
+                        help="also write the report as a self-contained HTML file with charts")
 
     admin = subparsers.add_parser("admin", help="platform administration")
     bootstrap = admin.add_subparsers(dest="action", required=True).add_parser(

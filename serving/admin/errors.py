@@ -39,11 +39,11 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
 
 
-def tenancy_error_response(exc: TenancyError) -> JSONResponse:
+def tenancy_error_response(exc: TenancyError, key_hint: str = "an admin key") -> JSONResponse:
     status, code = next((status, code) for kind, status, code in _TENANCY_STATUS
                         if isinstance(exc, kind))
     if isinstance(exc, Unauthenticated):
-        return error_response(401, f"{exc}: pass an admin key as 'Authorization: Bearer ...'",
+        return error_response(401, f"{exc}: pass {key_hint} as 'Authorization: Bearer ...'",
                               code=code, headers={"WWW-Authenticate": "Bearer"})
     return error_response(status, str(exc), param=getattr(exc, "field", None), code=code)
 
@@ -88,6 +88,8 @@ class AdminRoute(APIRoute):
     OpenAI-shaped error. A route class, not app exception handlers, so the router brings its
     error shape to whichever app mounts it."""
 
+    key_hint = "an admin key"  # what a 401 tells the caller to send instead
+
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handle = super().get_route_handler()
 
@@ -95,7 +97,7 @@ class AdminRoute(APIRoute):
             try:
                 return await handle(_SizeLimitedRequest(request.scope, request.receive))
             except TenancyError as exc:
-                return tenancy_error_response(exc)
+                return tenancy_error_response(exc, self.key_hint)
             except RequestValidationError as exc:
                 return validation_error_response(exc)
             except HTTPException as exc:

@@ -7,7 +7,9 @@ import io
 from datetime import datetime, timedelta
 from typing import Literal
 
-from serving.admin.protocol import QUOTA_FIELDS
+from observability import sla
+from observability.sla import SlaReport
+from serving.admin.protocol import QUOTA_FIELDS, slo_settings
 from serving.tenancy import (
     ApiKey,
     Invalid,
@@ -37,13 +39,18 @@ def window(since: datetime | None, until: datetime | None,
 
 
 def update_tenant(store: Store, name: str, *, priority: str | None, status: str | None,
-                  caller_tenant: str) -> Tenant:
+                  caller_tenant: str, slo_changes: dict[str, float | None] | None = None,
+                  ) -> Tenant:
     # A suspended tenant's keys stop working, so an admin suspending its own tenant would
     # lock every admin out; `aifactory admin bootstrap` is then the only way back in.
     if status == TenantStatus.SUSPENDED and name == caller_tenant:
         raise Invalid("status", f"tenant {name!r} holds the admin key making this request; "
                                 "suspend it with another tenant's admin key")
-    return store.update_tenant(name, priority=priority, status=status)
+    # SLO targets merge like quotas: those left out keep their values. Concurrent updates of
+    # one tenant's targets: the last one wins.
+    slo = None if not slo_changes else slo_settings(slo_changes,
+                                                    store.get_tenant(name).slo_settings)
+    return store.update_tenant(name, priority=priority, status=status, slo=slo)
 
 
 def revoke_key(store: Store, key_id: int) -> ApiKey:
@@ -65,6 +72,13 @@ def usage_buckets(store: Store, tenant: str, since: datetime, until: datetime,
                   by: Literal["hour", "day"]) -> list[UsageBucket]:
     store.get_tenant(tenant)  # an unknown tenant is a 404, not an empty report
     return store.usage_summary(tenant, since, until, by=by)
+
+
+def sla_report(store: Store, tenant: str, since: datetime, until: datetime) -> SlaReport:
+    """The tenant's SLA report for the window, against its targets as they are now."""
+    targets = store.get_tenant(tenant).slo  # an unknown tenant is a 404, not an empty report
+    return sla.sla_report(store.usage_records(tenant, since, until), tenant=tenant,
+                          targets=targets, since=since, until=until)
 
 
 def usage_csv(store: Store, since: datetime, until: datetime, tenant: str | None) -> str:

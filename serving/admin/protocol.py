@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StrictInt, StrictStr
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 from serving.tenancy import (
     ApiKey,
@@ -14,6 +21,7 @@ from serving.tenancy import (
     KeyScope,
     PriorityClass,
     Quota,
+    SloSettings,
     Tenant,
     TenantStatus,
     UsageBucket,
@@ -21,6 +29,7 @@ from serving.tenancy import (
 
 QUOTA_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests",
                 "tokens_per_month")
+SLO_FIELDS = ("ttft_p95_ms", "itl_p95_ms", "objective")
 
 
 class StrictModel(BaseModel):
@@ -33,9 +42,29 @@ class StrictModel(BaseModel):
 # Tenants
 
 
+class SloUpdate(StrictModel):
+    """SLO targets: a value given sets it, null restores the platform default, and a field
+    left out keeps its current value."""
+
+    ttft_p95_ms: StrictInt | None = None
+    itl_p95_ms: StrictInt | None = None
+    objective: StrictFloat | StrictInt | None = None
+
+    def changes(self) -> dict[str, float | None]:
+        return {field: getattr(self, field) for field in SLO_FIELDS
+                if field in self.model_fields_set}
+
+
+class SloOut(BaseModel):
+    ttft_p95_ms: int | None
+    itl_p95_ms: int | None
+    objective: float | None
+
+
 class TenantCreate(StrictModel):
     name: StrictStr
     priority: PriorityClass = PriorityClass.STANDARD
+    slo: SloUpdate | None = None
 
 
 class TenantUpdate(StrictModel):
@@ -43,19 +72,39 @@ class TenantUpdate(StrictModel):
 
     priority: PriorityClass | None = None
     status: TenantStatus | None = None
+    slo: SloUpdate | None = None
 
 
 class TenantOut(BaseModel):
+    """`slo` holds the targets as set (null: the default); `slo_targets` the ones in force."""
+
     object: Literal["tenant"] = "tenant"
     name: str
     priority: PriorityClass
     status: TenantStatus
     created_at: datetime
+    slo: SloOut
+    slo_targets: SloOut
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantOut:
+        targets = tenant.slo
         return cls(name=tenant.name, priority=tenant.priority, status=tenant.status,
-                   created_at=tenant.created_at)
+                   created_at=tenant.created_at,
+                   slo=SloOut(ttft_p95_ms=tenant.slo_settings.ttft_p95_ms,
+                              itl_p95_ms=tenant.slo_settings.itl_p95_ms,
+                              objective=tenant.slo_settings.objective),
+                   slo_targets=SloOut(ttft_p95_ms=round(targets.ttft_s * 1000),
+                                      itl_p95_ms=round(targets.itl_s * 1000),
+                                      objective=targets.objective))
+
+
+def slo_settings(changes: dict[str, float | None],
+                 current: SloSettings | None = None) -> SloSettings:
+    """The current settings (none: all defaults) with the given changes applied."""
+    current = current or SloSettings()
+    merged = {field: getattr(current, field) for field in SLO_FIELDS} | changes
+    return SloSettings(**merged)
 
 
 class TenantList(BaseModel):
@@ -193,6 +242,13 @@ class UsageQuery(StrictModel):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     by: Literal["hour", "day"] = "hour"
+
+
+class SlaQuery(StrictModel):
+    """The SLA report's window [since, until); until defaults to now, since to a day before."""
+
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
 
 
 class UsageCsvQuery(StrictModel):

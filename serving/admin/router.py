@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from observability.sla import SlaReport
 from serving.admin import operations
 from serving.admin.errors import AdminRoute
 from serving.admin.protocol import (
@@ -26,6 +27,7 @@ from serving.admin.protocol import (
     QuotaDeleted,
     QuotaOut,
     QuotaUpdate,
+    SlaQuery,
     TenantCreate,
     TenantList,
     TenantOut,
@@ -33,6 +35,7 @@ from serving.admin.protocol import (
     UsageCsvQuery,
     UsageOut,
     UsageQuery,
+    slo_settings,
 )
 from serving.tenancy import Forbidden, KeyScope, Principal, Store, Unauthenticated
 from serving.tenancy.store import utc_now
@@ -70,7 +73,9 @@ def build_admin_router(store: Store, *,
 
     @router.post("/tenants", status_code=201)
     async def create_tenant(body: TenantCreate) -> TenantOut:
-        return TenantOut.of(await run(store.create_tenant, body.name, priority=body.priority))
+        slo = None if body.slo is None else slo_settings(body.slo.changes())
+        return TenantOut.of(await run(store.create_tenant, body.name, priority=body.priority,
+                                      slo=slo))
 
     @router.get("/tenants")
     async def list_tenants() -> TenantList:
@@ -85,7 +90,9 @@ def build_admin_router(store: Store, *,
                             caller: Annotated[Principal, Depends(require_admin)]) -> TenantOut:
         return TenantOut.of(await run(operations.update_tenant, store, name,
                                       priority=body.priority, status=body.status,
-                                      caller_tenant=caller.tenant))
+                                      caller_tenant=caller.tenant,
+                                      slo_changes=None if body.slo is None
+                                      else body.slo.changes()))
 
     # API keys
 
@@ -174,6 +181,11 @@ def build_admin_router(store: Store, *,
         since, until = operations.window(query.since, query.until, clock())
         buckets = await run(operations.usage_buckets, store, name, since, until, query.by)
         return UsageOut.of(name, since, until, query.by, buckets)
+
+    @router.get("/tenants/{name}/sla")
+    async def sla(name: str, query: Annotated[SlaQuery, Query()]) -> SlaReport:
+        since, until = operations.window(query.since, query.until, clock())
+        return await run(operations.sla_report, store, name, since, until)
 
     @router.get("/usage.csv", response_class=Response)
     async def usage_csv(query: Annotated[UsageCsvQuery, Query()]) -> Response:

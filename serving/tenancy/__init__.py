@@ -30,6 +30,7 @@ from serving.tenancy.errors import (
 )
 from serving.tenancy.migrate import upgrade
 from serving.tenancy.records import (
+    DEFAULT_SLO,
     ApiKey,
     CreatedKey,
     Endpoint,
@@ -38,6 +39,8 @@ from serving.tenancy.records import (
     Principal,
     PriorityClass,
     Quota,
+    SloSettings,
+    SloTargets,
     Tenant,
     TenantStatus,
     UsageBucket,
@@ -46,6 +49,7 @@ from serving.tenancy.records import (
 from serving.tenancy.store import Store
 
 __all__ = [
+    "DEFAULT_SLO",
     "AdmissionCounters",
     "AdmissionRequest",
     "ApiKey",
@@ -67,6 +71,8 @@ __all__ = [
     "RateWindow",
     "Reservation",
     "Scope",
+    "SloSettings",
+    "SloTargets",
     "Store",
     "TenancyError",
     "Tenant",

@@ -107,6 +107,16 @@ def summary(s: Session, tenant: str, start: datetime, end: datetime,
                         b["completion"]) for when, b in sorted(buckets.items())]
 
 
+def records(s: Session, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
+    start, end = _checked_window(start, end)
+    query = _window(select(UsageRow), start, end, tenant).order_by(UsageRow.created_at,
+                                                                   UsageRow.id)
+    return [UsageRecord(row.request_id, row.tenant, row.key_prefix, row.endpoint,
+                        row.prompt_tokens, row.completion_tokens, row.ttft_s, row.duration_s,
+                        Outcome(row.outcome), row.created_at, row.finished_at)
+            for row in s.scalars(query.execution_options(yield_per=1000))]
+
+
 def export_csv(s: Session, out: TextIO, start: datetime, end: datetime,
                tenant: str | None) -> int:
     start, end = _checked_window(start, end)

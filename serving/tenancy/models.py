@@ -67,6 +67,9 @@ class Base(DeclarativeBase):
 
 
 class TenantRow(Base):
+    """A tenant. NULL SLO targets mean the platform defaults; their ranges are checked in
+    code (validation.slo_*), as SQLite adds a check constraint only by rebuilding the table."""
+
     __tablename__ = "tenants"
     __table_args__ = (_one_of("priority", PriorityClass), _one_of("status", TenantStatus))
 
@@ -75,6 +78,9 @@ class TenantRow(Base):
     priority: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    slo_ttft_p95_ms: Mapped[int | None] = mapped_column(Integer)
+    slo_itl_p95_ms: Mapped[int | None] = mapped_column(Integer)
+    slo_objective: Mapped[float | None] = mapped_column(Float)
 
 
 class ApiKeyRow(Base):

@@ -39,11 +39,45 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
+class SloTargets:
+    """The latency a tenant is promised: p95 time to first token and p95 inter-token latency
+    in seconds, and the share of requests (`objective`) that must meet both."""
+
+    ttft_s: float
+    itl_s: float
+    objective: float
+
+
+DEFAULT_SLO = SloTargets(ttft_s=2.0, itl_s=0.2, objective=0.99)
+
+
+@dataclass(frozen=True)
+class SloSettings:
+    """A tenant's SLO targets as set; None means the platform default (`DEFAULT_SLO`)."""
+
+    ttft_p95_ms: int | None = None
+    itl_p95_ms: int | None = None
+    objective: float | None = None
+
+    @property
+    def targets(self) -> SloTargets:
+        return SloTargets(
+            DEFAULT_SLO.ttft_s if self.ttft_p95_ms is None else self.ttft_p95_ms / 1000,
+            DEFAULT_SLO.itl_s if self.itl_p95_ms is None else self.itl_p95_ms / 1000,
+            DEFAULT_SLO.objective if self.objective is None else self.objective)
+
+
+@dataclass(frozen=True)
 class Tenant:
     name: str
     priority: PriorityClass
     status: TenantStatus
     created_at: datetime
+    slo_settings: SloSettings = SloSettings()
+
+    @property
+    def slo(self) -> SloTargets:
+        return self.slo_settings.targets
 
 
 @dataclass(frozen=True)
@@ -78,6 +112,8 @@ class Principal:
     priority: PriorityClass
     key_prefix: str
     scope: KeyScope
+    # The tenant's targets, so the gateway can judge each request without another look-up.
+    slo: SloTargets = DEFAULT_SLO
 
 
 @dataclass(frozen=True)

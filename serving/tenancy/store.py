@@ -26,6 +26,7 @@ from serving.tenancy.records import (
     Principal,
     PriorityClass,
     Quota,
+    SloSettings,
     Tenant,
     TenantStatus,
     UsageBucket,
@@ -71,14 +72,18 @@ class Store:
     # Tenants
 
     def create_tenant(self, name: str, *,
-                      priority: PriorityClass | str = PriorityClass.STANDARD) -> Tenant:
+                      priority: PriorityClass | str = PriorityClass.STANDARD,
+                      slo: SloSettings | None = None) -> Tenant:
+        """A new active tenant; its SLO targets are the defaults unless `slo` sets some."""
         name = check.name("name", name)
         priority = check.choice("priority", PriorityClass, priority)
+        slo = _checked_slo(slo or SloSettings())
         with self._tx() as s:
             if s.scalar(select(TenantRow.id).where(TenantRow.name == name)) is not None:
                 raise Conflict(f"name: tenant {name!r} exists")
             row = TenantRow(name=name, priority=priority, status=TenantStatus.ACTIVE,
                             created_at=self._now())
+            _set_slo(row, slo)
             s.add(row)
         return _tenant(row)
 
@@ -91,16 +96,22 @@ class Store:
             return [_tenant(row) for row in s.scalars(select(TenantRow).order_by(TenantRow.name))]
 
     def update_tenant(self, name: str, *, priority: PriorityClass | str | None = None,
-                      status: TenantStatus | str | None = None) -> Tenant:
+                      status: TenantStatus | str | None = None,
+                      slo: SloSettings | None = None) -> Tenant:
+        """Change the fields given; `slo` replaces all three targets (a None in it restores
+        that target's default)."""
         new_priority = None if priority is None else check.choice("priority", PriorityClass,
                                                                   priority)
         new_status = None if status is None else check.choice("status", TenantStatus, status)
+        new_slo = None if slo is None else _checked_slo(slo)
         with self._tx() as s:
             row = _tenant_row(s, name)
             if new_priority is not None:
                 row.priority = new_priority
             if new_status is not None:
                 row.status = new_status
+            if new_slo is not None:
+                _set_slo(row, new_slo)
         return _tenant(row)
 
     # API keys
@@ -163,7 +174,7 @@ class Store:
             if tenant.status != TenantStatus.ACTIVE:
                 raise Forbidden(f"tenant {tenant.name!r} is {tenant.status}")
             return Principal(tenant.name, PriorityClass(tenant.priority), row.prefix,
-                             KeyScope(row.scope))
+                             KeyScope(row.scope), _slo_settings(tenant).targets)
 
     # Endpoints and grants
 
@@ -305,6 +316,12 @@ class Store:
         with self._tx() as s:
             return ledger.summary(s, check.name("tenant", tenant), start, end, by)
 
+    def usage_records(self, tenant: str, start: datetime, end: datetime) -> list[UsageRecord]:
+        """The tenant's records created in [start, end), oldest first (for SLA reports, which
+        need every request's timings: percentiles cannot be summed)."""
+        with self._tx() as s:
+            return ledger.records(s, check.name("tenant", tenant), start, end)
+
     def export_csv(self, out: TextIO, start: datetime, end: datetime, *,
                    tenant: str | None = None) -> int:
         """Write the records created in [start, end) as CSV, oldest first; returns the count."""
@@ -340,8 +357,27 @@ def _quota_query(tenant_id: int, endpoint_id: int | None) -> Select[tuple[QuotaR
     return query.where(QuotaRow.endpoint_id == endpoint_id)
 
 
+def _checked_slo(slo: SloSettings) -> SloSettings:
+    if not isinstance(slo, SloSettings):
+        raise Invalid("slo", f"must be SloSettings, got {type(slo).__name__}")
+    return SloSettings(check.slo_ms("ttft_p95_ms", slo.ttft_p95_ms),
+                       check.slo_ms("itl_p95_ms", slo.itl_p95_ms),
+                       check.slo_objective("objective", slo.objective))
+
+
+def _set_slo(row: TenantRow, slo: SloSettings) -> None:
+    row.slo_ttft_p95_ms = slo.ttft_p95_ms
+    row.slo_itl_p95_ms = slo.itl_p95_ms
+    row.slo_objective = slo.objective
+
+
+def _slo_settings(row: TenantRow) -> SloSettings:
+    return SloSettings(row.slo_ttft_p95_ms, row.slo_itl_p95_ms, row.slo_objective)
+
+
 def _tenant(row: TenantRow) -> Tenant:
-    return Tenant(row.name, PriorityClass(row.priority), TenantStatus(row.status), row.created_at)
+    return Tenant(row.name, PriorityClass(row.priority), TenantStatus(row.status), row.created_at,
+                  _slo_settings(row))
 
 
 def _key(row: ApiKeyRow, tenant: str) -> ApiKey:

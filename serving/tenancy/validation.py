@@ -24,6 +24,14 @@ QUOTA_RANGES: dict[str, tuple[int, int]] = {
     "tokens_per_month": (1, 10**15),
 }
 
+# SLO targets in milliseconds: from 1 ms to 10 minutes (TTFT) and 1 minute (ITL).
+SLO_MS_RANGES: dict[str, tuple[int, int]] = {
+    "ttft_p95_ms": (1, 600_000),
+    "itl_p95_ms": (1, 60_000),
+}
+# An objective of 1 leaves no error budget, so burn rates would divide by zero.
+SLO_OBJECTIVE_RANGE = (0.5, 0.99999)
+
 E = TypeVar("E", bound=StrEnum)
 
 
@@ -57,6 +65,27 @@ def quota_value(field: str, value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise Invalid(field, f"must be an integer in [{low}, {high}] or None, got {_shown(value)}")
     return value
+
+
+def slo_ms(field: str, value: object) -> int | None:
+    if value is None:
+        return None
+    low, high = SLO_MS_RANGES[field]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise Invalid(field, f"must be whole milliseconds in [{low}, {high}] or None, "
+                             f"got {_shown(value)}")
+    return value
+
+
+def slo_objective(field: str, value: object) -> float | None:
+    if value is None:
+        return None
+    low, high = SLO_OBJECTIVE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and low <= value <= high):
+        raise Invalid(field, f"must be a ratio in [{low}, {high}] (e.g. 0.99) or None, "
+                             f"got {_shown(value)}")
+    return float(value)
 
 
 def request_id(value: object) -> str:

@@ -1,1 +1,1 @@
-"""Tests of the tenancy admin API and the admin CLI commands."""
+"""Tests of the tenancy admin API, tenant self-service and the admin CLI commands."""

@@ -1,5 +1,6 @@
 """Fixtures for the admin tests: migrated stores on SQLite and PostgreSQL, served through the
-admin router by a real uvicorn server on 127.0.0.1, and clients for it."""
+admin and tenant self-service routers by a real uvicorn server on 127.0.0.1, and clients for
+it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.admin import build_admin_router, ensure_admin_tenant
+from serving.admin import build_admin_router, build_tenant_router, ensure_admin_tenant
 from serving.tenancy import KeyScope, Store, upgrade
 from serving.tenancy.models import Base
 from tests.manual_clock import Clock
@@ -140,6 +141,7 @@ def backend(request: pytest.FixtureRequest,
     store = Store(url, clock=clock)
     app = FastAPI()
     app.include_router(build_admin_router(store, clock=clock), prefix="/admin/v1")
+    app.include_router(build_tenant_router(store, clock=clock), prefix="/tenant/v1")
     yield Backend(url, store, clock, app)
     store.close()
 

@@ -39,7 +39,11 @@ def test_tenants_are_created_listed_read_and_updated(api: Api) -> None:
     created = api.client.post("/tenants", json={"name": "acme", "priority": "critical"})
     assert created.status_code == 201
     assert created.json() == {"object": "tenant", "name": "acme", "priority": "critical",
-                              "status": "active", "created_at": iso(api.clock.now)}
+                              "status": "active", "created_at": iso(api.clock.now),
+                              "slo": {"ttft_p95_ms": None, "itl_p95_ms": None,
+                                      "objective": None},
+                              "slo_targets": {"ttft_p95_ms": 2000, "itl_p95_ms": 200,
+                                              "objective": 0.99}}
     assert api.client.post("/tenants", json={"name": "beta"}).json()["priority"] == "standard"
 
     listed = api.client.get("/tenants").json()
@@ -278,6 +282,7 @@ def _every_route() -> list[tuple[str, str, dict | None]]:
         ("GET", "/tenants/acme/endpoints/llama/quota", None),
         ("DELETE", "/tenants/acme/endpoints/llama/quota", None),
         ("GET", "/tenants/acme/usage", None), ("GET", "/usage.csv", None),
+        ("GET", "/tenants/acme/sla", None),
     ]
 
 

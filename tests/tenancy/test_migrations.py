@@ -28,7 +28,7 @@ def test_upgrade_creates_the_tables_on_an_empty_database(empty_database_url: str
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
     head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
-    assert revision(engine) == head == "0001"
+    assert revision(engine) == head == "0002"
     engine.dispose()
 
 
@@ -41,7 +41,7 @@ def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     tables = set(sa.inspect(engine).get_table_names())
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == tables
-    assert revision(engine) == "0001"
+    assert revision(engine) == "0002"
     engine.dispose()
     reopened = Store(empty_database_url)
     assert [t.name for t in reopened.list_tenants()] == ["acme"]

@@ -1,0 +1,92 @@
+"""Tenant self-service over HTTP: a tenant's own endpoints, quota and usage, read with any of
+its own keys. Mounted at /tenant/v1; it never shows another tenant's data."""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from observability.sla import SlaReport
+from serving.admin import operations
+from serving.admin.errors import AdminRoute
+from serving.admin.protocol import QuotaOut, SlaQuery, UsageOut, UsageQuery
+from serving.tenancy import Principal, Store, Unauthenticated
+from serving.tenancy.store import utc_now
+
+_bearer = HTTPBearer(auto_error=False, description="Any key of the tenant: afk_...")
+
+
+class TenantRoute(AdminRoute):
+    key_hint = "one of your tenant's keys"
+
+
+class TenantEndpointOut(BaseModel):
+    """An endpoint as the tenant sees it: no owner or grants of others, its own quota there
+    (a null limit is unlimited; the tenant-wide quota applies as well)."""
+
+    object: Literal["endpoint"] = "endpoint"
+    name: str
+    shared: bool
+    created_at: datetime
+    quota: QuotaOut
+
+
+class TenantEndpointList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TenantEndpointOut]
+
+
+def tenant_principal(store: Store) -> Callable[..., Awaitable[Principal]]:
+    """401 without a usable key, 403 when its tenant is suspended; any scope is accepted."""
+
+    async def require_key(
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise Unauthenticated("missing")
+        return await asyncio.to_thread(store.authenticate, credentials.credentials)
+
+    return require_key
+
+
+def build_tenant_router(store: Store, *,
+                        clock: Callable[[], datetime] = utc_now) -> APIRouter:
+    """The self-service routes, with paths relative to where the app mounts them (/tenant/v1)."""
+    caller_of = tenant_principal(store)
+    router = APIRouter(route_class=TenantRoute, tags=["tenant"])
+    Caller = Annotated[Principal, Depends(caller_of)]
+
+    @router.get("/endpoints")
+    async def my_endpoints(caller: Caller) -> TenantEndpointList:
+        def read() -> TenantEndpointList:
+            return TenantEndpointList(data=[
+                TenantEndpointOut(name=e.name, shared=e.shared, created_at=e.created_at,
+                                  quota=QuotaOut.of(store.get_quota(caller.tenant, e.name)))
+                for e in store.list_endpoints(usable_by=caller.tenant)])
+
+        return await asyncio.to_thread(read)
+
+    @router.get("/quota")
+    async def my_quota(caller: Caller) -> QuotaOut:
+        return QuotaOut.of(await asyncio.to_thread(store.get_quota, caller.tenant))
+
+    @router.get("/usage")
+    async def my_usage(caller: Caller, query: Annotated[UsageQuery, Query()]) -> UsageOut:
+        since, until = operations.window(query.since, query.until, clock())
+        buckets = await asyncio.to_thread(store.usage_summary, caller.tenant, since, until,
+                                          by=query.by)
+        return UsageOut.of(caller.tenant, since, until, query.by, buckets)
+
+    @router.get("/sla")
+    async def my_sla(caller: Caller, query: Annotated[SlaQuery, Query()]) -> SlaReport:
+        since, until = operations.window(query.since, query.until, clock())
+        return await asyncio.to_thread(operations.sla_report, store, caller.tenant, since,
+                                       until)
+
+    return router
