@@ -11,12 +11,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 from pydantic import ValidationError
+
+from observability.tracing import configure_tracing
+from serving.engine import telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +109,16 @@ class EngineHost:
         self.max_model_len: int = engine_client.model_config.max_model_len
 
     @classmethod
-    async def start(cls, model: str, served_name: str, engine: Mapping[str, Any]) -> EngineHost:
+    async def start(cls, model: str, served_name: str, engine: Mapping[str, Any],
+                    stat_loggers: Sequence[Any] = ()) -> EngineHost:
+        """`stat_loggers`: extra vLLM StatLoggerFactory callables (vLLM's own loggers stay)."""
         from starlette.datastructures import State
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        configure_tracing("aifactory")  # only when the OTEL_* variables ask for traces
         args = parse_vllm_args(vllm_cli_args(model, served_name, engine))
         engine_args = AsyncEngineArgs.from_cli_args(args)
         vllm_config = engine_args.create_engine_config(usage_context=UsageContext.OPENAI_API_SERVER)
@@ -121,6 +127,7 @@ class EngineHost:
             usage_context=UsageContext.OPENAI_API_SERVER,
             enable_log_requests=engine_args.enable_log_requests,
             disable_log_stats=engine_args.disable_log_stats,
+            stat_loggers=[*stat_loggers, telemetry.stat_logger_factory(served_name, model)],
         )
         state = State()
         supported = await client.get_supported_tasks()
@@ -130,7 +137,20 @@ class EngineHost:
     # -- requests --------------------------------------------------------------------------
 
     async def handle(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> EngineReply:
-        """Answer one chat or completion request body (already JSON-decoded)."""
+        """Answer one chat or completion request body (already JSON-decoded), under the
+        request's engine span when tracing is on."""
+        body, trace_carrier = telemetry.take_trace_context(body)
+        span = telemetry.start_engine_span(trace_carrier, kind, self.served_name, request_id)
+        reply = await self._handle(kind, body, request_id)
+        if span is not None:
+            if reply.stream is not None:
+                return EngineReply(reply.status, stream=telemetry.traced_stream(reply.stream, span))
+            error = (reply.body or {}).get("error") if reply.status >= 400 else None
+            telemetry.end_engine_span(span, reply.status,
+                                      error.get("type") if isinstance(error, dict) else None)
+        return reply
+
+    async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None) -> EngineReply:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse

@@ -1,0 +1,1 @@
+"""Grafana dashboards, built in code (`build.py`) and committed as JSON."""

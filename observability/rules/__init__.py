@@ -1,0 +1,1 @@
+"""Prometheus recording and alerting rules, built in code (`build.py`) and committed as YAML."""
