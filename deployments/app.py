@@ -16,16 +16,19 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.config import EndpointConfig, PartitionConfig, PlatformConfig
 from deployments.engine import EngineDeployment
-from deployments.targets import HandleTarget
-from serving.admin import build_admin_router
+from deployments.targets import EndpointWaker, HandleTarget
+from serving.admin import build_admin_router, build_tenant_router
+from serving.admin.autoscaler import build_autoscaler_router
 from serving.engine import EngineHost
 from serving.engine.local import LocalTarget
 from serving.gateway import EndpointTarget, build_gateway_app
 from serving.gateway.access import Access
+from serving.gateway.ledger_writer import LedgerSpool
 from serving.tenancy import LocalAdmissionCounters, Store
 
 APP_NAME = "aifactory"
 GATEWAY = "gateway"
+AUTOSCALER = "autoscaler"
 
 # Engines take minutes to load weights on a GPU node; Serve must not give up on them earlier.
 ENGINE_HEALTH_CHECK_PERIOD_S = 10
@@ -45,23 +48,41 @@ class GatewayDeployment:
         self,
         engines: dict[str, DeploymentHandle],
         tenancy: TenancySettings,
-        colocated: tuple[str, str, dict[str, Any]] | None = None,
+        colocated: tuple[str, str, dict[str, Any], int] | None = None,
+        autoscaling: AutoscalingWiring | None = None,
+        autoscaler: DeploymentHandle | None = None,
     ) -> None:
         self._access = tenancy.connect()
+        # Records an earlier replica on this node spooled while the store was away.
+        self._access.ledger.start_replay()
+        self._autoscaling = autoscaling
+        waker = None
+        if autoscaler is not None and autoscaling is not None:
+            gateway = serve.get_replica_context().replica_id.unique_id
+            waker = EndpointWaker(autoscaler, gateway, autoscaling.wake_timeout_s)
+        scaled = autoscaling.cards if autoscaling is not None else {}
         self._targets: dict[str, EndpointTarget] = {
-            name: HandleTarget(name, handle) for name, handle in engines.items()
+            name: (HandleTarget(name, handle, waker=waker, card=scaled[name]) if name in scaled
+                   else HandleTarget(name, handle))
+            for name, handle in engines.items()
         }
         self._host: EngineHost | None = None
         if colocated is not None:
-            name, model_path, args = colocated
+            name, model_path, args, max_in_flight = colocated
             self._host = await EngineHost.start(model_path, name, args)
-            self._targets[name] = LocalTarget(name, self._host)
+            self._targets[name] = LocalTarget(name, self._host, max_in_flight)
 
     def __serve_build_asgi_app__(self):
         admin = build_admin_router(self._access.store)
+        tenant = build_tenant_router(self._access.store)
+        autoscaler = build_autoscaler_router(
+            self._access.store,
+            None if self._autoscaling is None else self._autoscaling.read_view)
         replica = serve.get_replica_context().replica_id.unique_id
-        return build_gateway_app(self._targets, self._access, routers=(("/admin/v1", admin),),
-                                 replica=replica)
+        return build_gateway_app(
+            self._targets, self._access,
+            routers=(("/admin/v1", admin), ("/admin/v1", autoscaler), ("/tenant/v1", tenant)),
+            replica=replica)
 
     async def check_health(self) -> None:
         if self._host is not None:
@@ -83,15 +104,34 @@ def engine_resources(endpoint: EndpointConfig, partition: PartitionConfig) -> di
     vLLM's Ray executor needs one GPU bundle per rank, packed on one node."""
     per_replica = endpoint.accelerators_per_replica
     if partition.accelerator == "cpu":
-        return {"ray_actor_options": {"num_cpus": per_replica}}
-    tp = endpoint.engine.tensor_parallel_size
-    if tp == 1:
-        return {"ray_actor_options": {"num_cpus": 1, "num_gpus": per_replica}}
-    return {
-        "ray_actor_options": {"num_cpus": 1},
-        "placement_group_bundles": [{"CPU": 1}] + [{"GPU": 1} for _ in range(tp)],
-        "placement_group_strategy": "STRICT_PACK",
-    }
+        options = {"ray_actor_options": {"num_cpus": per_replica}}
+    elif endpoint.engine.tensor_parallel_size == 1:
+        options = {"ray_actor_options": {"num_cpus": 1, "num_gpus": per_replica}}
+    else:
+        options = {
+            "ray_actor_options": {"num_cpus": 1},
+            "placement_group_bundles": [{"CPU": 1}] + [
+                {"GPU": 1} for _ in range(endpoint.engine.tensor_parallel_size)],
+            "placement_group_strategy": "STRICT_PACK",
+        }
+    return with_custom_resources(options, endpoint.resources)
+
+
+def with_custom_resources(options: dict[str, Any], resources: dict[str, float]) -> dict[str, Any]:
+    """Adds Ray custom resources to a replica's options. With a placement group the replica
+    actor runs in the first bundle, which must then hold them too (and, packed, pins the
+    group to a node that has them)."""
+    if not resources:
+        return options
+    actor = options.get("ray_actor_options", {})
+    merged = {**actor.get("resources", {})}
+    for name, amount in resources.items():
+        merged[name] = merged.get(name, 0) + amount
+    options = {**options, "ray_actor_options": {**actor, "resources": merged}}
+    if "placement_group_bundles" in options:
+        first, *rest = options["placement_group_bundles"]
+        options["placement_group_bundles"] = [{**first, **merged}, *rest]
+    return options
 
 
 def engine_args(endpoint: EndpointConfig, partition: PartitionConfig) -> dict[str, Any]:
@@ -103,6 +143,36 @@ def engine_args(endpoint: EndpointConfig, partition: PartitionConfig) -> dict[st
 
 
 @dataclass(frozen=True)
+class AutoscalingWiring:
+    """What a gateway replica needs to know of the autoscaled endpoints: their cards (an
+    endpoint at zero has no engine to ask), how long to hold a request for one at zero, and
+    where the controller keeps its decisions."""
+
+    cards: dict[str, dict[str, Any]]
+    wake_timeout_s: float
+    database_url: str
+    partition: str
+
+    def read_view(self, actions: int) -> dict[str, Any]:
+        from autoscaling.live.persistence import SnapshotStore
+
+        snapshots = SnapshotStore(self.database_url)
+        try:
+            snapshot = snapshots.load(self.partition)
+            recent = snapshots.recent_actions(self.partition, actions)
+        finally:
+            snapshots.close()
+        if snapshot is None:
+            return {"partition": self.partition, "decided_at": None, "endpoints": [],
+                    "actions": recent}
+        return {"partition": self.partition, "decided_at": snapshot.decided_at,
+                "allocated": sum(d["target"] * d["replica_cost"] for d in snapshot.decisions),
+                "controller": {"started_at": snapshot.controller_started_at,
+                               "resumed_from_saved_state": snapshot.resumed},
+                "endpoints": snapshot.decisions, "actions": recent}
+
+
+@dataclass(frozen=True)
 class TenancySettings:
     """Where a gateway replica finds the tenancy store and the shared admission counters.
     Without Redis the counters live in the replica: right for one gateway replica only."""
@@ -110,11 +180,15 @@ class TenancySettings:
     database_url: str
     redis_url: str | None = None
     redis_prefix: str = "aifactory:admission"
+    # Where a gateway replica keeps usage records while the store is unreachable (a folder
+    # on the replica's node); None: such records fail their requests instead.
+    ledger_spool_dir: str | None = None
 
     def connect(self) -> Access:
         store = Store(self.database_url)
+        spool = LedgerSpool(self.ledger_spool_dir) if self.ledger_spool_dir else None
         if self.redis_url is None:
-            return Access(store, LocalAdmissionCounters())
+            return Access(store, LocalAdmissionCounters(), ledger_spool=spool)
         import redis.asyncio as redis
 
         from serving.tenancy.redis_counters import RedisAdmissionCounters
@@ -122,20 +196,45 @@ class TenancySettings:
         # A blocking pool queues at its limit instead of failing requests under bursts.
         client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
             self.redis_url, max_connections=256, timeout=5))
-        return Access(store, RedisAdmissionCounters(client, prefix=self.redis_prefix))
+        return Access(store, RedisAdmissionCounters(client, prefix=self.redis_prefix),
+                      ledger_spool=spool)
 
 
 def build_app(config: PlatformConfig, model_paths: dict[str, str],
               tenancy: TenancySettings) -> serve.Application:
-    """`model_paths` maps endpoint name to a local model folder (the demo model resolved)."""
+    """`model_paths` maps endpoint name to a local model folder (the demo model resolved).
+    With autoscaled endpoints the application must be run with `external_scaler_enabled`
+    (see `needs_external_scaler`): the partition controller then sets their replicas."""
     engines = {}
     colocated = None
+    partition = config.autoscaled_partition()
+    autoscaler = None
+    autoscaling = None
+    if partition is not None:
+        from autoscaling.live.controller import PartitionController
+
+        settings = config.partition.autoscaler
+        autoscaler = serve.deployment(PartitionController).options(
+            name=AUTOSCALER, num_replicas=1, max_ongoing_requests=1024,
+            ray_actor_options={"num_cpus": 0},
+        ).bind(partition.model_dump(mode="json"), APP_NAME,
+               {e.name: engine_deployment_name(e.name) for e in partition.endpoints},
+               {e.name: config.endpoint(e.name).replicas for e in partition.endpoints},
+               tenancy.database_url, settings.period_s, settings.window_s,
+               config.partition.accelerator)
+        autoscaling = AutoscalingWiring(
+            cards={e.name: {"root": model_paths[e.name],
+                            "max_model_len": config.endpoint(e.name).engine.max_model_len}
+                   for e in partition.endpoints},
+            wake_timeout_s=settings.wake_timeout_s,
+            database_url=tenancy.database_url, partition=partition.name)
     gateway_options: dict[str, Any] = {
         "num_replicas": config.server.gateway_replicas, "ray_actor_options": {"num_cpus": 0}}
     for endpoint in config.endpoints:
         if endpoint.colocated:
             colocated = (
-                endpoint.name, model_paths[endpoint.name], engine_args(endpoint, config.partition)
+                endpoint.name, model_paths[endpoint.name], engine_args(endpoint, config.partition),
+                endpoint.max_ongoing_requests + endpoint.max_queued_requests,
             )
             gateway_options = {
                 "num_replicas": endpoint.replicas,
@@ -149,18 +248,26 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
             name=engine_deployment_name(endpoint.name),
             num_replicas=endpoint.replicas,
             max_ongoing_requests=endpoint.max_ongoing_requests,
+            # Beyond it the gateway's handle raises BackPressureError at once (503 + Retry-After).
+            max_queued_requests=endpoint.max_queued_requests,
             health_check_period_s=ENGINE_HEALTH_CHECK_PERIOD_S,
             health_check_timeout_s=ENGINE_HEALTH_CHECK_TIMEOUT_S,
             graceful_shutdown_timeout_s=ENGINE_GRACEFUL_SHUTDOWN_S,
             **engine_resources(endpoint, config.partition),
         )
         engines[endpoint.name] = deployment.bind(
-            endpoint.name, model_paths[endpoint.name], engine_args(endpoint, config.partition)
+            endpoint.name, model_paths[endpoint.name], engine_args(endpoint, config.partition),
+            autoscaler if endpoint.autoscaling is not None else None,
         )
+    gateway_options = with_custom_resources(gateway_options, config.server.resources)
     gateway = serve.deployment(GatewayDeployment).options(
         name=GATEWAY,
         # Admission, not Serve's queue, bounds what reaches an engine; vLLM batches the rest.
         max_ongoing_requests=4096,
         **gateway_options,
     )
-    return gateway.bind(engines, tenancy, colocated)
+    return gateway.bind(engines, tenancy, colocated, autoscaling, autoscaler)
+
+
+def needs_external_scaler(config: PlatformConfig) -> bool:
+    return any(e.autoscaling is not None for e in config.endpoints)

@@ -52,7 +52,12 @@ def ray_env(config: PlatformConfig) -> dict[str, str]:
         "RAY_SERVE_DEFAULT_HTTP_HOST": config.server.host,
         # vLLM's engine core must not be forked from a threaded Ray worker.
         "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+        # Counters are exported once, as `..._total`, without Ray's legacy gauge duplicate.
+        "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
     }
+    # Tracing is configured by the standard OTEL_* variables (observability.tracing); the
+    # replicas see the ones `aifactory up` was started with.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_")})
     if config.server.ingress == "haproxy":
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     else:
@@ -100,6 +105,10 @@ def prepare_tenancy(config: PlatformConfig, using_default: bool):
     from serving.tenancy import Store, TenancyError
 
     url = prepare_store(data.home())
+    if config.autoscaled_partition() is not None:
+        from autoscaling.live.persistence import upgrade as upgrade_autoscaler_tables
+
+        upgrade_autoscaler_tables(url)
     store = Store(url)
     try:
         apply_config(store, config)
@@ -114,6 +123,7 @@ def prepare_tenancy(config: PlatformConfig, using_default: bool):
         database_url=url,
         redis_url=os.environ.get("AIFACTORY_REDIS_URL") or None,
         redis_prefix=os.environ.get("AIFACTORY_REDIS_PREFIX") or "aifactory:admission",
+        ledger_spool_dir=str(data.home() / "ledger-spool"),
     )
     return settings, new_key
 
@@ -240,11 +250,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         started_ray = True
     env = ray_env(config)
     _connect(address, env)
+    if started_ray:  # without Ray's dashboard, say where Prometheus finds the metrics agent
+        import ray
+
+        from observability.discovery import node_targets, write_service_discovery
+
+        write_service_discovery(node_targets(ray.nodes()))
     data.save_state({"url": _base_url(config), "started_ray": started_ray, "address": address})
 
     from ray import serve
 
-    from deployments.app import APP_NAME, build_app
+    from deployments.app import APP_NAME, build_app, needs_external_scaler
 
     # Clients reach the gateway replicas directly on server.port (see ray_env). Serve still
     # runs its own proxy; it listens on an internal port beside it.
@@ -257,7 +273,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def deploy() -> None:
         try:
-            serve.run(build_app(config, paths, tenancy), name=APP_NAME, route_prefix="/")
+            serve.run(build_app(config, paths, tenancy), name=APP_NAME, route_prefix="/",
+                      external_scaler_enabled=needs_external_scaler(config))
         except BaseException as exc:  # reported by the progress loop below
             failure.append(exc)
 

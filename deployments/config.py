@@ -26,6 +26,19 @@ DEMO_MODEL = "builtin:demo"
 DEFAULT_TENANT = "default"
 
 EndpointName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+# Ray custom resources a replica asks for, e.g. {"engine_node": 1}: nodes started with
+# `ray start --resources '{"engine_node": N}'` are the only ones that can host it. CPU, GPU and
+# memory are Ray's own and follow from the partition and accelerators_per_replica instead.
+RAY_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+CustomResources = dict[Annotated[str, Field(min_length=1, max_length=128)], PositiveFloat]
+
+
+def _custom_only(value: dict[str, float]) -> dict[str, float]:
+    builtin = sorted(RAY_BUILTIN_RESOURCES & set(value))
+    if builtin:
+        raise ValueError(f"Ray sets {', '.join(builtin)} itself from the partition and "
+                         "accelerators_per_replica; name custom resources only")
+    return value
 
 
 class ConfigError(ValueError):
@@ -44,6 +57,31 @@ class ServerConfig(_Strict):
     ingress: Literal["direct", "haproxy"] = "direct"
     # Gateway replicas when no endpoint is colocated (else the colocated endpoint's replicas).
     gateway_replicas: PositiveInt = 1
+    # Ray custom resources per gateway replica: on a cluster, puts the gateways on the nodes
+    # that receive traffic (e.g. {"gateway_node": 1} on the head).
+    resources: CustomResources = Field(default_factory=dict)
+
+    _custom_resources = field_validator("resources")(_custom_only)
+
+
+class AutoscalerConfig(_Strict):
+    """The partition controller: how often it decides and how long a request may wait for an
+    endpoint at zero replicas to wake. `tuning` holds autoscaling.PolicyTuning fields."""
+
+    period_s: PositiveFloat = 5.0
+    # Reports older than this leave the signals (running/waiting means, latency percentiles).
+    window_s: PositiveFloat = 15.0
+    # A request to an endpoint at zero waits this long for a replica, then gets 503.
+    wake_timeout_s: PositiveFloat = 120.0
+    tuning: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("tuning")
+    @classmethod
+    def _known_tuning(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from autoscaling.spec import PolicyTuning
+
+        PolicyTuning.model_validate(value)
+        return value
 
 
 class PartitionConfig(_Strict):
@@ -53,6 +91,7 @@ class PartitionConfig(_Strict):
     # Logical slots Ray may hand out. On the CPU these are Ray's logical CPUs, which may exceed
     # the physical cores (Ray counts CPUs logically; see ENVIRONMENT.md).
     count: PositiveFloat = 8
+    autoscaler: AutoscalerConfig = Field(default_factory=AutoscalerConfig)
 
 
 class EngineConfig(_Strict):
@@ -86,10 +125,45 @@ class QuotaConfig(_Strict):
     tokens_per_month: PositiveInt | None = None
 
 
+class SloConfig(_Strict):
+    """A tenant's latency targets; a target left out is the platform default (TTFT p95
+    2000 ms, ITL p95 200 ms, objective 0.99)."""
+
+    ttft_p95_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
+    itl_p95_ms: Annotated[int, Field(ge=1, le=60_000)] | None = None
+    objective: Annotated[float, Field(ge=0.5, le=0.99999)] | None = None
+
+
 class TenantConfig(_Strict):
     name: EndpointName
     priority: Literal["critical", "standard", "best_effort"] = "standard"
     quota: QuotaConfig | None = None
+    # Given, it replaces the tenant's targets; left out, the store keeps what it has.
+    slo: SloConfig | None = None
+
+
+class EndpointSloConfig(_Strict):
+    """The latency an endpoint's replicas must keep (p95); the autoscaler adds a replica when
+    they do not."""
+
+    ttft_p95_ms: Annotated[int, Field(ge=1, le=600_000)] = 2000
+    itl_p95_ms: Annotated[int, Field(ge=1, le=60_000)] = 200
+
+
+class EndpointAutoscalingConfig(_Strict):
+    """Hands the endpoint's replica count to the partition autoscaler. `replicas` is then the
+    count it starts with."""
+
+    min_replicas: NonNegativeInt = 0
+    max_replicas: PositiveInt
+    # Its reserved share of the partition, granted within one decision when it has demand.
+    guaranteed_replicas: NonNegativeInt = 0
+    # Higher is lent to first and reclaimed from last.
+    priority: int = 0
+    slo: EndpointSloConfig = Field(default_factory=EndpointSloConfig)
+    target_ongoing_per_replica: PositiveFloat = 16.0
+    # Seconds without demand before scaling to min_replicas; null keeps one replica warm.
+    idle_to_zero_s: PositiveFloat | None = 600.0
 
 
 class EndpointConfig(_Strict):
@@ -104,10 +178,21 @@ class EndpointConfig(_Strict):
     accelerators_per_replica: PositiveFloat = 1.0
     # Requests one replica takes at once before Ray Serve queues; vLLM batches them all.
     max_ongoing_requests: PositiveInt = 256
+    # Requests each gateway replica holds for this endpoint while all its replicas are at
+    # max_ongoing_requests; beyond that a request is refused at once with 503 and Retry-After
+    # instead of waiting (and holding memory) until its client times out. Colocated: the
+    # gateway replica takes max_ongoing_requests + max_queued_requests at once.
+    max_queued_requests: PositiveInt = 512
     # Host this endpoint's engine inside the gateway replicas (at most one endpoint): no hop
     # between engine and client on the token path. Its replicas are then the gateway's.
     colocated: bool = False
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    autoscaling: EndpointAutoscalingConfig | None = None
+    # Ray custom resources per replica, beside its accelerators: pins the endpoint's engines
+    # to the nodes that offer them (e.g. a GPU worker group started with {"engine_node": 8}).
+    resources: CustomResources = Field(default_factory=dict)
+
+    _custom_resources = field_validator("resources")(_custom_only)
 
     @model_validator(mode="after")
     def _tensor_parallel_needs_whole_devices(self) -> "EndpointConfig":
@@ -155,6 +240,19 @@ class PlatformConfig(_Strict):
         if gateway_replicas > 1 and self.server.ingress == "direct":
             raise ValueError(f"{gateway_replicas} gateway replicas need server.ingress: haproxy "
                              "(direct ingress serves one port from one replica)")
+        for i, e in enumerate(self.endpoints):
+            if e.autoscaling is None:
+                continue
+            if e.colocated:
+                raise ValueError(f"endpoints.{i} ({e.name}) is colocated with the gateway and "
+                                 "cannot be autoscaled: its replicas are the gateway's")
+            if not e.autoscaling.min_replicas <= e.replicas <= e.autoscaling.max_replicas:
+                raise ValueError(f"endpoints.{i} ({e.name}) starts with {e.replicas} replicas, "
+                                 f"outside autoscaling.min_replicas..max_replicas")
+            if e.autoscaling.min_replicas == 0 and e.engine.max_model_len is None:
+                raise ValueError(f"endpoints.{i} ({e.name}) may scale to zero and then has no "
+                                 "engine to ask its context length: set engine.max_model_len")
+        self.autoscaled_partition()  # guarantees beyond the partition are refused here
         wanted = sum(e.replicas * e.accelerators_per_replica for e in self.endpoints)
         if wanted > self.partition.count:
             raise ValueError(
@@ -163,6 +261,36 @@ class PlatformConfig(_Strict):
                 f"{self.partition.count:g}"
             )
         return self
+
+    def autoscaled_partition(self):
+        """The autoscaler's view (autoscaling.PartitionSpec) of the share of the partition
+        left after the fixed-size endpoints; None when no endpoint is autoscaled."""
+        from autoscaling.spec import EndpointSpec, PartitionSpec, SloTargets
+
+        scaled = [e for e in self.endpoints if e.autoscaling is not None]
+        if not scaled:
+            return None
+        fixed = sum(e.replicas * e.accelerators_per_replica
+                    for e in self.endpoints if e.autoscaling is None)
+        capacity = self.partition.count - fixed
+        if capacity <= 0:
+            raise ValueError(f"the fixed-size endpoints take all {self.partition.count:g} "
+                             "partition slots; none are left for the autoscaled endpoints")
+        return PartitionSpec(
+            capacity=capacity,
+            tuning=self.partition.autoscaler.tuning,
+            endpoints=tuple(
+                EndpointSpec(
+                    name=e.name, replica_cost=e.accelerators_per_replica,
+                    min_replicas=e.autoscaling.min_replicas,
+                    max_replicas=e.autoscaling.max_replicas,
+                    guaranteed_replicas=e.autoscaling.guaranteed_replicas,
+                    priority=e.autoscaling.priority,
+                    slo=SloTargets(ttft_p95_s=e.autoscaling.slo.ttft_p95_ms / 1000,
+                                   itl_p95_s=e.autoscaling.slo.itl_p95_ms / 1000),
+                    target_ongoing_per_replica=e.autoscaling.target_ongoing_per_replica,
+                    idle_to_zero_s=e.autoscaling.idle_to_zero_s)
+                for e in scaled))
 
     def endpoint(self, name: str) -> EndpointConfig:
         for e in self.endpoints:

@@ -1,18 +1,104 @@
-"""The gateway's endpoint targets over Ray Serve deployment handles."""
+"""The gateway's endpoint targets over Ray Serve deployment handles, and, for autoscaled
+endpoints, the gateway's side of the partition controller: arrival reports, and holding a
+request for an endpoint at zero replicas until one is running (bounded, then 503)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from serving.gateway.routing import EndpointUnavailable
+
+logger = logging.getLogger(__name__)
+
+REPORT_PERIOD_S = 1.0
+WAKE_POLL_S = 0.5
+
+
+class EndpointWaker:
+    """One per gateway replica. Counts arrivals per autoscaled endpoint and reports them to
+    the partition controller each second; its answer says which endpoints have running
+    replicas. A request for one without any is held: the controller is told at once (it
+    decides then, not at its next period) and asked again every WAKE_POLL_S until a replica
+    runs or `timeout_s` passes."""
+
+    def __init__(self, controller: DeploymentHandle, gateway: str, timeout_s: float) -> None:
+        self._controller = controller
+        self._gateway = gateway
+        self.timeout_s = timeout_s
+        self._arrivals: Counter[str] = Counter()
+        self._held: Counter[str] = Counter()
+        self._running: dict[str, int] | None = None  # None until the controller answered
+        self._task: asyncio.Task | None = None
+
+    def arrived(self, endpoint: str) -> None:
+        self._arrivals[endpoint] += 1
+        self._start_reporting()
+
+    def _start_reporting(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._report_forever())
+
+    async def _report_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_PERIOD_S)
+            arrivals, self._arrivals = self._arrivals, Counter()
+            report = {e: (arrivals[e], self._held[e]) for e in {*arrivals, *self._held}}
+            try:
+                self._running = await self._controller.report_gateway.remote(
+                    self._gateway, report)
+            except Exception as exc:  # the controller restarts; requests go on meanwhile
+                logger.warning("autoscaler unreachable: %r", exc)
+
+    async def controller_reachable(self) -> bool:
+        """Asked by readiness checks; also starts the reports, so what the gateway knows of
+        running replicas is at most a report period old from then on."""
+        self._running = await self._controller.report_gateway.remote(self._gateway, {})
+        self._start_reporting()
+        return True
+
+    async def hold_until_running(self, endpoint: str) -> None:
+        """Return once `endpoint` has a running replica; EndpointUnavailable after timeout_s.
+        Without an answer from the controller yet, do not hold: Serve queues the request."""
+        if self._running is None or self._running.get(endpoint, 0) > 0:
+            return
+        self._held[endpoint] += 1
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            while True:
+                try:
+                    running = await self._controller.wake.remote(
+                        self._gateway, endpoint, self._held[endpoint])
+                except Exception as exc:
+                    logger.warning("autoscaler unreachable while waking %s: %r", endpoint, exc)
+                    running = 0
+                if running > 0:
+                    self._running[endpoint] = running
+                    return
+                if time.monotonic() >= deadline:
+                    raise EndpointUnavailable(
+                        f"endpoint `{endpoint}` is starting from zero replicas and had none "
+                        f"ready within {self.timeout_s:g}s; retry shortly",
+                        retry_after_s=max(1, round(self.timeout_s / 4)))
+                await asyncio.sleep(WAKE_POLL_S)
+        finally:
+            self._held[endpoint] -= 1
+
 
 class HandleCall:
-    def __init__(self, gen: DeploymentResponseGenerator) -> None:
+    def __init__(self, gen: DeploymentResponseGenerator, hold=None) -> None:
         self._gen = gen
+        self._hold = hold
 
     async def head(self) -> dict[str, Any]:
+        if self._hold is not None:
+            await self._hold()
         return await self._gen.__anext__()
 
     async def chunks(self) -> AsyncIterator[str]:
@@ -24,18 +110,29 @@ class HandleCall:
 
 
 class HandleTarget:
-    """An endpoint reached through its engine deployment's handle."""
+    """An endpoint reached through its engine deployment's handle. With a `waker` the
+    endpoint is autoscaled and may be at zero: its `card` must then be given, since no
+    engine may be there to ask."""
 
-    def __init__(self, name: str, handle: DeploymentHandle) -> None:
+    def __init__(self, name: str, handle: DeploymentHandle, *,
+                 waker: EndpointWaker | None = None, card: dict[str, Any] | None = None) -> None:
         self.name = name
         self._stream = handle.options(stream=True)
         self._handle = handle
-        self._card: dict[str, Any] | None = None
+        self._waker = waker
+        self._card = card
 
     def call(self, kind: str, body: dict[str, Any], request_id: str) -> HandleCall:
-        return HandleCall(self._stream.generate.remote(kind, body, request_id))
+        hold = None
+        if self._waker is not None:
+            self._waker.arrived(self.name)
+            hold = lambda: self._waker.hold_until_running(self.name)
+        return HandleCall(self._stream.generate.remote(kind, body, request_id), hold)
 
     async def ready(self) -> bool:
+        if self._waker is not None:
+            # Autoscaled: it may be at zero by decision, and is ready when it can be woken.
+            return await self._waker.controller_reachable()
         await self._handle.check_health.remote()
         return True
 

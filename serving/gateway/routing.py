@@ -28,3 +28,21 @@ class EndpointTarget(Protocol):
     async def ready(self) -> bool: ...
 
     async def card(self) -> dict[str, Any]: ...
+
+
+class EndpointUnavailable(Exception):
+    """An endpoint cannot take the request now (e.g. no replica woke in time); the client
+    should retry after `retry_after_s`. The gateway answers 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EndpointOverloaded(Exception):
+    """An endpoint's bounded queue is full: the request is refused at once rather than held
+    until its client times out. The gateway answers 503 with Retry-After."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

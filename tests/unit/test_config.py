@@ -39,6 +39,12 @@ def test_default_config_is_the_colocated_demo():
          "endpoints.0", "tensor_parallel_size"),
         ({"endpoints": [{**ENDPOINT, "engine": {"extra_args": {"--bad flag": 1}}}]},
          "endpoints.0.engine.extra_args", "not a vLLM flag name"),
+        ({"tenants": [{"name": "t", "slo": {"objective": 1}}], "endpoints": [ENDPOINT]},
+         "tenants.0.slo.objective", "less than or equal to 0.99999"),
+        ({"tenants": [{"name": "t", "slo": {"ttft_p95_ms": 0}}], "endpoints": [ENDPOINT]},
+         "tenants.0.slo.ttft_p95_ms", "greater than or equal to 1"),
+        ({"tenants": [{"name": "t", "slo": {"ttft_ms": 5}}], "endpoints": [ENDPOINT]},
+         "tenants.0.slo.ttft_ms", "Extra inputs"),
     ],
 )
 def test_invalid_config_names_field_and_reason(data, where, why):
@@ -116,3 +122,48 @@ def test_engine_resources_cpu_gpu_and_tensor_parallel():
     res = engine_resources(tp.endpoints[0], tp.partition)
     assert res["placement_group_bundles"] == [{"CPU": 1}, {"GPU": 1}, {"GPU": 1}]
     assert engine_args(tp.endpoints[0], tp.partition)["distributed_executor_backend"] == "ray"
+
+
+def _autoscaled(name: str, **autoscaling) -> dict:
+    return {"name": name, "model": "m", "engine": {"max_model_len": 512},
+            "autoscaling": {"max_replicas": 2, **autoscaling}}
+
+
+def test_autoscaled_partition_is_what_fixed_endpoints_leave():
+    config = parse_config({
+        "partition": {"count": 6, "autoscaler": {"tuning": {"upscale_window_s": 3}}},
+        "endpoints": [
+            {"name": "fixed", "model": "m", "replicas": 2, "accelerators_per_replica": 1.5},
+            _autoscaled("a", guaranteed_replicas=1, priority=5,
+                        slo={"ttft_p95_ms": 500, "itl_p95_ms": 50}),
+            {**_autoscaled("b"), "replicas": 0},
+        ],
+    })
+    partition = config.autoscaled_partition()
+    assert partition.capacity == 6 - 2 * 1.5
+    assert [e.name for e in partition.endpoints] == ["a", "b"]
+    a = partition.endpoint("a")
+    assert (a.guaranteed_replicas, a.priority, a.max_replicas) == (1, 5, 2)
+    assert (a.slo.ttft_p95_s, a.slo.itl_p95_s) == (0.5, 0.05)
+    assert partition.tuning.upscale_window_s == 3
+    assert parse_config({"endpoints": [{"name": "x", "model": "m"}]}).autoscaled_partition() is None
+
+
+@pytest.mark.parametrize(("endpoints", "count", "why"), [
+    ([_autoscaled("a", guaranteed_replicas=2), _autoscaled("b", guaranteed_replicas=1)], 2,
+     "guarantees add up to 3 accelerators, more than the capacity 2"),
+    ([{**_autoscaled("a"), "colocated": True}], 4, "colocated with the gateway and cannot be"),
+    ([{**_autoscaled("a"), "engine": {}}], 4, "set engine.max_model_len"),
+    ([{**_autoscaled("a"), "replicas": 3}], 4, "outside autoscaling.min_replicas..max_replicas"),
+    ([{"name": "f", "model": "m", "replicas": 2}, _autoscaled("a")], 2,
+     "none are left for the autoscaled endpoints"),
+])
+def test_autoscaling_config_refusals(endpoints, count, why):
+    with pytest.raises(ConfigError, match=why.replace(".", r"\.")):
+        parse_config({"partition": {"count": count}, "endpoints": endpoints})
+
+
+def test_unknown_policy_tuning_is_refused():
+    with pytest.raises(ConfigError, match="upscale_windows"):
+        parse_config({"partition": {"autoscaler": {"tuning": {"upscale_windows": 1}}},
+                      "endpoints": [{"name": "x", "model": "m"}]})

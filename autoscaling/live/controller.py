@@ -1,0 +1,163 @@
+"""The live partition controller: one long-lived Ray Serve replica (a Ray actor) that samples
+the engines' and gateways' reports, runs the pure policy on a fixed period, applies its
+targets to the engine deployments, and persists state and decisions so a restarted
+controller resumes where it stopped.
+
+Engine replicas push an EngineSample about once a second (`report_engine`); gateway
+replicas push their arrivals and held requests (`report_gateway`) and ask for an endpoint at
+zero to be woken (`wake`), which runs a decision at once instead of at the next period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from autoscaling.decision import PolicyResult
+from autoscaling.live.persistence import Snapshot, SnapshotStore, upgrade
+from autoscaling.live.serve_control import ServeControl
+from autoscaling.live.window import GatewaySample, SignalWindow
+from autoscaling.policy import decide
+from autoscaling.spec import PartitionSpec
+from autoscaling.state import EndpointState, PolicyState
+from observability import metrics
+from serving.engine.stats import EngineSample
+
+# Serve writes the "ray.serve" logger to the replica's log file (logs/serve/replica_*.log).
+logger = logging.getLogger("ray.serve")
+
+# A burst of wakes runs at most one decision per this many seconds.
+MIN_DECISION_GAP_S = 0.5
+
+
+class PartitionController:
+    """Ray Serve replica class (wrapped with `serve.deployment` by the app builder; one
+    replica). `deployments` maps each autoscaled endpoint to its engine deployment's name."""
+
+    async def __init__(self, partition: dict[str, Any], app_name: str,
+                       deployments: dict[str, str], initial_targets: dict[str, int],
+                       database_url: str, period_s: float = 5.0, window_s: float = 15.0,
+                       accelerator: str = "cpu") -> None:
+        """`initial_targets`: the replicas the application was deployed with, where a first
+        start begins (replicas still loading count: they are not yet running)."""
+        self.partition = PartitionSpec.model_validate(partition)
+        self.period_s = period_s
+        self.accelerator = accelerator
+        self.window = SignalWindow(window_s)
+        self.serve = ServeControl(app_name, deployments)
+        await asyncio.to_thread(upgrade, database_url)  # no-op once `aifactory up` did it
+        self.snapshots = SnapshotStore(database_url)
+        self.running: dict[str, int] = {}
+        self.last: Snapshot | None = await asyncio.to_thread(self.snapshots.load,
+                                                             self.partition.name)
+        self.resumed = self.last is not None
+        if self.resumed:
+            self.state = PolicyState.from_dict(self.last.state)
+            self.applied: dict[str, int] = {}  # the target last sent to Serve, per endpoint
+        else:
+            self.state = PolicyState(endpoints={
+                name: EndpointState(target=n) for name, n in initial_targets.items()})
+            self.applied = dict(initial_targets)
+        self.started_at = time.time()
+        self._wake = asyncio.Event()
+        self._last_decision = 0.0
+        self._loop = asyncio.get_running_loop().create_task(self._run())
+
+    # -- reports -----------------------------------------------------------------------
+
+    def report_engine(self, endpoint: str, replica: str, sample: dict[str, Any]) -> None:
+        self.window.add_engine(endpoint, replica, time.time(), EngineSample.from_dict(sample))
+
+    def report_gateway(self, gateway: str, per_endpoint: dict[str, tuple[int, int]]
+                       ) -> dict[str, int]:
+        """`per_endpoint`: endpoint -> (arrivals since the last report, held now). Returns
+        the running replicas per endpoint, for the gateway's hold decisions."""
+        now = time.time()
+        for endpoint, (arrivals, held) in per_endpoint.items():
+            self.window.add_gateway(endpoint, gateway, now, GatewaySample(arrivals, held))
+            if held and not self.running.get(endpoint):
+                self._wake.set()
+        return dict(self.running)
+
+    def wake(self, gateway: str, endpoint: str, held: int) -> int:
+        """A gateway holds `held` requests for `endpoint`: decide now. Returns its running
+        replicas as last seen."""
+        self.window.add_gateway(endpoint, gateway, time.time(), GatewaySample(0, held))
+        self._wake.set()
+        return self.running.get(endpoint, 0)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.period_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            gap = self._last_decision + MIN_DECISION_GAP_S - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            self._last_decision = time.monotonic()
+            try:
+                await self.step()
+            except Exception:  # a failed step must not end the loop; the next one retries
+                logger.exception("autoscaler step failed")
+
+    async def step(self) -> PolicyResult:
+        running = await self.serve.running_replicas()
+        self.running = running
+        now = time.time()
+        signals = {spec.name: self.window.signals(spec.name, running.get(spec.name), now)
+                   for spec in self.partition.endpoints}
+        result = decide(self.partition, signals, self.state, now)
+        for name, decision in result.decisions.items():
+            if self.applied.get(name) != decision.target:
+                await self.serve.scale(name, decision.target)
+                self.applied[name] = decision.target
+        actions = [
+            {"at": now, "endpoint": d.endpoint, "previous": d.previous, "target": d.target,
+             "current": d.current, "reason": d.reason.value, "explanation": d.explanation}
+            for d in result.decisions.values() if d.changed]
+        for action in actions:
+            logger.info("autoscaler: %(endpoint)s %(previous)s -> %(target)s (%(reason)s): "
+                        "%(explanation)s", action)
+        snapshot = Snapshot(self.partition.name, now, result.state.to_dict(),
+                            [self._decision_view(d.to_dict(), signals[name])
+                             for name, d in result.decisions.items()],
+                            self.started_at, self.resumed)
+        await asyncio.to_thread(self.snapshots.save, snapshot, actions)
+        self.state, self.last = result.state, snapshot
+        self._record_metrics(result)
+        return result
+
+    def _decision_view(self, decision: dict[str, Any], signals) -> dict[str, Any]:
+        spec = self.partition.endpoint(decision["endpoint"])
+        return {**decision, "guaranteed": spec.guaranteed_replicas,
+                "replica_cost": spec.replica_cost, "priority": spec.priority,
+                "signals": {"running": signals.running, "waiting": signals.waiting,
+                            "arrival_rate_rps": signals.arrival_rate_rps,
+                            "kv_cache_usage": signals.kv_cache_usage,
+                            "ttft_p95_s": signals.ttft_p95_s, "itl_p95_s": signals.itl_p95_s}}
+
+    def _record_metrics(self, result: PolicyResult) -> None:
+        metrics.set_gauge("aifactory_partition_capacity_accelerators",
+                          {"accelerator": self.accelerator}, self.partition.capacity)
+        for name, d in result.decisions.items():
+            spec = self.partition.endpoint(name)
+            tags = {"endpoint": name}
+            metrics.set_gauge("aifactory_endpoint_replicas_target", tags, d.target)
+            if d.current is not None:
+                metrics.set_gauge("aifactory_endpoint_replicas_actual", tags, d.current)
+            metrics.set_gauge("aifactory_endpoint_guaranteed_replicas", tags,
+                              spec.guaranteed_replicas)
+            metrics.set_gauge("aifactory_endpoint_allocated_accelerators", tags,
+                              d.target * spec.replica_cost)
+            metrics.inc("aifactory_autoscaler_decisions", {**tags, "reason": d.reason.value})
+
+    async def check_health(self) -> None:
+        if self._loop.done():
+            raise RuntimeError(f"the autoscaler loop ended: {self._loop.exception()!r}")
+

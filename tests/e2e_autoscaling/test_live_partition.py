@@ -1,0 +1,151 @@
+"""The live partition autoscaler on real engines: `quiet` idles down to zero, `burst` bursts
+and borrows the freed slot, a request to `quiet` is held while it wakes, `burst` gives the
+slot back, and the controller survives its own restart with its state.
+
+Two CPU slots fit two engine replicas; both endpoints are guaranteed one."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e_autoscaling.conftest import ADMIN_KEY
+
+BURST_STREAMS = 12
+
+
+def autoscaler_view(platform) -> dict:
+    response = httpx.get(f"{platform['url']}/admin/v1/autoscaler", params={"actions": 500},
+                         headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def decision(view: dict, endpoint: str) -> dict:
+    return next(d for d in view["endpoints"] if d["endpoint"] == endpoint)
+
+
+def wait_for(platform, what: str, check, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        view = autoscaler_view(platform)
+        if view["endpoints"] and check(view):
+            return view
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not seen within {timeout_s:.0f}s; last view: {view}")
+        time.sleep(1)
+
+
+class Burst:
+    """BURST_STREAMS clients streaming long completions from `burst` until stopped."""
+
+    def __init__(self, platform, key: str) -> None:
+        self.client = openai.OpenAI(base_url=platform["url"] + "/v1", api_key=key,
+                                    max_retries=0, timeout=900)
+        self.stop = threading.Event()
+        self.finished = 0
+        self.failed: list[str] = []
+        self.threads = [threading.Thread(target=self._loop, daemon=True)
+                        for _ in range(BURST_STREAMS)]
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                stream = self.client.completions.create(
+                    model="burst", prompt="a long story about the sea", max_tokens=200,
+                    stream=True, extra_body={"ignore_eos": True})
+                for _ in stream:
+                    pass
+                self.finished += 1
+            except Exception as exc:  # a replica taken back mid-stream; counted, not hidden
+                self.failed.append(repr(exc))
+
+    def __enter__(self) -> Burst:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=300)
+
+
+def test_burst_borrows_idle_share_and_gives_it_back(platform, acme_key):
+    started = time.time()
+    # Both start with one replica each; `quiet` has no demand and goes to zero.
+    wait_for(platform, "quiet idle at zero replicas",
+             lambda v: decision(v, "quiet")["target"] == 0
+             and decision(v, "quiet")["current"] == 0, timeout_s=240)
+
+    with Burst(platform, acme_key) as burst:
+        # Twelve streams on one replica that carries four: `burst` wants three, may have
+        # two: its own guaranteed one and `quiet`'s idle one, lent.
+        view = wait_for(platform, "burst running two replicas",
+                        lambda v: decision(v, "burst")["current"] == 2, timeout_s=600)
+        assert decision(view, "burst")["target"] == 2
+        assert view["allocated"] <= 2
+        lent = [a for a in view["actions"] if a["endpoint"] == "burst" and a["target"] == 2]
+        assert lent and lent[-1]["reason"] == "lent", view["actions"]
+
+        # `quiet`'s demand returns: the request is held, not refused, while the slot is
+        # taken back from `burst` and a `quiet` replica starts.
+        client = openai.OpenAI(base_url=platform["url"] + "/v1", api_key=acme_key,
+                               max_retries=0, timeout=900)
+        asked = time.monotonic()
+        answer = client.completions.create(model="quiet", prompt="hello", max_tokens=8)
+        woke_in = time.monotonic() - asked
+        assert answer.choices[0].text is not None
+        assert answer.usage.completion_tokens > 0
+        view = autoscaler_view(platform)
+        assert burst.finished > 0
+
+    print(f"\nquiet woke from zero in {woke_in:.1f}s; burst streams finished "
+          f"{burst.finished}, failed {len(burst.failed)}")
+    actions = [a for a in view["actions"] if a["at"] >= started]
+    reclaimed = [a for a in actions if a["endpoint"] == "burst" and a["previous"] == 2
+                 and a["target"] == 1]
+    assert reclaimed and reclaimed[0]["reason"] == "reclaimed", actions
+    woken = [a for a in actions if a["endpoint"] == "quiet" and a["previous"] == 0
+             and a["target"] == 1]
+    assert woken, actions
+    # The slot went back in one decision: burst's reclaim and quiet's wake share a time.
+    assert reclaimed[0]["at"] == woken[0]["at"]
+    assert decision(view, "quiet")["target"] >= 1
+    assert view["allocated"] <= 2
+
+
+def test_controller_restart_keeps_its_state(platform):
+    before = wait_for(platform, "a decision", lambda v: True, timeout_s=60)
+    targets = {d["endpoint"]: d["target"] for d in before["endpoints"]}
+    kill = subprocess.run(
+        [sys.executable, "-c", KILL_CONTROLLER], capture_output=True, text=True, timeout=120)
+    assert kill.returncode == 0, kill.stderr
+    assert "killed" in kill.stdout
+
+    after = wait_for(platform, "a restarted controller deciding",
+                     lambda v: v["controller"]["started_at"] > before["controller"]["started_at"],
+                     timeout_s=120)
+    assert after["controller"]["resumed_from_saved_state"] is True
+    # Resumed from its saved state, the new controller keeps the targets it found.
+    assert {d["endpoint"]: d["target"] for d in after["endpoints"]} == targets
+    restarted_at = after["controller"]["started_at"]
+    assert not [a for a in after["actions"] if a["at"] >= restarted_at], after["actions"]
+
+
+# Kills the controller's Serve replica (a Ray actor); Serve starts a new one.
+KILL_CONTROLLER = """
+import ray
+ray.init(address="auto", namespace="serve", logging_level="ERROR")
+names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+         if "#autoscaler#" in a["name"]]
+assert len(names) == 1, names
+ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+print("killed", names[0])
+"""
