@@ -4,6 +4,7 @@ usage record of every request that reached admission."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from serving.gateway.ledger_writer import LedgerWriter
+from serving.gateway import telemetry
+from serving.gateway.ledger_writer import LedgerSpool, LedgerWriter
 from serving.tenancy import (
+    DEFAULT_SLO,
     AdmissionCounters,
     AdmissionRequest,
     Decision,
@@ -25,11 +28,18 @@ from serving.tenancy import (
     UsageRecord,
     scopes_for,
 )
+from serving.tenancy.admission import month_of
+
+logger = logging.getLogger(__name__)
 
 # Who a key is, what its tenant may call and its quotas are read from the store at most once
 # a second per gateway replica: a revoked key, a new grant or a changed quota takes effect
 # within this long, and the store is not read three times for every request.
 STORE_CACHE_TTL_S = 1.0
+
+# How often a replica checks that the counters still hold each monthly budget's spend (Redis
+# may have restarted empty); within this long after such a loss, the ledger's sum is back.
+MONTH_SEED_TTL_S = 60.0
 
 # A prompt's tokens are estimated before the engine tokenizes it (about 4 bytes per token for
 # BPE vocabularies, plus a few per chat message for the template); the reservation is settled
@@ -56,13 +66,27 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     return size(body.get("prompt", ""))
 
 
+# A claim never exceeds what the engine would run (it refuses a larger max_tokens or n), so
+# the counters never take an absurd number (max_tokens: 2**64 overflowed Redis's integers).
+MAX_CLAIM_TOKENS = 2**31 - 1
+MAX_CHOICES = 16384  # vLLM's default VLLM_MAX_N_SEQUENCES
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def requested_max_tokens(body: dict[str, Any], context_len: int, prompt_tokens: int) -> int:
-    """What the request may generate: its max_tokens, else what the context leaves."""
+    """What the request may generate: its max_tokens, else what the context leaves, at most
+    the context, for each of its `n` choices."""
+    per_choice = max(1, context_len - prompt_tokens)
     for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return max(1, context_len - prompt_tokens)
+        value = _positive_int(body.get(key))
+        if value is not None:
+            per_choice = min(value, context_len if context_len > 0 else MAX_CLAIM_TOKENS)
+            break
+    choices = min(_positive_int(body.get("n")) or 1, MAX_CHOICES)
+    return per_choice * choices
 
 
 class _TtlCache:
@@ -99,6 +123,12 @@ class Admitted:
     created_at: datetime
     first_token_at: float | None = None
     finished: bool = False
+    # For metrics and traces: the endpoint's model label, the last streamed content event and
+    # how many there were (inter-token latency), and the request's span when tracing is on.
+    model: str = "unknown"
+    last_token_at: float | None = None
+    content_events: int = 0
+    span: Any = None
 
 
 class Access:
@@ -107,13 +137,20 @@ class Access:
 
     def __init__(self, store: Store, counters: AdmissionCounters,
                  clock: Callable[[], float] = time.time,
-                 cache_ttl_s: float = STORE_CACHE_TTL_S) -> None:
+                 cache_ttl_s: float = STORE_CACHE_TTL_S,
+                 request_metrics: telemetry.RequestMetrics | None = None,
+                 ledger_spool: LedgerSpool | None = None) -> None:
+        """`ledger_spool` keeps usage records while the store is unreachable (see
+        ledger_writer); without one, such a record's request fails instead."""
         self.store = store
         self.counters = counters
-        self.ledger = LedgerWriter(store.record_usage)
+        self.ledger = LedgerWriter(store.record_usage, spool=ledger_spool)
+        self.metrics = request_metrics or telemetry.RequestMetrics()
+        self._telemetry_failed = False
         self._clock = clock
         self._principals = _TtlCache(cache_ttl_s)
         self._grants = _TtlCache(cache_ttl_s)
+        self._seeded = _TtlCache(MONTH_SEED_TTL_S)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
@@ -151,17 +188,37 @@ class Access:
         self._grants.put((tenant, endpoint), (grant,))
         return grant
 
+    async def _seed_months(self, scopes, now: float) -> None:
+        """Start each monthly budget's counter from the ledger when the counters do not have
+        it: Redis restarted empty, or this replica's own counters are new. Checked once a
+        MONTH_SEED_TTL_S per scope and replica; an existing counter is never overwritten."""
+        month = month_of(now)
+        for scope in scopes:
+            if scope.limits.tokens_per_month is None or self._seeded.get((scope.key, month)):
+                continue
+            year, number = divmod(month, 100)
+            spent = await asyncio.to_thread(self.store.monthly_tokens, scope.tenant, year,
+                                            number, endpoint=scope.endpoint)
+            await self.counters.seed_month(scope, spent, now)
+            self._seeded.put((scope.key, month), True)
+
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
-                    body: dict[str, Any], context_len: int) -> Admitted:
+                    body: dict[str, Any], context_len: int, model: str = "unknown",
+                    span: Any = None) -> Admitted:
+        """`model` is the endpoint's model label for metrics; `span` the request's span."""
         now = self._clock()
         prompt = estimate_prompt_tokens(body)
         claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len, prompt))
         grant = await self._grant(principal.tenant, endpoint)
         tenant_limits, endpoint_limits = grant if grant is not None else (Limits(), Limits())
         scopes = scopes_for(principal.tenant, endpoint, tenant_limits, endpoint_limits)
+        await self._seed_months(scopes, now)
         decision, reservation = await self.counters.reserve(scopes, claim, now)
+        if decision.admitted:
+            self.metrics.started(principal.tenant, endpoint, model)
         return Admitted(request_id, principal, endpoint, decision, reservation, prompt,
-                        time.monotonic(), datetime.fromtimestamp(now, UTC))
+                        time.monotonic(), datetime.fromtimestamp(now, UTC), model=model,
+                        span=span)
 
     async def finish(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int | None = None,
                      completion_tokens: int = 0) -> None:
@@ -175,12 +232,15 @@ class Access:
         ended = time.monotonic()
         ttft = (admitted.first_token_at - admitted.started
                 if admitted.first_token_at is not None else None)
+        recorded_prompt = prompt if outcome is not Outcome.REJECTED else 0
+        self._observe(admitted, outcome, recorded_prompt, completion_tokens, ttft,
+                      ended - admitted.started)
         await self.ledger.write(UsageRecord(
             request_id=admitted.request_id,
             tenant=admitted.principal.tenant,
             key_prefix=admitted.principal.key_prefix,
             endpoint=admitted.endpoint,
-            prompt_tokens=prompt if outcome is not Outcome.REJECTED else 0,
+            prompt_tokens=recorded_prompt,
             completion_tokens=completion_tokens,
             ttft_s=ttft,
             duration_s=ended - admitted.started,
@@ -188,3 +248,27 @@ class Access:
             created_at=admitted.created_at,
             finished_at=datetime.now(UTC),
         ))
+
+    def _observe(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int,
+                 completion_tokens: int, ttft: float | None, duration: float) -> None:
+        """Metrics and span attributes of a finished request: the same figures as its usage
+        record. Telemetry never fails a request."""
+        try:
+            principal = admitted.principal
+            done = telemetry.Finished(
+                tenant=principal.tenant, endpoint=admitted.endpoint, model=admitted.model,
+                outcome=outcome, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                duration_s=duration, ttft_s=ttft,
+                itl_s=telemetry.inter_token_latency(
+                    admitted.first_token_at, admitted.last_token_at, admitted.content_events),
+                rejected_code=admitted.decision.error_code if outcome is Outcome.REJECTED else None)
+            # Tenants' targets arrive on the principal; a store without them means defaults.
+            self.metrics.finished(done, getattr(principal, "slo", DEFAULT_SLO),
+                                  was_in_flight=admitted.decision.admitted)
+            telemetry.record_usage(admitted.span, outcome, prompt_tokens, completion_tokens)
+        except Exception:
+            # Said once per process, not once per request.
+            logger.log(logging.DEBUG if self._telemetry_failed else logging.WARNING,
+                       "recording metrics of request %s failed", admitted.request_id,
+                       exc_info=True)
+            self._telemetry_failed = True

@@ -1,29 +1,125 @@
 """Group commit for the usage ledger: each request awaits its own record's commit, and the
-records that arrive while one transaction runs share the next one."""
+records that arrive while one transaction runs share the next one. When the store cannot be
+reached the batch goes to a local spool instead (durable on this node's disk) and is
+replayed into the store once it answers again: a record is never dropped."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
 
-from serving.tenancy import UsageRecord
+from serving.tenancy import Outcome, UsageRecord
 
 logger = logging.getLogger(__name__)
 
+REPLAY_FIRST_S = 0.5
+REPLAY_MAX_S = 10.0
+
+
+class LedgerSpool:
+    """Records the store could not take, one file per failed batch (JSON lines), written to
+    a temporary name, fsynced and renamed so a file is either whole or absent. Replaying
+    is safe to repeat: the store skips request ids it already has."""
+
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
+
+    def append(self, records: list[UsageRecord]) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{datetime.now().strftime('%Y%m%dT%H%M%S%f')}-{uuid.uuid4().hex[:8]}.jsonl"
+        final = self.directory / name
+        partial = final.with_suffix(".partial")
+        with open(partial, "w", encoding="utf-8") as out:
+            for record in records:
+                out.write(json.dumps(_to_json(record)) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        partial.rename(final)
+        _fsync_dir(self.directory)
+        return final
+
+    def batches(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(self.directory.glob("*.jsonl"))
+
+    @staticmethod
+    def read(batch: Path) -> list[UsageRecord]:
+        with open(batch, encoding="utf-8") as lines:
+            return [_from_json(json.loads(line)) for line in lines if line.strip()]
+
+    def replay(self, record_usage: Callable[[Iterable[UsageRecord]], int]) -> int:
+        """Move every spooled batch into the store, oldest first; stops at the first failure
+        (raised). Returns the records replayed."""
+        replayed = 0
+        for batch in self.batches():
+            try:
+                records = self.read(batch)
+            except FileNotFoundError:  # another replica on this node replayed it first
+                continue
+            record_usage(records)
+            batch.unlink(missing_ok=True)
+            replayed += len(records)
+        return replayed
+
+
+def _to_json(record: UsageRecord) -> dict:
+    raw = asdict(record)
+    raw["outcome"] = record.outcome.value
+    raw["created_at"] = record.created_at.isoformat()
+    raw["finished_at"] = None if record.finished_at is None else record.finished_at.isoformat()
+    return raw
+
+
+def _from_json(raw: dict) -> UsageRecord:
+    finished = raw.get("finished_at")
+    return UsageRecord(**{**raw, "outcome": Outcome(raw["outcome"]),
+                          "created_at": datetime.fromisoformat(raw["created_at"]),
+                          "finished_at": None if finished is None
+                          else datetime.fromisoformat(finished)})
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
 
 class LedgerWriter:
-    """`await write(record)` returns once the record is durable in the store. Under load a
-    transaction carries many records, so the ledger costs one commit per batch, not per
-    request; a finished request's record is committed before its response ends."""
+    """`await write(record)` returns once the record is durable: in the store, or, while the
+    store is unreachable, in the spool. Under load a transaction carries many records, so the
+    ledger costs one commit per batch, not per request; a finished request's record is durable
+    before its response ends."""
 
     def __init__(self, record_usage: Callable[[Iterable[UsageRecord]], int],
-                 max_batch: int = 256) -> None:
+                 max_batch: int = 256, spool: LedgerSpool | None = None) -> None:
         self._record_usage = record_usage
         self._max_batch = max_batch
+        self._spool = spool
         self._pending: list[tuple[UsageRecord, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._replaying: asyncio.Task | None = None
+
+    @property
+    def spooled_batches(self) -> int:
+        return len(self._spool.batches()) if self._spool is not None else 0
+
+    def start_replay(self) -> None:
+        """Replay what an earlier process left in the spool (and keep trying until done)."""
+        if self._spool is None or (self._replaying is not None and not self._replaying.done()):
+            return
+        if self._spool.batches():
+            self._replaying = asyncio.get_running_loop().create_task(self._replay())
 
     async def write(self, record: UsageRecord) -> None:
         if self._task is None or self._task.done():
@@ -41,14 +137,44 @@ class LedgerWriter:
             while self._pending:
                 batch, self._pending = (self._pending[: self._max_batch],
                                         self._pending[self._max_batch:])
+                records = [r for r, _ in batch]
                 try:
-                    await asyncio.to_thread(self._record_usage, [r for r, _ in batch])
-                except Exception as exc:  # the callers see it; nothing is dropped silently
-                    logger.exception("ledger write failed for %d records", len(batch))
-                    for _, done in batch:
-                        if not done.done():
-                            done.set_exception(exc)
-                    continue
+                    if self.spooled_batches:  # keep the ledger's order: older records first
+                        raise RuntimeError("spooled records wait for replay")
+                    await asyncio.to_thread(self._record_usage, records)
+                except Exception as exc:
+                    if not await self._spool_batch(records, exc):
+                        for _, done in batch:  # the callers see it; nothing dropped silently
+                            if not done.done():
+                                done.set_exception(exc)
+                        continue
                 for _, done in batch:
                     if not done.done():
                         done.set_result(None)
+
+    async def _spool_batch(self, records: list[UsageRecord], cause: Exception) -> bool:
+        if self._spool is None:
+            logger.error("ledger write failed for %d records: %r", len(records), cause)
+            return False
+        try:
+            path = await asyncio.to_thread(self._spool.append, records)
+        except OSError:
+            logger.exception("ledger write failed and the spool too, for %d records",
+                             len(records))
+            return False
+        if "spooled records wait" not in str(cause):
+            logger.warning("store unreachable (%r): %d usage records spooled to %s",
+                           cause, len(records), path)
+        self.start_replay()
+        return True
+
+    async def _replay(self) -> None:
+        delay = REPLAY_FIRST_S
+        while self._spool.batches():
+            await asyncio.sleep(delay)
+            try:
+                count = await asyncio.to_thread(self._spool.replay, self._record_usage)
+                logger.warning("store reachable again: %d spooled usage records replayed", count)
+            except Exception as exc:
+                logger.info("spool replay waits for the store: %r", exc)
+                delay = min(delay * 2, REPLAY_MAX_S)

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.platform_helpers import running_platform
+from tests.tcp_proxy import CuttableProxy
 
 HERE = Path(__file__).parent
 BASE_URL = "http://127.0.0.1:18001"
@@ -31,11 +32,18 @@ def database_url():
 
 
 @pytest.fixture(scope="package")
-def platform(tmp_path_factory, database_url):
+def store_link():
+    """The platform reaches PostgreSQL through this relay, which a test may cut."""
+    return CuttableProxy(("127.0.0.1", 5432))
+
+
+@pytest.fixture(scope="package")
+def platform(tmp_path_factory, database_url, store_link):
+    proxied = database_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{store_link.port}/")
     env = {
         **os.environ,
         "AIFACTORY_HOME": str(tmp_path_factory.mktemp("aifactory-replicas")),
-        "AIFACTORY_DATABASE_URL": database_url,
+        "AIFACTORY_DATABASE_URL": proxied,
         "AIFACTORY_REDIS_URL": "redis://127.0.0.1:6379/0",
         "AIFACTORY_REDIS_PREFIX": f"aifactory-test-{uuid.uuid4().hex[:12]}",
     }
