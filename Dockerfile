@@ -4,13 +4,14 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 ARG ENGINE=cpu
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc g++ libnuma1 procps curl \
+ && apt-get install -y --no-install-recommends gcc g++ libnuma1 procps curl wget \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/aifactory
 COPY pyproject.toml README.md ./
 COPY serving ./serving
 COPY deployments ./deployments
 COPY autoscaling ./autoscaling
+COPY observability ./observability
 RUN bash deployments/install.sh "${ENGINE}" --no-cache-dir
 ENV PATH=/opt/aifactory/.venv/bin:$PATH \
     AIFACTORY_HOME=/var/lib/aifactory
