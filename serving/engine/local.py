@@ -7,39 +7,87 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from serving.engine.host import EngineHost
+from serving.gateway.routing import EndpointOverloaded
+
+
+class InFlightBound:
+    """How many requests the in-process engine holds at once (vLLM queues what it does not
+    batch, without limit): beyond `limit` a request is refused instead of queued. None: no
+    bound."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def try_acquire(self) -> bool:
+        if self.limit is not None and self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
 
 
 class LocalCall:
-    def __init__(self, host: EngineHost, kind: str, body: dict[str, Any], request_id: str) -> None:
+    def __init__(self, host: EngineHost, kind: str, body: dict[str, Any], request_id: str,
+                 bound: InFlightBound, endpoint: str) -> None:
         self._host, self._kind, self._body, self._request_id = host, kind, body, request_id
+        self._bound, self._endpoint = bound, endpoint
+        self._holding = False
         self._stream: AsyncIterator[str] | None = None
 
+    def _release(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._bound.release()
+
     async def head(self) -> dict[str, Any]:
-        reply = await self._host.handle(self._kind, self._body, self._request_id)
+        if not self._bound.try_acquire():
+            raise EndpointOverloaded(
+                f"endpoint `{self._endpoint}` is at capacity ({self._bound.limit} requests in "
+                "flight); retry shortly")
+        self._holding = True
+        try:
+            reply = await self._host.handle(self._kind, self._body, self._request_id)
+        except BaseException:
+            self._release()
+            raise
         if reply.stream is None:
+            self._release()
             return {"status": reply.status, "body": reply.body}
         self._stream = reply.stream
         return {"status": reply.status, "stream": True}
 
     async def chunks(self) -> AsyncIterator[str]:
         assert self._stream is not None
-        async for chunk in self._stream:
-            yield chunk
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        finally:
+            self._release()
 
     def cancel(self) -> None:
+        self._release()
         # Closing vLLM's generator raises GeneratorExit inside it, which aborts the request.
         if self._stream is not None and hasattr(self._stream, "aclose"):
             stream, self._stream = self._stream, None
             asyncio.ensure_future(stream.aclose())
 
+    def __del__(self) -> None:
+        # A streamed response whose body was never sent (the client left first) is neither
+        # read to its end nor cancelled: its slot is given back when the call is collected.
+        self._release()
+
 
 class LocalTarget:
-    def __init__(self, name: str, host: EngineHost) -> None:
+    def __init__(self, name: str, host: EngineHost, max_in_flight: int | None = None) -> None:
         self.name = name
         self.host = host
+        self.bound = InFlightBound(max_in_flight)
 
     def call(self, kind: str, body: dict[str, Any], request_id: str) -> LocalCall:
-        return LocalCall(self.host, kind, body, request_id)
+        return LocalCall(self.host, kind, body, request_id, self.bound, self.name)
 
     async def ready(self) -> bool:
         await self.host.check_health()

@@ -14,11 +14,21 @@ from http import HTTPStatus
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from observability.metrics import model_label
+from observability.tracing import configure_tracing
+from serving.gateway import telemetry
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import error_response, from_engine_error, sse_error_event
-from serving.gateway.routing import EndpointTarget, EngineCall
+from serving.gateway.openapi import publish_openai_schema
+from serving.gateway.routing import (
+    EndpointOverloaded,
+    EndpointTarget,
+    EndpointUnavailable,
+    EngineCall,
+)
 from serving.tenancy import Forbidden, Outcome, Principal, TenancyError, Unauthenticated
 
 logger = logging.getLogger(__name__)
@@ -113,8 +123,13 @@ async def _relay(call: EngineCall, first: str | None, access: Access, admitted: 
                 outcome = Outcome.ERROR
             else:
                 chunks += 1
+                now = time.monotonic()
                 if admitted.first_token_at is None:
-                    admitted.first_token_at = time.monotonic()
+                    admitted.first_token_at = now
+                    if admitted.span is not None:
+                        telemetry.describe_response(admitted.span, _event_body(chunk))
+                admitted.last_token_at = now
+                admitted.content_events = chunks
             yield chunk
         await _finish_stream(access, admitted, outcome, usage, chunks)
         yield DONE
@@ -136,10 +151,24 @@ async def _relay(call: EngineCall, first: str | None, access: Access, admitted: 
 
 async def _finish_stream(access: Access, admitted: Admitted, outcome: Outcome,
                          usage: dict | None, chunks: int) -> None:
-    if usage is not None:
-        await access.finish(admitted, outcome, usage["prompt_tokens"], usage["completion_tokens"])
-    else:  # no usage event (cancelled or broken): one token per content event, as streamed
-        await access.finish(admitted, outcome, None, chunks)
+    try:
+        if usage is not None:
+            await access.finish(admitted, outcome, usage["prompt_tokens"],
+                                usage["completion_tokens"])
+        else:  # no usage event (cancelled or broken): one token per content event, as streamed
+            await access.finish(admitted, outcome, None, chunks)
+    finally:
+        # The response went out as 200; a stream that broke says so in error.type.
+        telemetry.end_span(admitted.span, HTTPStatus.OK, error=None if outcome in (
+            Outcome.OK, Outcome.CLIENT_CANCELLED) else str(outcome))
+
+
+def _event_body(chunk: str) -> dict:
+    try:
+        body = json.loads(chunk[len("data: "):])
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 REPLICA_HEADER = "x-aifactory-replica"
@@ -153,13 +182,29 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
     started = int(time.time())
 
     async def complete(request: Request, kind: str) -> Response:
+        """One request under its span: a streamed response ends the span when the stream
+        ends, any other response here."""
+        span = telemetry.start_request_span(request.headers, kind)
+        if span is None:
+            return await answer(request, kind, None)
+        try:
+            response = await answer(request, kind, span)
+        except BaseException as exc:
+            telemetry.end_span(span, error=type(exc).__name__)
+            raise
+        if not isinstance(response, StreamingResponse):
+            telemetry.end_span(span, response.status_code)
+        return response
+
+    async def answer(request: Request, kind: str, span) -> Response:
         request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         headers = {REQUEST_ID_HEADER: request_id}
         if replica:
             headers[REPLICA_HEADER] = replica
         arrived = time.perf_counter()
         try:
-            principal = await authenticate(access, request)
+            with telemetry.step(span, "auth"):
+                principal = await authenticate(access, request)
             body = await _read_json_object(request)
         except Refusal as refusal:
             refusal.response.headers.update(headers)
@@ -170,11 +215,16 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                 400, "you must provide a model parameter (a string)", param="model", headers=headers)
         target = endpoints.get(model)
         try:
-            allowed = target is not None and await access.may_use(principal, model)
+            with telemetry.step(span, "routing"):
+                allowed = target is not None and await access.may_use(principal, model)
+                if allowed:
+                    card = await target.card()
             if allowed:
-                card = await target.card()
-                admitted = await access.admit(principal, model, request_id, body,
-                                              card.get("max_model_len", 0))
+                telemetry.describe_request(span, kind, model, body, principal.tenant)
+                with telemetry.step(span, "admission"):
+                    admitted = await access.admit(principal, model, request_id, body,
+                                                  card.get("max_model_len", 0),
+                                                  model=model_label(card.get("root")), span=span)
         except Exception as exc:
             response = _store_unavailable(exc).response
             response.headers.update(headers)
@@ -200,13 +250,26 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                 # The ledger needs the engine's exact counts; the usage event is not forwarded.
                 body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
 
-        call = target.call(kind, body, request_id)
+        call = target.call(kind, telemetry.with_trace_context(span, body), request_id)
         try:
             head = await call.head()
         except asyncio.CancelledError:
             call.cancel()
             await asyncio.shield(access.finish(admitted, Outcome.CLIENT_CANCELLED))
             raise
+        except EndpointUnavailable as exc:
+            call.cancel()
+            await access.finish(admitted, Outcome.ERROR)
+            return error_response(503, str(exc), code="endpoint_unavailable",
+                                  headers={**headers, "retry-after": str(exc.retry_after_s)})
+        except (EndpointOverloaded, BackPressureError) as exc:
+            # The endpoint's bounded queue is full (Serve's max_queued_requests, or the
+            # colocated engine's bound): refused at once; no engine saw it, no tokens count.
+            call.cancel()
+            await access.finish(admitted, Outcome.ERROR, 0, 0)
+            return error_response(
+                503, f"endpoint `{model}` is overloaded: {exc}; retry shortly",
+                code="endpoint_overloaded", headers={**headers, "retry-after": "1"})
         except Exception as exc:
             call.cancel()
             logger.warning("endpoint %s failed: %r", model, exc)
@@ -219,6 +282,7 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
             return JSONResponse(err, status, headers=headers)
         if not head.get("stream"):
             result = head["body"]
+            telemetry.describe_response(span, result)
             usage = result.get("usage") or {}
             await access.finish(admitted, Outcome.OK, usage.get("prompt_tokens"),
                                 usage.get("completion_tokens", 0))
@@ -261,7 +325,9 @@ def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
                       routers: tuple[tuple[str, APIRouter], ...] = (),
                       replica: str | None = None) -> FastAPI:
     """`routers` are mounted beside the OpenAI routes, e.g. ("/admin/v1", admin router)."""
+    configure_tracing("aifactory")  # only when the OTEL_* variables ask for traces
     app = FastAPI(title="AI Factory gateway", version="0.1.0")
+    publish_openai_schema(app)  # the /v1 bodies, which the routes read themselves
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:

@@ -1,0 +1,162 @@
+"""The gateway's OpenAPI document (FastAPI's /openapi.json), with what FastAPI cannot see.
+
+The /v1 routes read their bodies themselves (bounded, then handed to the engine, which
+validates them with vLLM's protocol models), so FastAPI finds no request body to describe.
+This adds them to the generated document: the request bodies are the JSON schemas of vLLM's
+own ChatCompletionRequest / CompletionRequest (what the engines accept), narrowed to what the
+gateway adds (`model` required, unknown fields refused), the 200 bodies those of vLLM's
+response models, and the errors OpenAI's error shape. Parsing is unchanged; vLLM is imported
+only when the document is first asked for."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+REF = "#/components/schemas/{model}"
+
+ERROR_SCHEMA = {
+    "title": "ErrorResponse",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {
+            "message": {"type": "string"},
+            "type": {"type": "string"},
+            "param": {"type": ["string", "null"]},
+            "code": {"type": ["string", "integer", "null"]},
+        },
+    }},
+}
+
+RETRY_AFTER = {"retry-after": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "string"}}}
+
+# What the gateway answers besides 200, and why.
+ERRORS = {
+    "400": ("invalid request: not JSON, too deeply nested, or refused by the engine", None),
+    "401": ("missing or unknown API key", None),
+    "403": ("the key's tenant is deactivated", None),
+    "404": ("no such model, or not one the key's tenant may use", None),
+    "413": ("the request body is larger than the gateway takes", None),
+    "429": ("a quota of the tenant or of its endpoint is exhausted", RETRY_AFTER),
+    "503": ("the endpoint is overloaded or unavailable, or the tenancy store is", RETRY_AFTER),
+}
+
+MODELS_LIST = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {
+        "object": {"const": "list"},
+        "data": {"type": "array", "items": {
+            "type": "object", "required": ["id", "object", "created", "owned_by"],
+            "properties": {"id": {"type": "string"}, "object": {"const": "model"},
+                           "created": {"type": "integer"}, "owned_by": {"type": "string"}},
+        }},
+    },
+}
+
+# (path, request model, response model)
+INFERENCE_ROUTES = (
+    ("/v1/chat/completions", "ChatCompletionRequest", "ChatCompletionResponse"),
+    ("/v1/completions", "CompletionRequest", "CompletionResponse"),
+)
+
+
+def vllm_schemas() -> dict[str, Any]:
+    """JSON schemas of vLLM's chat and completion request and response models, keyed by model
+    name, with references into #/components/schemas."""
+    from pydantic.json_schema import models_json_schema
+    from vllm.entrypoints.openai.chat_completion.protocol import (
+        ChatCompletionRequest,
+        ChatCompletionResponse,
+    )
+    from vllm.entrypoints.openai.completion.protocol import (
+        CompletionRequest,
+        CompletionResponse,
+    )
+
+    _, schema = models_json_schema(
+        [(ChatCompletionRequest, "validation"), (CompletionRequest, "validation"),
+         (ChatCompletionResponse, "serialization"), (CompletionResponse, "serialization")],
+        ref_template=REF)
+    return schema["$defs"]
+
+
+def _errors(statuses: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for status in statuses:
+        description, headers = ERRORS[status]
+        response: dict[str, Any] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorResponse")}}},
+        }
+        if headers:
+            response["headers"] = headers
+        out[status] = response
+    return out
+
+
+def with_openai_bodies(document: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """`document` (FastAPI's) with the /v1 routes' bodies and responses described by
+    `schemas` (as `vllm_schemas` gives them). Pure: returns a new document."""
+    document = copy.deepcopy(document)
+    components = document.setdefault("components", {})
+    defs = components.setdefault("schemas", {})
+    defs.update(copy.deepcopy(schemas))
+    defs["ErrorResponse"] = ERROR_SCHEMA
+    defs["ModelList"] = MODELS_LIST
+    components.setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "an inference API key (afk_...)"}
+    security = [{"bearer": []}]
+    paths = document.setdefault("paths", {})
+    for path, request, response in INFERENCE_ROUTES:
+        body = defs[request]
+        # The gateway routes by `model` (vLLM's own server defaults it) and, like OpenAI,
+        # refuses fields it does not know.
+        body["properties"]["model"] = {
+            "type": "string", "minLength": 1,
+            "description": "the endpoint to call: one the key's tenant may use"}
+        body["required"] = sorted({*body.get("required", []), "model"})
+        body["additionalProperties"] = False
+        operation = paths.setdefault(path, {}).setdefault("post", {})
+        operation["security"] = security
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=request)}}},
+        }
+        operation["responses"] = {
+            "200": {
+                "description": "the completion, or with `stream: true` its server-sent events",
+                "content": {
+                    "application/json": {"schema": {"$ref": REF.format(model=response)}},
+                    "text/event-stream": {"schema": {"type": "string"}},
+                },
+            },
+            **_errors(("400", "401", "403", "404", "413", "429", "503")),
+        }
+    models = paths.setdefault("/v1/models", {}).setdefault("get", {})
+    models["security"] = security
+    models["responses"] = {
+        "200": {"description": "the models the key's tenant may use",
+                "content": {"application/json": {"schema": {"$ref": REF.format(model="ModelList")}}}},
+        **_errors(("401", "403", "503")),
+    }
+    return document
+
+
+def publish_openai_schema(app: FastAPI) -> None:
+    """Make `app` serve the completed document at its openapi_url (built on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generated = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            app.openapi_schema = with_openai_bodies(generated, vllm_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi

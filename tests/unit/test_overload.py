@@ -1,0 +1,183 @@
+"""Bounded queues: the colocated engine's in-flight bound, and the gateway's answer when an
+endpoint is full (Ray Serve's BackPressureError or the colocated bound): 503, code
+`endpoint_overloaded`, Retry-After, and a usage record without tokens. The store and the
+counters are real (SQLite, local counters); the engines are stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import httpx
+import pytest
+from ray.serve.exceptions import BackPressureError
+
+from serving.engine.host import EngineReply
+from serving.engine.local import InFlightBound, LocalCall, LocalTarget
+from serving.gateway import build_gateway_app
+from serving.gateway.access import Access
+from serving.gateway.routing import EndpointOverloaded
+from serving.tenancy import LocalAdmissionCounters, Outcome, Store, upgrade
+
+BODY = {"model": "m", "prompt": "hi", "max_tokens": 2}
+OK_BODY = {"id": "x", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
+
+
+def test_bound_admits_up_to_its_limit_and_again_after_release():
+    bound = InFlightBound(2)
+    assert bound.try_acquire() and bound.try_acquire()
+    assert not bound.try_acquire()
+    bound.release()
+    assert bound.try_acquire()
+    assert bound.in_flight == 2
+
+
+def test_no_limit_admits_everything():
+    bound = InFlightBound(None)
+    assert all(bound.try_acquire() for _ in range(10_000))
+
+
+class GatedHost:
+    """Stands in for EngineHost: each request waits for `gate`, then answers a body, or a
+    stream of two events when the request says `stream`."""
+
+    args = SimpleNamespace(model="m")
+    max_model_len = 64
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.started = 0
+
+    async def handle(self, kind, body, request_id=None) -> EngineReply:
+        self.started += 1
+        await self.gate.wait()
+        if body.get("stream"):
+            async def events():
+                yield "data: {}\n\n"
+                yield "data: [DONE]\n\n"
+            return EngineReply(200, stream=events())
+        return EngineReply(200, body=OK_BODY)
+
+
+async def test_local_call_holds_its_slot_until_the_reply_or_stream_ends():
+    host = GatedHost()
+    host.gate.set()
+    bound = InFlightBound(1)
+    plain = LocalCall(host, "completion", {}, "a", bound, "m")
+    assert (await plain.head())["body"] == OK_BODY
+    assert bound.in_flight == 0
+
+    stream = LocalCall(host, "completion", {"stream": True}, "b", bound, "m")
+    assert (await stream.head())["stream"] is True
+    assert bound.in_flight == 1
+    with pytest.raises(EndpointOverloaded):
+        await LocalCall(host, "completion", {}, "c", bound, "m").head()
+    assert [c async for c in stream.chunks()] == ["data: {}\n\n", "data: [DONE]\n\n"]
+    assert bound.in_flight == 0
+
+    cancelled = LocalCall(host, "completion", {"stream": True}, "d", bound, "m")
+    await cancelled.head()
+    cancelled.cancel()
+    cancelled.cancel()  # a second cancel gives nothing back twice
+    assert bound.in_flight == 0
+
+
+async def test_a_refused_call_takes_no_slot_and_never_reaches_the_engine():
+    host = GatedHost()
+    bound = InFlightBound(1)
+    first = asyncio.ensure_future(LocalCall(host, "completion", {}, "a", bound, "m").head())
+    await asyncio.sleep(0)
+    with pytest.raises(EndpointOverloaded):
+        await LocalCall(host, "completion", {}, "b", bound, "m").head()
+    assert host.started == 1 and bound.in_flight == 1
+    host.gate.set()
+    await first
+    assert bound.in_flight == 0
+
+
+class BackPressuredTarget:
+    """An endpoint behind a Serve handle whose queue is full: head() raises as the handle's
+    router does at max_queued_requests."""
+
+    name = "m"
+
+    def call(self, kind, body, request_id):
+        class Call:
+            async def head(self):
+                raise BackPressureError(num_queued_requests=4, max_queued_requests=4)
+
+            def cancel(self):
+                pass
+
+        return Call()
+
+    async def ready(self):
+        return True
+
+    async def card(self):
+        return {"root": "m", "max_model_len": 64}
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path}/tenancy.db"
+    upgrade(url)
+    store = Store(url)
+    store.create_tenant("t")
+    store.create_endpoint("m", owner="t")
+    yield store
+    store.close()
+
+
+def _gateway(store, target):
+    access = Access(store, LocalAdmissionCounters())
+    app = build_gateway_app({"m": target}, access)
+    key = store.create_key("t").plaintext
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
+                             headers={"authorization": f"Bearer {key}"})
+
+
+def _ledger(store):
+    now = datetime.now(UTC)
+    return store.usage_records("t", now - timedelta(hours=1), now + timedelta(hours=1))
+
+
+def _assert_overloaded(resp):
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["retry-after"] == "1"
+    err = resp.json()["error"]
+    assert err["code"] == "endpoint_overloaded"
+    assert err["type"] == "service_unavailable_error"
+
+
+async def test_serve_backpressure_answers_503_with_retry_after(store):
+    async with _gateway(store, BackPressuredTarget()) as gw:
+        resp = await gw.post("/v1/completions", json=BODY)
+    _assert_overloaded(resp)
+    [record] = _ledger(store)
+    assert record.outcome is Outcome.ERROR
+    assert (record.prompt_tokens, record.completion_tokens) == (0, 0)
+
+
+async def test_colocated_bound_refuses_the_excess_at_once_and_recovers(store):
+    host = GatedHost()
+    target = LocalTarget("m", host, max_in_flight=2)
+    async with _gateway(store, target) as gw:
+        held = [asyncio.ensure_future(gw.post("/v1/completions", json=BODY)) for _ in range(2)]
+        async def both_started():
+            while host.started < 2:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(both_started(), 30)
+        refused = await asyncio.gather(*(gw.post("/v1/completions", json=BODY) for _ in range(5)))
+        for resp in refused:
+            _assert_overloaded(resp)
+        assert host.started == 2  # the refused requests never reached the engine
+        host.gate.set()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+        assert target.bound.in_flight == 0
+        after = await gw.post("/v1/completions", json=BODY)
+        assert after.status_code == 200
+    outcomes = sorted(r.outcome for r in _ledger(store))
+    assert outcomes.count(Outcome.OK) == 3 and outcomes.count(Outcome.ERROR) == 5
