@@ -24,9 +24,7 @@ from serving.tenancy import LocalAdmissionCounters, Store, upgrade
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
 TRACEPARENT = f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
-# In-process executor, explicitly: earlier tests of this package connect the pytest process
-# to the platform's Ray cluster, and with Ray initialised vLLM would otherwise try Ray actors
-# there (and wait for a free slot).
+# In-process executor, explicitly: with Ray initialised vLLM would otherwise try Ray actors.
 ENGINE_ARGS = {"max_model_len": 512, "dtype": "bfloat16", "kv_cache_memory_bytes": 134217728,
                "distributed_executor_backend": "uni"}
 
@@ -48,6 +46,12 @@ def exporter():
 async def gateway(exporter, tmp_path_factory):
     from deployments.demo_model import write_demo_model
 
+    import ray
+
+    # A test package before this one may have left this process connected to a Ray cluster
+    # (now gone): vLLM would look there for workers and wait.
+    if ray.is_initialized():
+        ray.shutdown()
     tmp = tmp_path_factory.mktemp("tracing")
     model = write_demo_model(tmp / "demo")
     host = await EngineHost.start(str(model), "demo", ENGINE_ARGS)

@@ -1,0 +1,1 @@
+"""Traces end to end through a real gateway app and a real vLLM engine in this process."""
