@@ -46,3 +46,19 @@ class Postgres:
             for schema in self.schemas:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         self.engine.dispose()
+
+
+def fresh_database(server_url: str = "postgresql://postgres@127.0.0.1:5432/test"):
+    """A database of its own for one platform run (a generator for a fixture): yields its
+    SQLAlchemy URL, drops it afterwards."""
+    import psycopg
+
+    name = f"aifactory_e2e_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed: {exc}")
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

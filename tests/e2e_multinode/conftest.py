@@ -16,10 +16,10 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.platform_helpers import aifactory, leftover_processes
+from tests.postgres_schemas import fresh_database
 
 HERE = Path(__file__).parent
 BASE_URL = "http://127.0.0.1:18004"
@@ -107,15 +107,7 @@ def cluster():
 
 @pytest.fixture(scope="package")
 def database_url():
-    name = f"aifactory_e2e_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed: {exc}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database(POSTGRES)
 
 
 @pytest.fixture(scope="package")

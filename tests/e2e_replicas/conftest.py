@@ -7,10 +7,10 @@ import os
 import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from tests.platform_helpers import running_platform
+from tests.postgres_schemas import fresh_database
 from tests.tcp_proxy import CuttableProxy
 
 HERE = Path(__file__).parent
@@ -20,15 +20,7 @@ POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 @pytest.fixture(scope="package")
 def database_url():
-    name = f"aifactory_e2e_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(POSTGRES, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed: {exc}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from fresh_database(POSTGRES)
 
 
 @pytest.fixture(scope="package")
