@@ -8,9 +8,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from serving.gateway.routing import EndpointUnavailable
@@ -19,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 REPORT_PERIOD_S = 1.0
 WAKE_POLL_S = 0.5
+# A request whose engine replica died before its first chunk is sent again for this long.
+RESEND_WINDOW_S = 60.0
+RESEND_PAUSE_S = 0.5
 
 
 class EndpointWaker:
@@ -92,14 +96,32 @@ class EndpointWaker:
 
 
 class HandleCall:
-    def __init__(self, gen: DeploymentResponseGenerator, hold=None) -> None:
-        self._gen = gen
+    """One request to an engine deployment. If the replica it went to dies before the first
+    chunk (queued in its engine, say), nothing reached the client yet: the request is sent
+    again, and Serve routes it to another replica or to the one replacing the dead one."""
+
+    def __init__(self, send: Callable[[], DeploymentResponseGenerator], hold=None) -> None:
+        self._send = send
+        self._gen = send()
         self._hold = hold
+        self.resent = 0
 
     async def head(self) -> dict[str, Any]:
         if self._hold is not None:
             await self._hold()
-        return await self._gen.__anext__()
+        deadline = time.monotonic() + RESEND_WINDOW_S
+        while True:
+            try:
+                return await self._gen.__anext__()
+            except RayActorError as exc:  # ActorDiedError, ActorUnavailableError
+                # A node that died may still be listed for a while: keep resending, briefly.
+                if time.monotonic() >= deadline:
+                    raise
+                self.resent += 1
+                logger.warning("engine replica lost before the first chunk (%r); sending "
+                               "again (%d)", exc, self.resent)
+                await asyncio.sleep(RESEND_PAUSE_S)
+                self._gen = self._send()
 
     async def chunks(self) -> AsyncIterator[str]:
         async for chunk in self._gen:
@@ -127,7 +149,7 @@ class HandleTarget:
         if self._waker is not None:
             self._waker.arrived(self.name)
             hold = lambda: self._waker.hold_until_running(self.name)
-        return HandleCall(self._stream.generate.remote(kind, body, request_id), hold)
+        return HandleCall(lambda: self._stream.generate.remote(kind, body, request_id), hold)
 
     async def ready(self) -> bool:
         if self._waker is not None:
