@@ -34,7 +34,8 @@ def bare_vllm(platform):
     proc = subprocess.Popen(
         [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
          "--served-model-name", "demo", "--port", str(port), "--max-model-len", "512",
-         "--dtype", "bfloat16", "--kv-cache-memory-bytes", str(128 * 1024**2)],
+         "--dtype", "bfloat16", "--kv-cache-memory-bytes", str(128 * 1024**2),
+         "--enforce-eager"],  # as platform.yaml: the same kernels give the same tokens
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
     )
     url = f"http://127.0.0.1:{port}"

@@ -26,7 +26,7 @@ CLIENT_SPAN = "b7ad6b7169203331"
 TRACEPARENT = f"00-{TRACE_ID}-{CLIENT_SPAN}-01"
 # In-process executor, explicitly: with Ray initialised vLLM would otherwise try Ray actors.
 ENGINE_ARGS = {"max_model_len": 512, "dtype": "bfloat16", "kv_cache_memory_bytes": 134217728,
-               "distributed_executor_backend": "uni"}
+               "distributed_executor_backend": "uni", "enforce_eager": True}
 
 
 @pytest.fixture(scope="module")
