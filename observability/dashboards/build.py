@@ -148,15 +148,20 @@ def _budget_left(bad_ratio: str) -> str:
     return f"1 - ({bad_ratio}) / on (tenant) {rules.ERROR_BUDGET}{{tenant=~\"$tenant\"}}"
 
 
+def _period_ratio(bad: str, total: str) -> str:
+    """Bad over total per tenant over the SLO period. A tenant with traffic but no bad series
+    gets a real 0 (the `or`), one without traffic no sample: as the rules' ratios."""
+    total_increase = f"sum by (tenant) (increase({total}[{SLO_PERIOD}]))"
+    return (f"(sum by (tenant) (increase({bad}[{SLO_PERIOD}])) or 0 * {total_increase})\n"
+            f"/ ({total_increase} > 0)")
+
+
 def tenant_sla() -> Dashboard:
     sel = '{tenant=~"$tenant"}'
     slo, req = m("aifactory_slo_requests"), m("aifactory_requests")
-    missed_period = (f"sum by (tenant) (increase({slo}{{tenant=~\"$tenant\",slo=\"missed\"}}"
-                     f"[{SLO_PERIOD}]))\n/ (sum by (tenant) (increase({slo}{sel}"
-                     f"[{SLO_PERIOD}])) > 0)")
-    failed_period = (f"sum by (tenant) (increase({req}{{tenant=~\"$tenant\",outcome=\"error\"}}"
-                     f"[{SLO_PERIOD}]))\n/ (sum by (tenant) (increase({req}"
-                     f"{{tenant=~\"$tenant\",{rules.ANSWERED}}}[{SLO_PERIOD}])) > 0)")
+    missed_period = _period_ratio(f'{slo}{{tenant=~"$tenant",slo="missed"}}', f"{slo}{sel}")
+    failed_period = _period_ratio(f'{req}{{tenant=~"$tenant",outcome="error"}}',
+                                  f'{req}{{tenant=~"$tenant",{rules.ANSWERED}}}')
     target = m("aifactory_tenant_slo_target_seconds")
     return (
         _dashboard("aifactory-tenant-sla", "AI Factory / Tenant SLA",

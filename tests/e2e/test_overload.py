@@ -1,0 +1,167 @@
+"""Overload: both endpoints flooded at ten times what their engines take at once, for a fixed
+time, by clients that retry as soon as Retry-After allows. Every request answers: admitted ones complete, the excess is refused with 503
+`endpoint_overloaded` and Retry-After (Ray Serve's max_queued_requests for demo-remote, the
+in-process bound for the colocated demo); the ledger holds one record per request; the
+gateway replica's memory stays bounded; and afterwards both serve normally."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from serving.tenancy import Outcome
+from tests.e2e.conftest import CONFIG
+
+FLOOD_S = 20.0
+BODY = {"prompt": "tell me about the licence", "max_tokens": 8}
+# The gateway replica may grow by this much at most while flooded (its baseline, with the
+# colocated engine loaded, is well above a GiB): requests beyond the bounds hold no memory.
+MAX_RSS_GROWTH = 256 * 1024 * 1024
+
+
+def _bounds() -> dict[str, tuple[int, int]]:
+    config = yaml.safe_load(Path(CONFIG).read_text())
+    return {e["name"]: (e["max_ongoing_requests"], e["max_queued_requests"])
+            for e in config["endpoints"]}
+
+
+def _gateway_pid() -> int:
+    """The gateway replica's process, found by the title Ray gives an actor's worker
+    (`ray::ServeReplica:<app>:<deployment>`); no connection to the cluster needed."""
+    from deployments.app import APP_NAME, GATEWAY
+
+    title = f"ray::ServeReplica:{APP_NAME}:{GATEWAY}"
+    [pid] = [p.pid for p in psutil.process_iter(["cmdline"])
+             if p.info["cmdline"] and p.info["cmdline"][0].startswith(title)]
+    return pid
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@pytest.fixture
+def flood_tenant(store):
+    """A fresh tenant granted the shared endpoint, so its ledger holds only the flood."""
+    name = f"flood-{uuid.uuid4().hex[:8]}"
+    store.create_tenant(name)
+    store.grant("demo-remote", name)
+    return name, store.create_key(name).plaintext
+
+
+async def _flood(url: str, key: str, model: str, workers: int, until: float) -> list:
+    """`workers` clients each sending one request after another until `until`; returns
+    (status, retry-after, error code, seconds) per request, or the exception a request
+    raised."""
+    results: list = []
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits,
+                                 headers={"authorization": f"Bearer {key}"}) as http:
+        async def worker() -> None:
+            while time.monotonic() < until:
+                began = time.monotonic()
+                try:
+                    resp = await http.post("/v1/completions", json={"model": model, **BODY},
+                                           headers={"x-request-id": f"flood-{uuid.uuid4().hex}"})
+                except httpx.HTTPError as exc:  # a hang or a dropped connection fails below
+                    results.append(exc)
+                    continue
+                code = resp.json()["error"]["code"] if resp.status_code != 200 else None
+                tokens = resp.json()["usage"]["completion_tokens"] if resp.status_code == 200 else 0
+                results.append((resp.status_code, resp.headers.get("retry-after"), code,
+                                time.monotonic() - began, tokens))
+                if resp.status_code != 200:
+                    await asyncio.sleep(float(resp.headers.get("retry-after", "1")))
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return results
+
+
+async def test_flood_is_refused_fast_with_bounded_memory_then_recovers(platform, store, keys,
+                                                                      flood_tenant):
+    bounds = _bounds()
+    pid = _gateway_pid()
+    tenant, tenant_key = flood_tenant
+    who = {"demo": keys["acme"], "demo-remote": tenant_key}
+    async with httpx.AsyncClient(base_url=platform["url"], timeout=120) as http:
+        for model, key in who.items():  # warm: the baseline includes a served request
+            resp = await http.post("/v1/completions", json={"model": model, **BODY},
+                                   headers={"authorization": f"Bearer {key}"})
+            assert resp.status_code == 200, resp.text
+    baseline = _rss(pid)
+    since = datetime.now(UTC)
+
+    # Ten times what the engines take at once (their max_ongoing_requests).
+    workers = {m: 10 * bounds[m][0] for m in who}
+    samples: list[int] = []
+    until = time.monotonic() + FLOOD_S
+
+    health_s: list[float] = []
+
+    async def sample_rss() -> None:
+        async with httpx.AsyncClient(base_url=platform["url"], timeout=120) as http:
+            while time.monotonic() < until:
+                samples.append(_rss(pid))
+                began = time.monotonic()  # how long the gateway takes to answer anything
+                assert (await http.get("/health")).status_code == 200
+                health_s.append(time.monotonic() - began)
+                await asyncio.sleep(0.5)
+
+    floods = await asyncio.gather(
+        *(_flood(platform["url"], who[m], m, workers[m], until) for m in who), sample_rss())
+    results = dict(zip(who, floods))
+    peak = max(samples)
+
+    report = {}
+    for model, got in results.items():
+        errors = [r for r in got if isinstance(r, Exception)]
+        assert not errors, f"{model}: {len(errors)} requests raised, e.g. {errors[0]!r}"
+        statuses = Counter(r[0] for r in got)
+        assert set(statuses) <= {200, 503}, f"{model}: {statuses}"
+        refused = [r for r in got if r[0] == 503]
+        served = [r for r in got if r[0] == 200]
+        assert refused, f"{model} was never refused at {workers[model]} concurrent clients"
+        assert served, f"{model} served nothing while flooded"
+        assert all(r[1] == "1" and r[2] == "endpoint_overloaded" for r in refused), refused[:3]
+        assert all(r[4] >= 1 for r in served)
+        report[model] = {
+            "clients": workers[model], "served": len(served), "refused": len(refused),
+            "refusal_p50_ms": round(1000 * sorted(r[3] for r in refused)[len(refused) // 2]),
+            "served_p50_ms": round(1000 * sorted(r[3] for r in served)[len(served) // 2])}
+    print(f"\noverload: {report}; gateway RSS baseline {baseline >> 20} MiB, "
+          f"peak {peak >> 20} MiB over {len(samples)} samples; GET /health meanwhile p50 "
+          f"{round(1000 * sorted(health_s)[len(health_s) // 2])} ms")
+    # The memory of the gateway replica (its process, with the colocated engine's frontend)
+    # while flooded, against the same process just before.
+    assert peak - baseline < MAX_RSS_GROWTH, (baseline, peak)
+
+    # One usage record per request of the flood tenant: served ones with their tokens,
+    # refused ones as errors without tokens.
+    records = store.usage_records(tenant, since,
+                                  datetime.now(UTC) + timedelta(minutes=1))
+    outcomes = Counter(r.outcome for r in records)
+    remote = results["demo-remote"]
+    assert outcomes[Outcome.OK] == sum(r[0] == 200 for r in remote)
+    assert outcomes[Outcome.ERROR] == sum(r[0] == 503 for r in remote)
+    assert all(r.prompt_tokens == r.completion_tokens == 0
+               for r in records if r.outcome is Outcome.ERROR)
+
+    # Recovery: both serve a normal request right after.
+    async with httpx.AsyncClient(base_url=platform["url"], timeout=120) as http:
+        for model, key in who.items():
+            resp = await http.post("/v1/completions", json={"model": model, **BODY},
+                                   headers={"authorization": f"Bearer {key}"})
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["usage"]["completion_tokens"] >= 1
