@@ -25,9 +25,16 @@ def leftover_processes() -> list[str]:
             if any(k in line for k in keep) and not line.split()[1].startswith("Z")]
 
 
+# A stopping gateway replica (direct ingress) keeps answering for Serve's minimum draining
+# period, 30 s by default, so that load balancers see it leave; a test platform that is
+# being taken down has no one to drain to.
+TEST_RAY_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+
+
 def running_platform(config: Path, env: dict, url: str) -> Iterator[dict]:
     """`aifactory up --detach` with `config`; yields what tests need; then `aifactory down`
     and a check that no Ray, vLLM or HAProxy process is left behind."""
+    env = {**env, **TEST_RAY_ENV}
     started = time.monotonic()
     up = aifactory("up", "--detach", "--config", str(config), env=env)
     if up.returncode != 0:

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform_helpers import aifactory, leftover_processes
+from tests.platform_helpers import TEST_RAY_ENV, aifactory, leftover_processes
 from tests.postgres_schemas import fresh_database
 
 HERE = Path(__file__).parent
 BASE_URL = "http://127.0.0.1:18004"
 HEAD_ADDRESS = "127.0.0.1:6391"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+ADMIN_KEY = "afk_" + uuid.uuid4().hex
 RAY = str(Path(sys.executable).with_name("ray"))
 
 HEAD_START = [
@@ -84,7 +85,7 @@ def cluster():
     """Head and worker node; yields {"head": node id, "worker": node id}. Stops both and
     checks that no Ray, vLLM or HAProxy process is left."""
     assert leftover_processes() == [], "Ray processes of an earlier run are still running"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **TEST_RAY_ENV}
     env.pop("RAY_ADDRESS", None)
     try:
         _ray(HEAD_START, env)
@@ -121,8 +122,8 @@ def platform(cluster, database_url, tmp_path_factory):
         "AIFACTORY_REDIS_URL": "redis://127.0.0.1:6379/0",
         "AIFACTORY_REDIS_PREFIX": f"aifactory-test-{uuid.uuid4().hex[:12]}",
     }
+    env["AIFACTORY_ADMIN_KEY"] = ADMIN_KEY
     env.pop("RAY_ADDRESS", None)
-    env.pop("AIFACTORY_ADMIN_KEY", None)
     started = time.monotonic()
     up = aifactory("up", "--detach", "--address", HEAD_ADDRESS,
                    "--config", str(HERE / "platform.yaml"), env=env)

@@ -22,7 +22,14 @@ import psutil
 
 from deployments.app import APP_NAME, engine_deployment_name
 from serving.tenancy import Outcome
-from tests.e2e_multinode.conftest import HEAD_ADDRESS, WORKER_START, _ray, alive_actors
+from tests.e2e_multinode.conftest import (
+    ADMIN_KEY,
+    HEAD_ADDRESS,
+    WORKER_START,
+    _ray,
+    alive_actors,
+)
+from tests.platform_helpers import TEST_RAY_ENV
 
 ENGINE = engine_deployment_name("remote")
 # platform.yaml gives the engine max_num_seqs 2: with six streams, two run and four wait in
@@ -95,6 +102,36 @@ def wait_until(what: str, check, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
+class AutoscalerWatch:
+    """What the partition controller says of `remote` (target, current), every half second,
+    from the admin API, until stopped."""
+
+    def __init__(self, platform) -> None:
+        self.url = f"{platform['url']}/admin/v1/autoscaler"
+        self.seen: list[tuple[int, int]] = []
+        self.actions: list[dict] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        with httpx.Client(timeout=30, headers={"authorization": f"Bearer {ADMIN_KEY}"}) as http:
+            while not self.stop.is_set():
+                view = http.get(self.url).json()
+                for d in view["endpoints"]:
+                    if d["endpoint"] == "remote":
+                        self.seen.append((d["target"], d["current"]))
+                self.actions = view["actions"]
+                time.sleep(0.5)
+
+    def __enter__(self) -> AutoscalerWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
 def engine_replicas() -> list[dict]:
     return [a for a in alive_actors() if a["class_name"] == f"ServeReplica:{APP_NAME}:{ENGINE}"]
 
@@ -165,14 +202,23 @@ def test_engine_replica_killed_mid_stream(platform, store):
     streams, threads = start_streams(platform, key, STREAMS)
     wait_until("two streams generating",
                lambda: sum(s.content_events >= 5 for s in streams) >= 2, timeout_s=120)
-    killer.stdin.write("kill\n")
-    killer.stdin.flush()
-    assert killer.stdout.readline().startswith("killed"), killer.communicate()
-    killer.wait(timeout=60)
-    for t in threads:
-        t.join(timeout=RECOVERY_S + 30)
+    with AutoscalerWatch(platform) as watch:
+        killed_at = time.time()
+        killer.stdin.write("kill\n")
+        killer.stdin.flush()
+        assert killer.stdout.readline().startswith("killed"), killer.communicate()
+        killer.wait(timeout=60)
+        for t in threads:
+            t.join(timeout=RECOVERY_S + 30)
+        wait_until("the controller seeing the replacement",
+                   lambda: watch.seen and watch.seen[-1] == (1, 1), timeout_s=60)
 
     report = check_clients_and_ledger(store, streams, since)
+    # The controller saw the replica missing (current 0 against target 1), kept its target
+    # (a dead replica is no reason to scale) and saw the replacement running.
+    assert (1, 0) in watch.seen, watch.seen
+    assert {target for target, _ in watch.seen} == {1}
+    assert not [a for a in watch.actions if a["at"] >= killed_at], watch.actions
     # Ray Serve replaced the replica: a new actor runs where the engine may run.
     [after] = engine_replicas()
     assert after["actor_id"] != before["actor_id"]
@@ -213,7 +259,7 @@ def test_worker_node_killed_and_restarted(platform, store, cluster):
 
     # Capacity returns: the node starts again (a new Ray node), and Serve places the engine
     # replica it could not place meanwhile.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **TEST_RAY_ENV}
     env.pop("RAY_ADDRESS", None)
     _ray(WORKER_START, env)
     for t in (*threads, *late_threads):
