@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -186,8 +187,14 @@ def test_every_rule_and_dashboard_expression_parses_and_returns_data(prometheus,
 
 
 def test_per_tenant_series_exist_for_the_tenants_that_sent_traffic(prometheus, traffic):
-    result = query(prometheus, "tenant:aifactory_requests:rate5m")["result"]
-    assert traffic["tenants"] <= {r["metric"]["tenant"] for r in result}
+    # The traffic's last requests reach the recorded series after an export, a scrape and a
+    # rule evaluation.
+    deadline = time.monotonic() + DEADLINE_S
+    while not traffic["tenants"] <= (tenants := {
+            r["metric"]["tenant"]
+            for r in query(prometheus, "tenant:aifactory_requests:rate5m")["result"]}):
+        assert time.monotonic() < deadline, (traffic["tenants"], tenants)
+        time.sleep(1)
     # A tenant that sent nothing has no series: absent, not a made-up zero.
     assert query(prometheus, 'ray_aifactory_requests_total{tenant="nobody"}')["result"] == []
 
@@ -196,3 +203,55 @@ def test_a_malformed_expression_is_refused_by_prometheus(prometheus):
     resp = httpx.get(prometheus["url"] + "/api/v1/query", params={"query": "sum by (tenant"},
                      timeout=30)
     assert resp.status_code == 400 and resp.json()["errorType"] == "bad_data"
+
+
+# Kills the demo-remote engine's Serve replica (a Ray actor) from a process of its own;
+# Serve starts a new one.
+KILL_ENGINE_REPLICA = """
+import ray
+ray.init(address="auto", namespace="serve", logging_level="ERROR", log_to_driver=False)
+names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+         if a["name"].startswith("SERVE_REPLICA::aifactory#engine-demo-remote#")]
+assert len(names) == 1, names
+ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+print("killed", names[0])
+"""
+
+
+def test_scrapes_through_an_engine_restart_keep_every_target_up_and_rules_evaluating(
+        prometheus, platform, keys, traffic):
+    """Runs last in this module: the engine replica behind demo-remote dies and Serve
+    replaces it while Prometheus scrapes every 2 s. Ray's metrics agents (the targets) stay
+    up, no rule evaluation fails, and the new replica's engine series arrive."""
+    replicas_before = {r["metric"]["replica"] for r in query(
+        prometheus, 'ray_aifactory_engine_generation_tokens_total{endpoint="demo-remote"}')
+        ["result"]}
+    killed_at = time.time()
+    kill = subprocess.run([sys.executable, "-c", KILL_ENGINE_REPLICA],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert kill.returncode == 0 and "killed" in kill.stdout, kill.stderr
+
+    # Held by Serve until the replacement is up.
+    client = openai_client(platform, keys["globex"]).with_options(timeout=300)
+    deadline = time.monotonic() + 300
+    while True:  # served by the replacement, and its series scraped
+        assert client.completions.create(model="demo-remote", prompt="hello",
+                                         max_tokens=4).usage.completion_tokens == 4
+        replicas = {r["metric"]["replica"] for r in query(
+            prometheus, 'ray_aifactory_engine_generation_tokens_total{endpoint="demo-remote"}')
+            ["result"]}
+        if replicas - replicas_before:
+            break
+        assert time.monotonic() < deadline, (replicas_before, replicas)
+        time.sleep(2)
+
+    window = f"{int(time.time() - killed_at) + 5}s"
+    ray_targets = query(prometheus, f'min_over_time(up{{instance!="{DOWN_TARGET}"}}[{window}])')
+    assert ray_targets["result"] and all(r["value"][1] == "1" for r in ray_targets["result"])
+    # Prometheus's own counters (its /metrics; it does not scrape itself here).
+    own = httpx.get(prometheus["url"] + "/metrics", timeout=30).text
+    failures = [line for line in own.splitlines()
+                if line.startswith("prometheus_rule_evaluation_failures_total")]
+    assert failures and all(line.split()[-1] == "0" for line in failures), failures
+    # The rules still evaluate to data after the restart.
+    assert query(prometheus, "tenant:aifactory_requests:rate5m")["result"]
