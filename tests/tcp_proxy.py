@@ -35,6 +35,12 @@ class CuttableProxy:
             listener, self._listener = self._listener, None
             sockets, self._open = self._open, []
         if listener is not None:
+            # close() alone does not wake a thread blocked in accept() on Linux: that accept
+            # would still take one more connection. shutdown() does.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         for sock in sockets:
             try:
@@ -55,6 +61,10 @@ class CuttableProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._listener is not listener:  # cut meanwhile: this one goes too
+                    client.close()
+                    server.close()
+                    return
                 self._open += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
