@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from deployments.replica_logging import log_to_serve_replica_log
 from serving.engine import EngineHost
 from serving.engine.stats import EngineLoadRecorder
 
@@ -26,6 +27,7 @@ class EngineDeployment:
                        autoscaler=None) -> None:
         """`autoscaler`: the partition controller's handle when this endpoint is autoscaled;
         the replica then reports its engine's load to it every LOAD_REPORT_PERIOD_S."""
+        log_to_serve_replica_log()
         self.name = name
         recorder = EngineLoadRecorder() if autoscaler is not None else None
         loggers = [recorder.stat_logger_factory()] if recorder is not None else []
