@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import yaml
 
 from deployments import home as data
 from serving.tenancy import (
@@ -262,6 +263,7 @@ KEY_COLUMNS = [("ID", lambda k: k["id"]), ("TENANT", lambda k: k["tenant"]),
                ("REVOKED", lambda k: _when(k["revoked_at"]))]
 ENDPOINT_COLUMNS = [("NAME", lambda e: e["name"]), ("OWNER", lambda e: e["owner"] or "(shared)"),
                     ("GRANTS", lambda e: e["grants"] if e["shared"] else None),
+                    ("MODEL", lambda e: (e.get("deployment") or {}).get("model", "(config)")),
                     ("CREATED", lambda e: _when(e["created_at"]))]
 SLO_FLAGS = {"--ttft-p95-ms": "ttft_p95_ms", "--itl-p95-ms": "itl_p95_ms",
              "--objective": "objective"}
@@ -359,7 +361,17 @@ def key_revoke(client: AdminClient, args: argparse.Namespace) -> None:
 
 
 def endpoint_create(client: AdminClient, args: argparse.Namespace) -> None:
-    out = client.call("POST", "endpoints", body={"name": args.name, "owner": args.owner})
+    body: dict[str, Any] = {"name": args.name, "owner": args.owner}
+    if args.model is not None:  # deploy it now
+        engine: dict[str, Any] = {"max_model_len": args.max_model_len}
+        for item in args.engine_arg:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"--engine-arg {item!r}: expected KEY=VALUE")
+            engine[key] = yaml.safe_load(value)  # 512 -> int, true -> bool, as in the config
+        body["deployment"] = {"model": args.model, "replicas": args.replicas,
+                              "accelerators_per_replica": args.accelerators, "engine": engine}
+    out = client.call("POST", "endpoints", body=body)
     _show(args, out, lambda e: print_table(ENDPOINT_COLUMNS, [e]))
 
 
@@ -616,6 +628,15 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     create = command(endpoint, "create", endpoint_create, "create an endpoint")
     create.add_argument("name")
     create.add_argument("--owner", metavar="TENANT", help="owning tenant (default: shared)")
+    create.add_argument("--model", help="deploy it now with this model: a model folder on "
+                                        "every node, or builtin:demo (without: register only)")
+    create.add_argument("--max-model-len", type=int, default=None,
+                        help="context length (needed with --model)")
+    create.add_argument("--replicas", type=int, default=1)
+    create.add_argument("--accelerators", type=float, default=1.0,
+                        help="accelerators (CPU slots on the CPU) per replica")
+    create.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a vLLM engine argument, as under `engine:` in the config")
     command(endpoint, "list", endpoint_list, "list endpoints")
     command(endpoint, "delete", endpoint_delete, "delete an endpoint").add_argument("name")
 

@@ -14,9 +14,11 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.admin_endpoints import DeployerSettings
 from deployments.config import EndpointConfig, PartitionConfig, PlatformConfig
 from deployments.engine import EngineDeployment
-from deployments.targets import EndpointWaker, HandleTarget
+from deployments.replica_logging import log_to_serve_replica_log
+from deployments.targets import EndpointTargets, EndpointWaker, HandleTarget
 from serving.admin import build_admin_router, build_tenant_router
 from serving.admin.autoscaler import build_autoscaler_router
 from serving.engine import EngineHost
@@ -51,7 +53,9 @@ class GatewayDeployment:
         colocated: tuple[str, str, dict[str, Any], int] | None = None,
         autoscaling: AutoscalingWiring | None = None,
         autoscaler: DeploymentHandle | None = None,
+        deployer: DeployerSettings | None = None,
     ) -> None:
+        log_to_serve_replica_log()
         self._access = tenancy.connect()
         # Records an earlier replica on this node spooled while the store was away.
         self._access.ledger.start_replay()
@@ -61,7 +65,7 @@ class GatewayDeployment:
             gateway = serve.get_replica_context().replica_id.unique_id
             waker = EndpointWaker(autoscaler, gateway, autoscaling.wake_timeout_s)
         scaled = autoscaling.cards if autoscaling is not None else {}
-        self._targets: dict[str, EndpointTarget] = {
+        configured: dict[str, EndpointTarget] = {
             name: (HandleTarget(name, handle, waker=waker, card=scaled[name]) if name in scaled
                    else HandleTarget(name, handle))
             for name, handle in engines.items()
@@ -70,10 +74,17 @@ class GatewayDeployment:
         if colocated is not None:
             name, model_path, args, max_in_flight = colocated
             self._host = await EngineHost.start(model_path, name, args)
-            self._targets[name] = LocalTarget(name, self._host, max_in_flight)
+            configured[name] = LocalTarget(name, self._host, max_in_flight)
+        self._targets = EndpointTargets(configured)
+        self._deployer = None
+        if deployer is not None:
+            from deployments.admin_endpoints import ServeEndpointDeployer
+
+            self._deployer = ServeEndpointDeployer(deployer, self._access.store, self._targets)
+            self._deployer.follow()
 
     def __serve_build_asgi_app__(self):
-        admin = build_admin_router(self._access.store)
+        admin = build_admin_router(self._access.store, deployer=self._deployer)
         tenant = build_tenant_router(self._access.store)
         autoscaler = build_autoscaler_router(
             self._access.store,
@@ -94,6 +105,22 @@ class GatewayDeployment:
     def __del__(self) -> None:
         if self._host is not None:
             self._host.shutdown()
+
+
+def engine_deployment_options(endpoint: EndpointConfig,
+                              partition: PartitionConfig) -> dict[str, Any]:
+    """Ray Serve options of an endpoint's engine deployment."""
+    return {
+        "name": engine_deployment_name(endpoint.name),
+        "num_replicas": endpoint.replicas,
+        "max_ongoing_requests": endpoint.max_ongoing_requests,
+        # Beyond it the gateway's handle raises BackPressureError at once (503 + Retry-After).
+        "max_queued_requests": endpoint.max_queued_requests,
+        "health_check_period_s": ENGINE_HEALTH_CHECK_PERIOD_S,
+        "health_check_timeout_s": ENGINE_HEALTH_CHECK_TIMEOUT_S,
+        "graceful_shutdown_timeout_s": ENGINE_GRACEFUL_SHUTDOWN_S,
+        **engine_resources(endpoint, partition),
+    }
 
 
 def engine_resources(endpoint: EndpointConfig, partition: PartitionConfig) -> dict[str, Any]:
@@ -245,16 +272,7 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
             }
             continue
         deployment = serve.deployment(EngineDeployment).options(
-            name=engine_deployment_name(endpoint.name),
-            num_replicas=endpoint.replicas,
-            max_ongoing_requests=endpoint.max_ongoing_requests,
-            # Beyond it the gateway's handle raises BackPressureError at once (503 + Retry-After).
-            max_queued_requests=endpoint.max_queued_requests,
-            health_check_period_s=ENGINE_HEALTH_CHECK_PERIOD_S,
-            health_check_timeout_s=ENGINE_HEALTH_CHECK_TIMEOUT_S,
-            graceful_shutdown_timeout_s=ENGINE_GRACEFUL_SHUTDOWN_S,
-            **engine_resources(endpoint, config.partition),
-        )
+            **engine_deployment_options(endpoint, config.partition))
         engines[endpoint.name] = deployment.bind(
             endpoint.name, model_paths[endpoint.name], engine_args(endpoint, config.partition),
             autoscaler if endpoint.autoscaling is not None else None,
@@ -266,7 +284,12 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         max_ongoing_requests=4096,
         **gateway_options,
     )
-    return gateway.bind(engines, tenancy, colocated, autoscaling, autoscaler)
+    deployer = DeployerSettings(
+        partition=config.partition.model_dump(mode="json"),
+        configured=[e.model_dump(mode="json") for e in config.endpoints],
+        builtin_models={e.model: model_paths[e.name] for e in config.endpoints
+                        if e.model.startswith("builtin:")})
+    return gateway.bind(engines, tenancy, colocated, autoscaling, autoscaler, deployer)
 
 
 def needs_external_scaler(config: PlatformConfig) -> bool:

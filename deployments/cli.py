@@ -61,8 +61,11 @@ def ray_env(config: PlatformConfig) -> dict[str, str]:
     if config.server.ingress == "haproxy":
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     else:
+        # [port, port + 2): the gateway's port, and one for the ingress of the application
+        # holding the endpoints created through the admin API (deployments.admin_endpoints),
+        # which no client calls.
         env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(config.server.port)
-        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(config.server.port + 1)
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(config.server.port + 2)
     return env
 
 

@@ -8,13 +8,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from serving.gateway.routing import EndpointUnavailable
+from serving.gateway.routing import EndpointTarget, EndpointUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +162,32 @@ class HandleTarget:
         if self._card is None:
             self._card = await self._handle.card.remote()
         return self._card
+
+
+class EndpointTargets(Mapping[str, EndpointTarget]):
+    """A gateway replica's endpoints: those of the platform config, fixed for its life, and
+    those created through the admin API, which come and go."""
+
+    def __init__(self, configured: Mapping[str, EndpointTarget]) -> None:
+        self._configured = dict(configured)
+        self._created: dict[str, EndpointTarget] = {}
+
+    def __getitem__(self, name: str) -> EndpointTarget:
+        target = self._configured.get(name)
+        return target if target is not None else self._created[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._configured
+        yield from (n for n in list(self._created) if n not in self._configured)
+
+    def __len__(self) -> int:
+        return len(self._configured) + len(self._created.keys() - self._configured.keys())
+
+    def created(self) -> set[str]:
+        return set(self._created)
+
+    def add(self, name: str, target: EndpointTarget) -> None:
+        self._created[name] = target
+
+    def remove(self, name: str) -> None:
+        self._created.pop(name, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -161,10 +161,15 @@ class KeyList(BaseModel):
 
 
 class EndpointCreate(StrictModel):
-    """No owner makes a shared endpoint, reachable by the tenants granted it."""
+    """No owner makes a shared endpoint, reachable by the tenants granted it. With a
+    `deployment` the platform deploys it at once: the fields of a config file's endpoint
+    (`model`, `replicas`, `accelerators_per_replica`, `max_ongoing_requests`,
+    `max_queued_requests`, `resources`, `engine`), checked by the platform that deploys it.
+    Without one it is registered only (for an endpoint deployed by other means)."""
 
     name: StrictStr
     owner: StrictStr | None = None
+    deployment: dict[str, Any] | None = None
 
 
 class EndpointOut(BaseModel):
@@ -174,11 +179,13 @@ class EndpointOut(BaseModel):
     shared: bool
     grants: list[str]
     created_at: datetime
+    deployment: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, endpoint: Endpoint) -> EndpointOut:
         return cls(name=endpoint.name, owner=endpoint.owner, shared=endpoint.shared,
-                   grants=list(endpoint.grants), created_at=endpoint.created_at)
+                   grants=list(endpoint.grants), created_at=endpoint.created_at,
+                   deployment=endpoint.deployment)
 
 
 class EndpointList(BaseModel):

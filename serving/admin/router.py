@@ -6,7 +6,7 @@
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
@@ -37,7 +37,7 @@ from serving.admin.protocol import (
     UsageQuery,
     slo_settings,
 )
-from serving.tenancy import Forbidden, KeyScope, Principal, Store, Unauthenticated
+from serving.tenancy import Forbidden, Invalid, KeyScope, Principal, Store, Unauthenticated
 from serving.tenancy.store import utc_now
 
 _bearer = HTTPBearer(auto_error=False, description="An admin-scoped key: afk_...")
@@ -61,9 +61,23 @@ def admin_principal(store: Store) -> Callable[..., Awaitable[Principal]]:
     return require_admin
 
 
-def build_admin_router(store: Store, *,
+class EndpointDeployer(Protocol):
+    """The platform's side of endpoints created with a `deployment` (in deployments/)."""
+
+    async def check(self, name: str, deployment: dict[str, Any]) -> dict[str, Any]:
+        """The deployment as it will run; Invalid or Conflict if the platform cannot run
+        it (a bad field, a model it cannot find, no room left in the partition)."""
+
+    async def deploy(self, name: str, deployment: dict[str, Any]) -> None: ...
+
+    async def remove(self, name: str) -> None:
+        """Stop routing to it and drain it: requests in flight finish."""
+
+
+def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None,
                        clock: Callable[[], datetime] = utc_now) -> APIRouter:
-    """The admin routes, with paths relative to where the app mounts them (/admin/v1)."""
+    """The admin routes, with paths relative to where the app mounts them (/admin/v1).
+    Without a `deployer`, endpoints created here are registered only."""
     require_admin = admin_principal(store)
     router = APIRouter(route_class=AdminRoute, dependencies=[Depends(require_admin)],
                        tags=["admin"])
@@ -114,7 +128,20 @@ def build_admin_router(store: Store, *,
 
     @router.post("/endpoints", status_code=201)
     async def create_endpoint(body: EndpointCreate) -> EndpointOut:
-        return EndpointOut.of(await run(store.create_endpoint, body.name, owner=body.owner))
+        if body.deployment is None:
+            return EndpointOut.of(await run(store.create_endpoint, body.name, owner=body.owner))
+        if deployer is None:
+            raise Invalid("deployment", "this platform does not deploy endpoints through the "
+                                        "admin API; declare it in the platform config")
+        deployment = await deployer.check(body.name, body.deployment)
+        endpoint = await run(store.create_endpoint, body.name, owner=body.owner,
+                             deployment=deployment)
+        try:
+            await deployer.deploy(endpoint.name, deployment)
+        except BaseException:
+            await run(store.delete_endpoint, endpoint.name)
+            raise
+        return EndpointOut.of(endpoint)
 
     @router.get("/endpoints")
     async def list_endpoints() -> EndpointList:
@@ -126,7 +153,11 @@ def build_admin_router(store: Store, *,
 
     @router.delete("/endpoints/{name}")
     async def delete_endpoint(name: str) -> EndpointDeleted:
+        endpoint = await run(store.get_endpoint, name)
+        # Gone from the store first: new requests answer 404 from here on.
         await run(store.delete_endpoint, name)
+        if endpoint.deployment is not None and deployer is not None:
+            await deployer.remove(name)
         return EndpointDeleted(name=name)
 
     @router.put("/endpoints/{name}/grants/{tenant}")

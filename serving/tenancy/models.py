@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     text,
@@ -108,6 +109,8 @@ class EndpointRow(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
                                                  index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # How an endpoint created through the admin API is deployed (JSON); NULL: by the config.
+    deployment: Mapped[str | None] = mapped_column(Text)
 
 
 class GrantRow(Base):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from serving.tenancy.admission import Limits
 
@@ -125,6 +126,9 @@ class Endpoint:
     owner: str | None
     grants: tuple[str, ...]
     created_at: datetime
+    # How the platform deploys it when it was created through the admin API (model, replicas,
+    # engine arguments); None for endpoints the platform config deploys.
+    deployment: dict[str, Any] | None = None
 
     @property
     def shared(self) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import Select, make_url, select
 from sqlalchemy.exc import IntegrityError
@@ -178,14 +179,17 @@ class Store:
 
     # Endpoints and grants
 
-    def create_endpoint(self, name: str, *, owner: str | None = None) -> Endpoint:
-        """An endpoint owned by `owner`, or shared (no owner) and reachable through grants."""
+    def create_endpoint(self, name: str, *, owner: str | None = None,
+                        deployment: dict[str, Any] | None = None) -> Endpoint:
+        """An endpoint owned by `owner`, or shared (no owner) and reachable through grants.
+        `deployment`: how the platform deploys it (kept as given, as JSON)."""
         name = check.name("name", name)
         with self._tx() as s:
             owner_id = None if owner is None else _tenant_row(s, owner).id
             if s.scalar(select(EndpointRow.id).where(EndpointRow.name == name)) is not None:
                 raise Conflict(f"name: endpoint {name!r} exists")
-            row = EndpointRow(name=name, owner_id=owner_id, created_at=self._now())
+            row = EndpointRow(name=name, owner_id=owner_id, created_at=self._now(),
+                              deployment=None if deployment is None else json.dumps(deployment))
             s.add(row)
             s.flush()
             return _endpoint(s, row)
@@ -390,5 +394,6 @@ def _endpoint(s: Session, row: EndpointRow) -> Endpoint:
         select(TenantRow.name).where(TenantRow.id == row.owner_id))
     grants = s.scalars(select(TenantRow.name).join(GrantRow, GrantRow.tenant_id == TenantRow.id)
                        .where(GrantRow.endpoint_id == row.id).order_by(TenantRow.name))
-    return Endpoint(row.name, owner, tuple(grants), row.created_at)
+    return Endpoint(row.name, owner, tuple(grants), row.created_at,
+                    None if row.deployment is None else json.loads(row.deployment))
 

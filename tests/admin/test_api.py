@@ -119,7 +119,8 @@ def test_endpoints_owned_shared_granted_and_deleted(api: Api) -> None:
     owned = api.client.post("/endpoints", json={"name": "acme-llama", "owner": "acme"})
     assert owned.status_code == 201
     assert owned.json() == {"object": "endpoint", "name": "acme-llama", "owner": "acme",
-                            "shared": False, "grants": [], "created_at": iso(api.clock.now)}
+                            "shared": False, "grants": [], "created_at": iso(api.clock.now),
+                            "deployment": None}
     shared = api.client.post("/endpoints", json={"name": "llama"}).json()
     assert (shared["owner"], shared["shared"]) == (None, True)
 
@@ -504,3 +505,13 @@ def test_the_openapi_schema_describes_the_routes() -> None:
     schema = app.openapi()
     assert "/admin/v1/tenants/{name}/keys" in schema["paths"]
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
+
+
+def test_a_deployment_is_refused_where_no_deployer_is_wired(api) -> None:
+    """Served without the platform's deployer (as here), the admin API registers endpoints
+    only: one asked to be deployed is refused, and nothing is written."""
+    refused = api.client.post("/endpoints", json={
+        "name": "popup", "deployment": {"model": "builtin:demo"}})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"].startswith("deployment: this platform does not")
+    assert api.client.get("/endpoints/popup").status_code == 404

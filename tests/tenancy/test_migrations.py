@@ -28,7 +28,7 @@ def test_upgrade_creates_the_tables_on_an_empty_database(empty_database_url: str
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
     head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
-    assert revision(engine) == head == "0002"
+    assert revision(engine) == head == "0003"
     engine.dispose()
 
 
@@ -41,7 +41,7 @@ def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     tables = set(sa.inspect(engine).get_table_names())
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == tables
-    assert revision(engine) == "0002"
+    assert revision(engine) == "0003"
     engine.dispose()
     reopened = Store(empty_database_url)
     assert [t.name for t in reopened.list_tenants()] == ["acme"]
@@ -80,3 +80,16 @@ def test_the_sqlite_home_is_created(tmp_path: Path) -> None:
     home = tmp_path / "not" / "yet"
     upgrade(default_database_url(home))
     assert (home / "aifactory.db").is_file()
+
+
+def test_an_endpoint_keeps_its_deployment(empty_database_url: str) -> None:
+    """0003: how an endpoint created through the admin API is deployed, kept as JSON."""
+    upgrade(empty_database_url)
+    store = Store(empty_database_url)
+    store.create_tenant("acme")
+    spec = {"model": "builtin:demo", "replicas": 2, "engine": {"max_model_len": 512}}
+    assert store.create_endpoint("popup", owner="acme", deployment=spec).deployment == spec
+    store.create_endpoint("configured", owner="acme")
+    assert {e.name: e.deployment for e in store.list_endpoints()} == {
+        "configured": None, "popup": spec}
+    store.close()

@@ -173,10 +173,15 @@ class Keys(Resource):
 
 
 class Endpoints(Resource):
-    def create(self, name: str, *, owner: str | None = None) -> Any:
-        """An endpoint owned by `owner`, or shared (no owner) and reached through grants."""
-        return self._send(Call("POST", "/admin/v1/endpoints", Endpoint,
-                               body={"name": name, "owner": owner}))
+    def create(self, name: str, *, owner: str | None = None,
+               deployment: dict[str, Any] | None = None) -> Any:
+        """An endpoint owned by `owner`, or shared (no owner) and reached through grants.
+        With a `deployment` (a config file endpoint's fields: `model`, `replicas`,
+        `engine`, ...) the platform deploys it at once."""
+        body: dict[str, Any] = {"name": name, "owner": owner}
+        if deployment is not None:
+            body["deployment"] = deployment
+        return self._send(Call("POST", "/admin/v1/endpoints", Endpoint, body=body))
 
     def list(self) -> Any:
         return self._send(Call("GET", "/admin/v1/endpoints", EndpointList))

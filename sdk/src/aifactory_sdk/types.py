@@ -223,6 +223,9 @@ class Endpoint(Result):
     shared: bool
     grants: list[str]
     created_at: datetime
+    # How the platform deploys it, when it was created with a deployment (model, replicas,
+    # engine arguments); None for endpoints of the platform config.
+    deployment: dict[str, Any] | None = None
 
 
 class EndpointList(Result):

@@ -1,0 +1,222 @@
+"""Endpoints created through the admin API: checked against the platform (fields, model,
+room in the partition), deployed, and removed again (Serve drains their replicas: requests in
+flight finish, up to the graceful-shutdown time).
+
+All of them are engine deployments of one Ray Serve application, `aifactory-endpoints`,
+redeployed with the store's set on each change: Serve adds and removes deployments and
+leaves the unchanged ones running. One application because with direct ingress every
+application's ingress takes an HTTP port of the gateway's pinned range; this one's ingress
+is a small stand-in that takes the one spare port.
+
+The checks are pure functions; `ServeEndpointDeployer` is the I/O edge, one per gateway
+replica. Every gateway replica follows the store, so an endpoint created through one is
+routed by all within a few seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from deployments.config import DEMO_MODEL, EndpointConfig, PartitionConfig
+from deployments.targets import EndpointTargets, HandleTarget
+from serving.tenancy import Conflict, Invalid, Store
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "aifactory-endpoints"
+# What an admin-created endpoint may set: a config file endpoint's deployment fields. Not
+# colocation (the gateway's replicas are fixed) nor autoscaling (the partition controller
+# manages the endpoints of the config).
+DEPLOYMENT_FIELDS = frozenset({"model", "replicas", "accelerators_per_replica",
+                               "max_ongoing_requests", "max_queued_requests", "resources",
+                               "engine"})
+FOLLOW_PERIOD_S = 2.0
+
+
+class CreatedEndpoints:
+    """The application's ingress: holds the engines' handles. Clients never call it; the
+    gateway calls each engine deployment directly."""
+
+    def __init__(self, engines: dict[str, Any]) -> None:
+        self.endpoints = sorted(engines)
+
+    async def __call__(self) -> list[str]:
+        return self.endpoints
+
+
+def parse_deployment(name: str, deployment: dict[str, Any]) -> EndpointConfig:
+    """The deployment as the config file's schema reads it; Invalid naming the field."""
+    unknown = sorted(set(deployment) - DEPLOYMENT_FIELDS)
+    if unknown:
+        raise Invalid("deployment", f"unknown field(s) {', '.join(unknown)}; allowed: "
+                                    f"{', '.join(sorted(DEPLOYMENT_FIELDS))}")
+    try:
+        endpoint = EndpointConfig(name=name, **deployment)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise Invalid(f"deployment.{where}", first["msg"]) from None
+    if endpoint.replicas < 1:
+        raise Invalid("deployment.replicas", "an endpoint created here runs at least one replica")
+    if endpoint.engine.max_model_len is None:
+        # The gateway admits requests against it before the engine is there to ask.
+        raise Invalid("deployment.engine.max_model_len", "required for an endpoint created "
+                                                         "through the admin API")
+    return endpoint
+
+
+def accelerators_held(configured: Iterable[EndpointConfig],
+                      created: Iterable[EndpointConfig]) -> float:
+    """What the partition has promised: configured endpoints at their most (an autoscaled
+    one may grow to max_replicas), created ones at their replicas."""
+    total = 0.0
+    for e in configured:
+        most = e.autoscaling.max_replicas if e.autoscaling is not None else e.replicas
+        total += most * e.accelerators_per_replica
+    return total + sum(e.replicas * e.accelerators_per_replica for e in created)
+
+
+def check_fits(partition: PartitionConfig, held: float, new: EndpointConfig) -> None:
+    wanted = new.replicas * new.accelerators_per_replica
+    if held + wanted > partition.count:
+        raise Conflict(
+            f"deployment: {new.replicas} x {new.accelerators_per_replica:g} "
+            f"{partition.accelerator} slots do not fit the partition: {held:g} of "
+            f"{partition.count:g} are promised to other endpoints")
+
+
+@dataclass(frozen=True)
+class DeployerSettings:
+    """What a gateway replica needs to deploy endpoints: the partition and the endpoints of
+    the config (which hold their share of it), and where built-in models are."""
+
+    partition: dict[str, Any]
+    configured: list[dict[str, Any]]
+    builtin_models: dict[str, str]
+
+
+class ServeEndpointDeployer:
+    """Deploys, removes and routes the endpoints created through the admin API."""
+
+    def __init__(self, settings: DeployerSettings, store: Store,
+                 targets: EndpointTargets) -> None:
+        self._partition = PartitionConfig(**settings.partition)
+        self._configured = [EndpointConfig(**e) for e in settings.configured]
+        self._builtin = settings.builtin_models
+        self._store = store
+        self._targets = targets
+        self._following: asyncio.Task | None = None
+
+    def _model_path(self, endpoint: EndpointConfig) -> str:
+        if endpoint.model == DEMO_MODEL and DEMO_MODEL in self._builtin:
+            return self._builtin[DEMO_MODEL]
+        folder = Path(endpoint.model).expanduser()
+        if not (folder / "config.json").is_file():
+            raise Invalid("deployment.model", f"{endpoint.model} is not a model folder (no "
+                                              "config.json) on the gateway's node")
+        return str(folder.resolve())
+
+    async def check(self, name: str, deployment: dict[str, Any]) -> dict[str, Any]:
+        endpoint = parse_deployment(name, deployment)
+        self._model_path(endpoint)
+        others = await asyncio.to_thread(self._store.list_endpoints)
+        created = [parse_deployment(e.name, e.deployment) for e in others
+                   if e.deployment is not None and e.name != name]
+        check_fits(self._partition, accelerators_held(self._configured, created), endpoint)
+        return endpoint.model_dump(mode="json", include=set(DEPLOYMENT_FIELDS))
+
+    async def deploy(self, name: str, deployment: dict[str, Any]) -> None:
+        """Called once `name` is in the store: deploys the store's set of created endpoints."""
+        logger.info("deploying endpoint %s: %s", name, deployment)
+        await self._deploy_created()
+        try:
+            await self._route(parse_deployment(name, deployment))
+        except BaseException:
+            await self._deploy_created(leaving_out=name)
+            raise
+
+    async def remove(self, name: str) -> None:
+        """Called once `name` is gone from the store: Serve drains and deletes its engines."""
+        self._targets.remove(name)
+        await self._deploy_created(leaving_out=name)
+        logger.info("endpoint %s removed; its replicas drain", name)
+
+    async def _deploy_created(self, leaving_out: str | None = None) -> None:
+        from ray import serve
+
+        endpoints = await asyncio.to_thread(self._store.list_endpoints)
+        created = [parse_deployment(e.name, e.deployment) for e in endpoints
+                   if e.deployment is not None and e.name != leaving_out]
+        if not created:
+            await asyncio.to_thread(serve.delete, APP_NAME, _blocking=False)
+            return
+        ingress = serve.deployment(CreatedEndpoints).options(
+            name="created-endpoints", num_replicas=1, ray_actor_options={"num_cpus": 0})
+        app = _versioned(ingress, "1").bind({e.name: self._engine(e) for e in created})
+        # Returns once Serve has the deployments; engines start meanwhile, and requests for
+        # them wait in Serve's queue until a replica runs.
+        await asyncio.to_thread(
+            serve.run_many, [serve.RunTarget(app, name=APP_NAME, route_prefix=None)],
+            wait_for_ingress_deployment_creation=True, wait_for_applications_running=False)
+
+    def follow(self) -> None:
+        """Route what other gateway replicas created or removed: the store says."""
+        if self._following is None:
+            self._following = asyncio.get_running_loop().create_task(self._follow_forever())
+
+    async def _follow_forever(self) -> None:
+        while True:
+            try:
+                endpoints = await asyncio.to_thread(self._store.list_endpoints)
+                created = {e.name: e.deployment for e in endpoints if e.deployment is not None}
+                for name in self._targets.created() - created.keys():
+                    self._targets.remove(name)
+                for name, deployment in created.items():
+                    if name not in self._targets:
+                        await self._route(parse_deployment(name, deployment))
+            except Exception as exc:  # the store is away: keep routing what is known
+                logger.warning("cannot follow created endpoints: %r", exc)
+            await asyncio.sleep(FOLLOW_PERIOD_S)
+
+    async def _route(self, endpoint: EndpointConfig) -> None:
+        from ray import serve
+
+        from deployments.app import engine_deployment_name
+
+        # Asks the Serve controller (a blocking call) whether the deployment exists yet: a
+        # row another replica just wrote may be ahead of its application (the next round
+        # of following catches up).
+        handle = await asyncio.to_thread(
+            serve.get_deployment_handle, engine_deployment_name(endpoint.name), APP_NAME)
+        card = {"root": self._model_path(endpoint), "max_model_len": endpoint.engine.max_model_len}
+        self._targets.add(endpoint.name, HandleTarget(endpoint.name, handle, card=card))
+
+    def _engine(self, endpoint: EndpointConfig):
+        from ray import serve
+
+        from deployments.app import engine_args, engine_deployment_options
+        from deployments.engine import EngineDeployment
+
+        options = engine_deployment_options(endpoint, self._partition)
+        args = (endpoint.name, self._model_path(endpoint), engine_args(endpoint, self._partition))
+        version = hashlib.sha256(json.dumps([args, endpoint.model_dump(mode="json")],
+                                            sort_keys=True, default=str).encode()).hexdigest()
+        deployment = serve.deployment(EngineDeployment).options(**options)
+        return _versioned(deployment, version[:16]).bind(*args)
+
+
+def _versioned(deployment, version: str):
+    """Serve restarts a deployment's replicas when its version changes, and a serve.run
+    call gives every deployment a random one unless set: set from what defines it, so that
+    redeploying the set leaves the running engines alone. (Serve has no public option for
+    it since `options(version=)` was removed.)"""
+    deployment._version = version
+    return deployment
