@@ -14,7 +14,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from deployments.admin_endpoints import DeployerSettings
+from deployments.admin_endpoints import DeployerSettings, ServeEndpointDeployer
 from deployments.config import EndpointConfig, PartitionConfig, PlatformConfig
 from deployments.engine import EngineDeployment
 from deployments.replica_logging import log_to_serve_replica_log
@@ -78,8 +78,6 @@ class GatewayDeployment:
         self._targets = EndpointTargets(configured)
         self._deployer = None
         if deployer is not None:
-            from deployments.admin_endpoints import ServeEndpointDeployer
-
             self._deployer = ServeEndpointDeployer(deployer, self._access.store, self._targets)
             self._deployer.follow()
 
