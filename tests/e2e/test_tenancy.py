@@ -3,7 +3,6 @@ OpenAI's headers and recover, the monthly budget, and a ledger that matches what
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ import pytest
 
 from serving.gateway.access import STORE_CACHE_TTL_S
 from tests.e2e.conftest import openai_client
+from tests.ledger_tally import mixed_run_matches_the_ledger
 
 PROMPT = {"prompt": "hello", "max_tokens": 4}
 
@@ -149,59 +149,6 @@ def test_monthly_budget_stops_the_tenant_at_the_budget(platform, store):
 
 
 async def test_ledger_matches_what_clients_saw(platform, store):
+    """On the SQLite store; tests/e2e_replicas runs the same on PostgreSQL."""
     name, key = new_tenant(store)
-    client = openai_client(platform, key, async_=True)
-    tally = {"ok": 0, "error": 0, "client_cancelled": 0, "prompt": 0, "completion": 0}
-
-    async def ok_plain():
-        r = await client.completions.create(model="demo-remote", prompt="count me", max_tokens=5)
-        tally["ok"] += 1
-        tally["prompt"] += r.usage.prompt_tokens
-        tally["completion"] += r.usage.completion_tokens
-
-    async def ok_stream():
-        stream = await client.chat.completions.create(
-            model="demo-remote", messages=[{"role": "user", "content": "hi"}], max_tokens=6,
-            stream=True, stream_options={"include_usage": True})
-        async for chunk in stream:
-            if chunk.usage:
-                tally["prompt"] += chunk.usage.prompt_tokens
-                tally["completion"] += chunk.usage.completion_tokens
-        tally["ok"] += 1
-
-    async def error():
-        with pytest.raises(openai.BadRequestError):
-            await client.completions.create(model="demo-remote", prompt="x", max_tokens=0)
-        tally["error"] += 1
-
-    async def cancelled():
-        async with httpx.AsyncClient(base_url=platform["url"], timeout=60,
-                                     headers={"authorization": f"Bearer {key}"}) as http:
-            async with http.stream("POST", "/v1/completions", json={
-                    "model": "demo-remote", "prompt": "long", "max_tokens": 400,
-                    "ignore_eos": True, "stream": True}) as resp:
-                async for line in resp.aiter_lines():
-                    if line.startswith("data: {"):
-                        break
-        tally["client_cancelled"] += 1
-
-    await asyncio.gather(*[ok_plain() for _ in range(6)], *[ok_stream() for _ in range(6)],
-                         *[error() for _ in range(3)], *[cancelled() for _ in range(3)])
-    await asyncio.sleep(1.0)  # the cancelled ones are recorded after their clients left
-
-    since = datetime.now(UTC) - timedelta(hours=1)
-    buckets = store.usage_summary(name, since, datetime.now(UTC) + timedelta(minutes=1), by="day")
-    counts = {o: sum(b.outcomes.get(o, 0) for b in buckets)
-              for o in ("ok", "error", "client_cancelled", "rejected")}
-    assert counts == {"ok": 12, "error": 3, "client_cancelled": 3, "rejected": 0}, buckets
-    import io
-
-    out = io.StringIO()
-    store.export_csv(out, since, datetime.now(UTC) + timedelta(minutes=1), tenant=name)
-    rows = [line.split(",") for line in out.getvalue().strip().splitlines()]
-    header, records = rows[0], rows[1:]
-    assert len(records) == 18
-    col = {h: i for i, h in enumerate(header)}
-    ok_rows = [r for r in records if r[col["outcome"]] == "ok"]
-    assert sum(int(r[col["prompt_tokens"]]) for r in ok_rows) == tally["prompt"]
-    assert sum(int(r[col["completion_tokens"]]) for r in ok_rows) == tally["completion"]
+    await mixed_run_matches_the_ledger(platform["url"], store, name, key, "demo-remote")
