@@ -42,14 +42,11 @@ FOLLOW_PERIOD_S = 2.0
 
 
 class CreatedEndpoints:
-    """The application's ingress: holds the engines' handles. Clients never call it; the
-    gateway calls each engine deployment directly."""
+    """The application's ingress, binding the engines into it. Nobody calls it; the gateway
+    calls each engine deployment directly."""
 
     def __init__(self, engines: dict[str, Any]) -> None:
-        self.endpoints = sorted(engines)
-
-    async def __call__(self) -> list[str]:
-        return self.endpoints
+        pass
 
 
 def parse_deployment(name: str, deployment: dict[str, Any]) -> EndpointConfig:
@@ -127,9 +124,7 @@ class ServeEndpointDeployer:
     async def check(self, name: str, deployment: dict[str, Any]) -> dict[str, Any]:
         endpoint = parse_deployment(name, deployment)
         self._model_path(endpoint)
-        others = await asyncio.to_thread(self._store.list_endpoints)
-        created = [parse_deployment(e.name, e.deployment) for e in others
-                   if e.deployment is not None and e.name != name]
+        created = await self._created_in_store(leaving_out=name)
         check_fits(self._partition, accelerators_held(self._configured, created), endpoint)
         return endpoint.model_dump(mode="json", include=set(DEPLOYMENT_FIELDS))
 
@@ -152,9 +147,7 @@ class ServeEndpointDeployer:
     async def _deploy_created(self, leaving_out: str | None = None) -> None:
         from ray import serve
 
-        endpoints = await asyncio.to_thread(self._store.list_endpoints)
-        created = [parse_deployment(e.name, e.deployment) for e in endpoints
-                   if e.deployment is not None and e.name != leaving_out]
+        created = await self._created_in_store(leaving_out)
         if not created:
             await asyncio.to_thread(serve.delete, APP_NAME, _blocking=False)
             return
@@ -166,6 +159,11 @@ class ServeEndpointDeployer:
         await asyncio.to_thread(
             serve.run_many, [serve.RunTarget(app, name=APP_NAME, route_prefix=None)],
             wait_for_ingress_deployment_creation=True, wait_for_applications_running=False)
+
+    async def _created_in_store(self, leaving_out: str | None) -> list[EndpointConfig]:
+        endpoints = await asyncio.to_thread(self._store.list_endpoints)
+        return [parse_deployment(e.name, e.deployment) for e in endpoints
+                if e.deployment is not None and e.name != leaving_out]
 
     def follow(self) -> None:
         """Route what other gateway replicas created or removed: the store says."""

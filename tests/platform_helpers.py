@@ -53,3 +53,25 @@ def running_platform(config: Path, env: dict, url: str) -> Iterator[dict]:
     while leftover_processes() and time.monotonic() < deadline:
         time.sleep(1)
     assert leftover_processes() == [], "aifactory down left processes behind"
+
+
+# Kills the one Serve replica (a Ray actor) whose name holds NAME_PART, from a process of its
+# own so that the test process never joins the cluster; Serve starts a new one.
+_KILL_SERVE_REPLICA = """
+import sys, ray
+ray.init(address="auto", namespace="serve", logging_level="ERROR", log_to_driver=False)
+names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+         if a["name"].startswith("SERVE_REPLICA::") and sys.argv[1] in a["name"]]
+assert len(names) == 1, names
+ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+print("killed", names[0])
+"""
+
+
+def kill_serve_replica(name_part: str) -> str:
+    """Kill the one Serve replica whose actor name holds `name_part` (e.g.
+    "#autoscaler#"); returns the killed replica's name."""
+    kill = subprocess.run([sys.executable, "-c", _KILL_SERVE_REPLICA, name_part],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert kill.returncode == 0 and kill.stdout.startswith("killed"), kill.stderr
+    return kill.stdout.split()[1]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from observability import metrics
 from observability.queries import catalog
 from observability.rules.build import RULES_FILE
 from tests.e2e.conftest import openai_client
+from tests.platform_helpers import kill_serve_replica
 
 SHIPPED = Path(metrics.__file__).parent / "prometheus" / "prometheus.yml"
 INTERVAL = "2s"
@@ -205,19 +205,6 @@ def test_a_malformed_expression_is_refused_by_prometheus(prometheus):
     assert resp.status_code == 400 and resp.json()["errorType"] == "bad_data"
 
 
-# Kills the demo-remote engine's Serve replica (a Ray actor) from a process of its own;
-# Serve starts a new one.
-KILL_ENGINE_REPLICA = """
-import ray
-ray.init(address="auto", namespace="serve", logging_level="ERROR", log_to_driver=False)
-names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-         if a["name"].startswith("SERVE_REPLICA::aifactory#engine-demo-remote#")]
-assert len(names) == 1, names
-ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
-print("killed", names[0])
-"""
-
-
 def test_scrapes_through_an_engine_restart_keep_every_target_up_and_rules_evaluating(
         prometheus, platform, keys, traffic):
     """Runs last in this module: the engine replica behind demo-remote dies and Serve
@@ -227,9 +214,7 @@ def test_scrapes_through_an_engine_restart_keep_every_target_up_and_rules_evalua
         prometheus, 'ray_aifactory_engine_generation_tokens_total{endpoint="demo-remote"}')
         ["result"]}
     killed_at = time.time()
-    kill = subprocess.run([sys.executable, "-c", KILL_ENGINE_REPLICA],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert kill.returncode == 0 and "killed" in kill.stdout, kill.stderr
+    kill_serve_replica("aifactory#engine-demo-remote#")
 
     # Held by Serve until the replacement is up.
     client = openai_client(platform, keys["globex"]).with_options(timeout=300)

@@ -6,8 +6,6 @@ Two CPU slots fit two engine replicas; both endpoints are guaranteed one."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,6 +14,7 @@ import openai
 import pytest
 
 from tests.e2e_autoscaling.conftest import ADMIN_KEY
+from tests.platform_helpers import kill_serve_replica
 
 BURST_STREAMS = 12
 
@@ -124,10 +123,7 @@ def test_burst_borrows_idle_share_and_gives_it_back(platform, acme_key):
 def test_controller_restart_keeps_its_state(platform):
     before = wait_for(platform, "a decision", lambda v: True, timeout_s=60)
     targets = {d["endpoint"]: d["target"] for d in before["endpoints"]}
-    kill = subprocess.run(
-        [sys.executable, "-c", KILL_CONTROLLER], capture_output=True, text=True, timeout=120)
-    assert kill.returncode == 0, kill.stderr
-    assert "killed" in kill.stdout
+    kill_serve_replica("#autoscaler#")
 
     after = wait_for(platform, "a restarted controller deciding",
                      lambda v: v["controller"]["started_at"] > before["controller"]["started_at"],
@@ -138,14 +134,3 @@ def test_controller_restart_keeps_its_state(platform):
     restarted_at = after["controller"]["started_at"]
     assert not [a for a in after["actions"] if a["at"] >= restarted_at], after["actions"]
 
-
-# Kills the controller's Serve replica (a Ray actor); Serve starts a new one.
-KILL_CONTROLLER = """
-import ray
-ray.init(address="auto", namespace="serve", logging_level="ERROR")
-names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-         if "#autoscaler#" in a["name"]]
-assert len(names) == 1, names
-ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
-print("killed", names[0])
-"""
