@@ -32,6 +32,7 @@ class Desire(NamedTuple):
     notes: tuple[Note, ...]
     backlog_at: float | None = None  # last time replicas started or ran above target
     waiting: float | None = None  # requests waiting now, to tell a draining queue next time
+    wanted: int | None = None  # the wish of the last decision made with no replica starting
 
 
 class Damped(NamedTuple):
@@ -126,6 +127,9 @@ def desired_from_signals(
         # trust the arrival rate if a replica's rate is known, else grow by a bounded factor.
         limit = max(previous, by_rate) if sustained else max(
             previous, math.ceil(ready * tuning.max_growth_while_starting))
+        # A wish made before they started, which capacity cut short, read a queue not yet
+        # inflated by the start: it is still owed as capacity frees up.
+        limit = max(limit, remembered.wanted or 0)
         if replicas > limit:
             replicas = limit
             notes.append(("{} starting, growth held at {}", (previous - ready, limit)))
@@ -151,7 +155,9 @@ def desired_from_signals(
             replicas, driver = nudge, Reason.KV_PRESSURE
     sustained = _learn_sustained_rate(spec, signals, sustained, ongoing, ready, starting,
                                       breach is not None, backlog_seen, tuning)
-    return Desire(replicas, driver, True, None, sustained, tuple(notes), backlog_at, waiting)
+    wanted = remembered.wanted if starting else replicas
+    return Desire(replicas, driver, True, None, sustained, tuple(notes), backlog_at, waiting,
+                  wanted)
 
 
 def _drains_soon(waiting: float, remembered: EndpointState, starting: bool,
@@ -433,6 +439,7 @@ def decide(
             down_peak=damped.down_peak,
             sustained_rps_per_replica=desire.sustained_rps_per_replica,
             backlog_at=desire.backlog_at,
+            wanted=desire.wanted,
             grew_at=now if target > previous else remembered.grew_at,
             waiting=desire.waiting,
             waiting_at=now if desire.waiting is not None else remembered.waiting_at,

@@ -23,7 +23,8 @@ class EndpointState:
     to that backlog. grew_at is the last decision that raised the target: replicas granted
     less than hold_after_growth_s ago are neither shrunk nor lent away, so an endpoint does
     not flap. waiting and waiting_at are the queue last seen and when, to tell a draining
-    queue from a lasting one.
+    queue from a lasting one. wanted is the wish of the last decision made while no replica
+    was starting: growth it asked for that capacity cut short stays owed while replicas start.
     Fields added after format 1 are optional: a state saved without them loads with None.
     """
 
@@ -37,6 +38,7 @@ class EndpointState:
     grew_at: float | None = None
     waiting: float | None = None
     waiting_at: float | None = None
+    wanted: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,6 +61,7 @@ class EndpointState:
             grew_at=number("grew_at"),
             waiting=number("waiting"),
             waiting_at=number("waiting_at"),
+            wanted=None if raw.get("wanted") is None else int(raw["wanted"]),
         )
 
 

@@ -38,6 +38,8 @@ R = Reason
         ({}, 2, {}, dict(running=10, ready=2, kv_cache_usage=0.95), 0, 3, R.KV_PRESSURE),
         # 100 waiting / 10 -> 10, but 1 of 2 ready and no known rate: at most 2 * 1 ready -> 2
         ({}, 2, {}, dict(waiting=100, ready=1, rate=20), 0, 2, R.QUEUE),
+        # same, but 5 were wished before the start (capacity granted 2): 5 still owed
+        ({}, 2, dict(wanted=5), dict(waiting=100, ready=1, rate=20), 0, 5, R.QUEUE),
         # same, knowing a replica sustains 5 rps: 20 rps / 5 = 4 while starting
         ({}, 2, dict(sustained_rps_per_replica=5.0), dict(waiting=100, ready=1, rate=20),
          0, 4, R.QUEUE),
@@ -229,6 +231,24 @@ def test_a_full_partition_says_capacity(endpoint, partition, signals):
                     _state(a=2, b=0), now=0.0)
     assert (result.decisions["b"].target, result.decisions["b"].reason) == (0, R.CAPACITY)
     assert result.decisions["a"].target == 2  # a's loan is kept: only guarantees preempt
+
+
+def test_a_wish_cut_by_capacity_is_granted_while_its_replicas_start(endpoint, partition,
+                                                                   signals):
+    spec = partition(endpoint("a"), endpoint("b"), capacity=6)
+    # a: 45 ongoing / 10 -> 5 on 1 ready, after its window; b holds 4 of 6 firmly: a gets 2.
+    state = PolicyState(endpoints={"a": EndpointState(target=1, up_since=0.0),
+                                   "b": EndpointState(target=4)})
+    first = decide(spec, {"a": signals(running=45, ready=1), "b": signals(running=40, ready=4)},
+                   state, now=10.0)
+    assert (first.decisions["a"].target, first.decisions["a"].reason) == (2, R.CAPACITY)
+    # b's load falls to 10 -> 1 and it goes idle; a's second replica is still starting and its
+    # queue has grown to 100 waiting. Without the remembered wish of 5, growth while starting
+    # is held at 2 x 1 ready = 2; with it, a grows to 5 once b's idle replicas are free.
+    later = decide(spec, {"a": signals(running=45, waiting=100, ready=1),
+                          "b": signals(ready=4)}, first.state, now=20.0)
+    assert later.decisions["a"].target == 5
+    assert later.decisions["b"].target == 1  # idle: only what it keeps warm is firm
 
 
 def test_scale_down_waits_its_window_then_steps(endpoint, partition, signals):

@@ -57,6 +57,9 @@ def test_json_output_has_the_promised_keys(capsys):
     assert set(result["targets"]) == {"guaranteed_slo_attainment_min",
                                       "goodput_ratio_vs_baseline", "capacity_violations",
                                       "max_flaps_per_endpoint_10min"}
+    # The ceiling (every request within SLO) bounds the ratio the policy reached.
+    goodput = result["targets"]["goodput_ratio_vs_baseline"]
+    assert goodput["value"] <= goodput["ceiling"]
 
 
 def test_text_output_names_both_policies(capsys):
