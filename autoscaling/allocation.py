@@ -22,8 +22,12 @@ class Claim(NamedTuple):
     # endpoint with demand needs the capacity.
     firm: int | None = None
     # Replicas beyond firm that the endpoint keeps against claimants of its own or a lower
-    # priority, but not against a higher one: recently granted replicas (see policy._firm).
+    # priority: recently granted replicas, or ones a scale-down window holds (see
+    # policy._shielded and policy._window_held).
     shielded: int | None = None
+    # Grew less than hold_after_growth_s ago: taking a replica back would reverse its last
+    # action, so its shielded replicas yield to guarantees only, not to a higher priority.
+    recent: bool = False
 
 
 def allocate(capacity: float, claims: Sequence[Claim]) -> list[int]:
@@ -40,9 +44,11 @@ def allocate(capacity: float, claims: Sequence[Claim]) -> list[int]:
        soft wants (an idle endpoint's replicas still inside their scale-down window) last.
     Only a guarantee preempts a firm loan: a new loan never takes one, which would trade
     one cold start for another. Entitlements and kept loans count only firm wants.
-    4. Shielded replicas (beyond firm, kept only so that a recently grown endpoint does not
-       flap) are kept loans against the same and lower priorities; a higher priority whose
-       firm want is still unmet takes them, lowest priority and furthest over share first.
+    4. Shielded replicas (beyond firm, kept only so that an endpoint does not flap) are kept
+       loans against the same and lower priorities; a higher priority whose firm want is
+       still unmet takes them, lowest priority and furthest over share first, unless their
+       endpoint grew less than hold_after_growth_s ago (recent): those yield to guarantees
+       only.
     """
     firm = [claim.want if claim.firm is None else min(claim.want, claim.firm)
             for claim in claims]
@@ -73,7 +79,9 @@ def _outrank(claims: Sequence[Claim], firm: Sequence[int], granted: list[int],
 
     Shielded replicas (held beyond firm only so that their endpoint does not flap) yield
     to a higher priority: e.g. a guaranteed tenant (priority 1) one replica short of its SLO
-    takes it from a priority-0 endpoint that grew a minute ago and has gone idle.
+    takes it from a priority-0 endpoint whose scale-down window holds more than it wishes
+    for. Not from one that grew less than hold_after_growth_s ago (recent): that would
+    reverse its last action, and its demand returning would reverse it again.
     """
     unmet = sorted((i for i, claim in enumerate(claims) if granted[i] < firm[i]),
                    key=lambda i: (-claims[i].priority, i))
@@ -82,7 +90,8 @@ def _outrank(claims: Sequence[Claim], firm: Sequence[int], granted: list[int],
         while granted[i] < firm[i]:
             donors = sorted(
                 (j for j, other in enumerate(claims)
-                 if other.priority < claim.priority and granted[j] > firm[j]),
+                 if other.priority < claim.priority and granted[j] > firm[j]
+                 and not other.recent),
                 key=lambda j: (claims[j].priority, -_over_share(claims[j], granted[j]), j))
             taken: list[int] = []
             room = free

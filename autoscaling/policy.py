@@ -33,6 +33,8 @@ class Desire(NamedTuple):
     backlog_at: float | None = None  # last time replicas started or ran above target
     waiting: float | None = None  # requests waiting now, to tell a draining queue next time
     wanted: int | None = None  # the wish of the last decision made with no replica starting
+    carried: float | None = None  # highest rps per replica seen within SLO, at any load
+    ready: int | None = None  # replicas observed ready now, to tell a settled size next time
 
 
 class Damped(NamedTuple):
@@ -76,7 +78,7 @@ def desired_from_signals(
         # Without the load we cannot tell demand from none: hold, never guess or fail.
         return Desire(previous, Reason.HOLD_MISSING_SIGNALS, None, remembered.idle_since,
                       sustained, (("running/waiting not observed; holding {}", (previous,)),),
-                      remembered.backlog_at)
+                      remembered.backlog_at, carried=remembered.carried_rps_per_replica)
 
     arrivals = signals.arrival_rate_rps or 0.0
     if ongoing <= 0 and arrivals <= 0:
@@ -85,11 +87,12 @@ def desired_from_signals(
         if spec.idle_to_zero_s is not None and idle_for >= spec.idle_to_zero_s:
             return Desire(spec.min_replicas, Reason.IDLE_TO_ZERO, False, since, sustained,
                           (("no demand for {:.0f}s (limit {:.0f}s)",
-                            (idle_for, spec.idle_to_zero_s)),), remembered.backlog_at)
+                            (idle_for, spec.idle_to_zero_s)),), remembered.backlog_at,
+                          carried=remembered.carried_rps_per_replica)
         warm = max(spec.min_replicas, min(previous, 1))
         return Desire(warm, Reason.LOAD, False, since, sustained,
                       (("no demand for {:.0f}s; keeping {} warm", (idle_for, warm)),),
-                      remembered.backlog_at)
+                      remembered.backlog_at, carried=remembered.carried_rps_per_replica)
 
     per_replica = spec.target_ongoing_per_replica
     by_load = max(1, math.ceil(ongoing / per_replica - 1e-9))
@@ -117,6 +120,17 @@ def desired_from_signals(
         if keep > replicas:
             replicas = min(previous, keep)
             notes.append(("shrinking only to {} ({:.0%} band)", (replicas, band)))
+        proven = _proven_within_guarantee(spec, previous, arrivals, remembered)
+        if proven > replicas:
+            replicas = proven
+            carried = remembered.carried_rps_per_replica
+            if carried is None:
+                notes.append(("below guarantee {} only to a proven rate: none seen yet, "
+                              "holding {}", (spec.guaranteed_replicas, proven)))
+            else:
+                notes.append(("below guarantee {} only to a proven rate: {:.1f} rps / "
+                              "{:.1f} rps carried per replica -> {}",
+                              (spec.guaranteed_replicas, arrivals, carried, proven)))
     draining = _drains_soon(waiting, remembered, starting, tuning, now)
     if draining and replicas > previous:
         replicas = previous
@@ -130,6 +144,11 @@ def desired_from_signals(
         # A wish made before they started, which capacity cut short, read a queue not yet
         # inflated by the start: it is still owed as capacity frees up.
         limit = max(limit, remembered.wanted or 0)
+        # Growth into the guarantee is owed at once, starting or not: the replicas are
+        # reserved, so an overstated queue costs only the tenant's own share, and holding
+        # them back costs another cold start, e.g. 3 ready of 11, queue asks 30, guarantee
+        # 16: 16 now rather than 11 now and 16 when the 11 are up, 90 s later.
+        limit = max(limit, min(replicas, spec.guaranteed_replicas))
         if replicas > limit:
             replicas = limit
             notes.append(("{} starting, growth held at {}", (previous - ready, limit)))
@@ -155,9 +174,60 @@ def desired_from_signals(
             replicas, driver = nudge, Reason.KV_PRESSURE
     sustained = _learn_sustained_rate(spec, signals, sustained, ongoing, ready, starting,
                                       breach is not None, backlog_seen, tuning)
+    carried = _learn_carried_rate(spec, signals, remembered, ongoing, ready, starting,
+                                  breach is not None)
     wanted = remembered.wanted if starting else replicas
     return Desire(replicas, driver, True, None, sustained, tuple(notes), backlog_at, waiting,
-                  wanted)
+                  wanted, carried, ready)
+
+
+def _proven_within_guarantee(spec: EndpointSpec, previous: int, arrivals: float,
+                             remembered: EndpointState) -> int:
+    """The fewest replicas a guaranteed tenant with demand may shrink to below its guarantee.
+
+    Replicas within a guarantee are reserved for their tenant: giving them back only lends
+    them out, while a wrong guess costs the tenant a cold start of breached SLO, more than a
+    99% objective allows in an hour (90 s is 2.5%). The load estimate cannot tell: below
+    capacity requests finish fast, so the ongoing count falls faster than the traffic. E.g.
+    57 rps on 6 replicas of a prefill-heavy model: 156 ongoing, so the 80% band allows
+    ceil(156 / 51.2) = 4, but 4 replicas carry 14.3 rps each, over the 12.3 one can, and
+    breach. So below its guarantee a tenant shrinks only to a rate per replica it has been
+    seen to carry (carried_rps_per_replica): ceil(57 / 10.2) = 6, it stays on 6. With none
+    seen yet, it holds. Above the guarantee (loans) this does not apply.
+    """
+    floor = min(previous, spec.guaranteed_replicas)
+    carried = remembered.carried_rps_per_replica
+    if carried:
+        floor = min(floor, math.ceil(arrivals / carried - 1e-9))
+    return floor
+
+
+def _learn_carried_rate(
+    spec: EndpointSpec,
+    signals: EndpointSignals,
+    remembered: EndpointState,
+    ongoing: float,
+    ready: int,
+    starting: bool,
+    breached: bool,
+) -> float | None:
+    """The highest arrival rate per ready replica seen carried, at any load.
+
+    Carried: within SLO, nothing queued, at most target_ongoing_per_replica in flight (more
+    would ask for growth: not a size that lasts), and on as many ready replicas as at the
+    previous decision (just after a start or a stop, the requests in flight have not yet
+    caught up with the rate). E.g. 12.5 rps on 1 replica 10 s after it started, 46 ongoing
+    within SLO, is not carried: 10 s later 118 were ongoing, over the 64 of its target.
+    Unlike the sustained rate this is sampled at part load too, so it understates what a
+    replica can carry: it proves a size, it does not size.
+    """
+    carried = remembered.carried_rps_per_replica
+    arrivals = signals.arrival_rate_rps or 0.0
+    if (starting or breached or ready <= 0 or arrivals <= 0 or remembered.ready != ready
+            or _queued(signals, ongoing) or ongoing > ready * spec.target_ongoing_per_replica):
+        return carried
+    rate = arrivals / ready
+    return rate if carried is None else max(carried, rate)
 
 
 def _drains_soon(waiting: float, remembered: EndpointState, starting: bool,
@@ -304,18 +374,19 @@ def _firm(spec: EndpointSpec, desire: Desire) -> int | None:
 
 def _shielded(want: int, firm: int | None, remembered: EndpointState, tuning: PolicyTuning,
               now: float) -> int | None:
-    """Replicas held beyond firm against equal and lower priorities, so as not to flap.
+    """Replicas held beyond firm against every claimant but a guarantee, so as not to flap.
 
     An endpoint that grew less than hold_after_growth_s ago keeps everything it wants, idle
-    or not, against claimants of its own or a lower priority: taking a replica back so soon
-    reverses its last action, and its demand coming back within the window would reverse
-    it again, two flaps in one window. E.g. grown 1 -> 8 at t = 270 s, idle from 630 s:
-    its 7 idle replicas stay until 870 s (270 + 600) unless a higher priority needs them
-    (allocation._outrank); from 870 s they are idle capacity as before. Its own scale-down
+    or not: taking a replica back so soon reverses its last action, and its demand coming
+    back within the window would reverse it again, two flaps in one window. E.g. grown
+    1 -> 8 at t = 270 s, idle from 630 s: its 7 idle replicas stay until 870 s (270 + 600);
+    from 870 s they are idle capacity as before. A higher priority's loan does not take
+    them either (the claim is marked recent, see allocation._outrank): at 1,000 endpoints
+    sporadic tenants went to zero when idle, came back within 10 minutes (one flap) and
+    lost the new replicas to a priority-1 loan minutes later (a second). Its own scale-down
     waits as long (apply_windows), so no scale-down follows a scale-up by less than the
     hold: a reversal within the hold can only be an up after a down, and two of those need
-    a down between them, a hold apart. Only a guarantee reclaim (and a higher priority's
-    need) can still cut in.
+    a down between them, a hold apart. Only a guarantee reclaim can still cut in.
     """
     if firm is None or remembered.grew_at is None:
         return None
@@ -408,8 +479,10 @@ def decide(
         shielded = _shielded(want, firm, remembered, tuning, now)
         if shielded is None:
             firm, shielded = _window_held(spec, damped, want, firm, remembered, tuning, now)
+        recent = (remembered.grew_at is not None
+                  and now - remembered.grew_at < tuning.hold_after_growth_s)
         claims.append(Claim(spec.replica_cost, spec.priority, spec.guaranteed_replicas,
-                            previous, want, firm, shielded))
+                            previous, want, firm, shielded, recent))
 
     targets = allocate(partition.capacity, claims)
 
@@ -438,6 +511,8 @@ def decide(
             down_since=damped.down_since,
             down_peak=damped.down_peak,
             sustained_rps_per_replica=desire.sustained_rps_per_replica,
+            carried_rps_per_replica=desire.carried,
+            ready=desire.ready,
             backlog_at=desire.backlog_at,
             wanted=desire.wanted,
             grew_at=now if target > previous else remembered.grew_at,

@@ -97,7 +97,7 @@ class PolicyTuning(BaseModel):
     hold_after_growth_s: NonNegativeFloat = Field(
         default=600.0,
         description="replicas granted are kept at least this long: no scale-down and no "
-        "lending them away to the same or a lower priority, so an endpoint reverses "
+        "lending them away, not even to a higher priority, so an endpoint reverses "
         "direction at most once in this long (a guarantee reclaim still takes them)",
     )
     kv_cache_high_water: float = Field(

@@ -25,6 +25,10 @@ class EndpointState:
     not flap. waiting and waiting_at are the queue last seen and when, to tell a draining
     queue from a lasting one. wanted is the wish of the last decision made while no replica
     was starting: growth it asked for that capacity cut short stays owed while replicas start.
+    carried_rps_per_replica is the highest arrival rate per ready replica seen carried within
+    SLO at or below target concurrency, at any load: below its guarantee a tenant shrinks only
+    to a rate per replica it has carried. ready is the replicas seen ready at the last
+    decision: a rate is carried only on a size that was already up then.
     Fields added after format 1 are optional: a state saved without them loads with None.
     """
 
@@ -39,6 +43,8 @@ class EndpointState:
     waiting: float | None = None
     waiting_at: float | None = None
     wanted: int | None = None
+    carried_rps_per_replica: float | None = None
+    ready: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,6 +68,8 @@ class EndpointState:
             waiting=number("waiting"),
             waiting_at=number("waiting_at"),
             wanted=None if raw.get("wanted") is None else int(raw["wanted"]),
+            carried_rps_per_replica=number("carried_rps_per_replica"),
+            ready=None if raw.get("ready") is None else int(raw["ready"]),
         )
 
 

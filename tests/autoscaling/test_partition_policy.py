@@ -155,8 +155,9 @@ def test_holds_and_idle_timeouts_skip_the_windows_and_clear_streaks(endpoint):
 # --- sharing capacity: guarantees, reclaiming, lending ----------------------------------
 
 def _claim(cost: float = 1.0, priority: int = 0, guaranteed: int = 0, previous: int = 0,
-           want: int = 0, firm: int | None = None, shielded: int | None = None) -> Claim:
-    return Claim(cost, priority, guaranteed, previous, want, firm, shielded)
+           want: int = 0, firm: int | None = None, shielded: int | None = None,
+           recent: bool = False) -> Claim:
+    return Claim(cost, priority, guaranteed, previous, want, firm, shielded, recent)
 
 
 @pytest.mark.parametrize(
@@ -473,3 +474,126 @@ def test_window_held_replicas_yield_to_a_higher_priority_only(
     assert (result.decisions["a"].target, result.decisions["b"].target) == (
         expected_a, expected_b)
     assert result.allocated <= 8
+
+
+# --- rules added for the 1,000-endpoint targets ----------------------------------------
+# Each row's arithmetic is beside it; defaults as at the top of the module (target 10 per
+# replica, band 0.8, max_growth_while_starting 2, hold_after_growth_s 600).
+
+@pytest.mark.parametrize(
+    "guaranteed, carried, observed, expected",
+    [
+        # 15 ongoing on 6 -> ceil(15 / 10) = 2, band keeps ceil(15 / 8) = 2; but below
+        # guarantee 6 only to a proven rate: ceil(10 rps / 1.7 carried) = ceil(5.9) = 6
+        (6, 1.7, dict(running=15, ready=6, rate=10.0), 6),
+        # the same with 2.5 rps carried: ceil(10 / 2.5) = 4
+        (6, 2.5, dict(running=15, ready=6, rate=10.0), 4),
+        # nothing carried yet: hold min(previous 6, guarantee 6) = 6
+        (6, None, dict(running=15, ready=6, rate=10.0), 6),
+        # the load fell: ceil(6 rps / 1.7) = ceil(3.5) = 4 of 6
+        (6, 1.7, dict(running=9, ready=6, rate=6.0), 4),
+        # guarantee 2: the floor is min(6, 2, 6) = 2, no more than the band's 2
+        (2, 1.7, dict(running=15, ready=6, rate=10.0), 2),
+        # no guarantee: the load and band alone, 2
+        (0, 1.7, dict(running=15, ready=6, rate=10.0), 2),
+    ],
+)
+def test_below_its_guarantee_a_tenant_shrinks_only_to_a_carried_rate(
+        endpoint, signals, guaranteed, carried, observed, expected):
+    spec = endpoint(guaranteed_replicas=guaranteed, min_replicas=min(1, guaranteed))
+    remembered = EndpointState(target=6, carried_rps_per_replica=carried)
+    desire = desired_from_signals(spec, signals(**observed), 6, remembered, TUNING, 100)
+    assert desire.replicas == expected
+
+
+@pytest.mark.parametrize(
+    "remembered, observed, expected_rate",
+    [
+        # settled on 2 ready (2 at the last decision too), 6 in flight per replica <= 10,
+        # within SLO, nothing queued: 8 rps / 2 = 4 rps per replica carried
+        (dict(ready=2), dict(running=12, ready=2, rate=8.0), 4.0),
+        # it keeps the highest: max(3, 4) = 4, and max(5, 4) = 5
+        (dict(ready=2, carried_rps_per_replica=3.0), dict(running=12, ready=2, rate=8.0), 4.0),
+        (dict(ready=2, carried_rps_per_replica=5.0), dict(running=12, ready=2, rate=8.0), 5.0),
+        # 1 ready at the last decision, 2 now: requests in flight have not caught up, None
+        (dict(ready=1), dict(running=12, ready=2, rate=8.0), None),
+        # 30 in flight on 2 = 15 per replica > 10: the load asks for growth, not carried
+        (dict(ready=2), dict(running=30, ready=2, rate=8.0), None),
+        # a TTFT breach: not carried
+        (dict(ready=2), dict(running=12, ready=2, rate=8.0, ttft_p95_s=2.0), None),
+        # requests queue (2 > 5% of 14): not carried
+        (dict(ready=2), dict(running=12, waiting=2, ready=2, rate=8.0), None),
+    ],
+)
+def test_the_carried_rate_is_learned_on_a_settled_size_within_slo(
+        endpoint, signals, remembered, observed, expected_rate):
+    desire = desired_from_signals(endpoint(), signals(**observed), 2,
+                                  EndpointState(target=2, **remembered), TUNING, 100)
+    assert desire.carried == (None if expected_rate is None else pytest.approx(expected_rate))
+    assert desire.ready == observed["ready"]  # remembered for the next decision
+
+
+@pytest.mark.parametrize(
+    "guaranteed, expected",
+    [
+        # 1 of 3 ready, 2 starting; (10 + 100) / 10 -> 11. Without a known rate growth is
+        # held at max(previous 3, 2 x 1 ready) = 3 ...
+        (0, 3),
+        # ... but growth into a guarantee of 6 is owed now: max(3, min(11, 6)) = 6
+        (6, 6),
+        # a guarantee of 16 owes all 11 the queue asks for: min(11, 16) = 11
+        (16, 11),
+        # a guarantee of 2 is already held: 3
+        (2, 3),
+    ],
+)
+def test_growth_into_the_guarantee_is_not_held_while_replicas_start(
+        endpoint, signals, guaranteed, expected):
+    spec = endpoint(guaranteed_replicas=guaranteed, max_replicas=16)
+    desire = desired_from_signals(spec, signals(running=10, waiting=100, ready=1, rate=20.0), 3,
+                                  EndpointState(target=3), TUNING, 100)
+    assert desire.replicas == expected
+
+
+@pytest.mark.parametrize(
+    "capacity, claims, expected",
+    [
+        # a grew less than the hold ago (recent): b of a higher priority does not take a's
+        # shielded replicas, b gets 4 - 4 = 0
+        (4, [_claim(previous=4, want=4, firm=1, shielded=4, recent=True),
+             _claim(priority=1, want=2)], [4, 0]),
+        # the same shield held by a scale-down window (not recent) yields: b takes 2
+        (4, [_claim(previous=4, want=4, firm=1, shielded=4), _claim(priority=1, want=2)],
+         [2, 2]),
+        # a guarantee still reclaims recent replicas: b's guarantee 2 takes 2 of a's 4
+        (4, [_claim(previous=4, want=4, firm=1, shielded=4, recent=True),
+             _claim(priority=1, guaranteed=2, want=2)], [2, 2]),
+    ],
+)
+def test_recently_grown_replicas_yield_to_guarantees_only(capacity, claims, expected):
+    granted = allocate(capacity, claims)
+    assert granted == expected
+    assert sum(n * c.cost for n, c in zip(granted, claims)) <= capacity + 1e-9
+
+
+def test_a_recent_growth_is_kept_from_a_higher_priority_for_the_hold(endpoint, partition,
+                                                                    signals):
+    # a (priority 0) grew to 4 at t = 0 and has been idle since 100 s; b (priority 1) holds 4
+    # and wants 60 / 10 -> 6. At 300 s a is 300 s into its 600 s hold: b gets none of a's.
+    spec = partition(endpoint("a"), endpoint("b", priority=1), capacity=8)
+    state = PolicyState(endpoints={
+        "a": EndpointState(target=4, grew_at=0.0, idle_since=100.0),
+        "b": EndpointState(target=4, up_since=0.0)})
+    observed = {"a": signals(ready=4), "b": signals(running=60, ready=4)}
+    held = decide(spec, observed, state, now=300.0)
+    assert (held.decisions["a"].target, held.decisions["b"].target) == (4, 4)
+    # at 600 s (600 - 0 >= 600) a holds only the 1 it keeps warm: b 4 -> 6, a 4 -> 2
+    lent = decide(spec, observed, held.state, now=600.0)
+    assert (lent.decisions["a"].target, lent.decisions["b"].target) == (2, 6)
+
+
+def test_state_with_the_carried_rate_round_trips_and_older_state_loads():
+    old = EndpointState.from_dict({"target": 3, "sustained_rps_per_replica": 4.5})
+    assert (old.carried_rps_per_replica, old.ready) == (None, None)
+    full = EndpointState(target=6, carried_rps_per_replica=10.2, ready=6)
+    assert EndpointState.from_dict(full.to_dict()) == full
