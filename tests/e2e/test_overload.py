@@ -18,11 +18,11 @@ import psutil
 import pytest
 import yaml
 
-from serving.tenancy import Outcome
+from serving.tenancy import DEFAULT_SLO, Outcome
 from tests.e2e.conftest import CONFIG
+from tests.flood import BODY, flood, quantile
 
 FLOOD_S = 20.0
-BODY = {"prompt": "tell me about the licence", "max_tokens": 8}
 # The gateway replica may grow by this much at most while flooded (its baseline, with the
 # colocated engine loaded, is well above a GiB): requests beyond the bounds hold no memory.
 MAX_RSS_GROWTH = 256 * 1024 * 1024
@@ -61,34 +61,6 @@ def flood_tenant(store):
     return name, store.create_key(name).plaintext
 
 
-async def _flood(url: str, key: str, model: str, workers: int, until: float) -> list:
-    """`workers` clients each sending one request after another until `until`; returns
-    (status, retry-after, error code, seconds) per request, or the exception a request
-    raised."""
-    results: list = []
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits,
-                                 headers={"authorization": f"Bearer {key}"}) as http:
-        async def worker() -> None:
-            while time.monotonic() < until:
-                began = time.monotonic()
-                try:
-                    resp = await http.post("/v1/completions", json={"model": model, **BODY},
-                                           headers={"x-request-id": f"flood-{uuid.uuid4().hex}"})
-                except httpx.HTTPError as exc:  # a hang or a dropped connection fails below
-                    results.append(exc)
-                    continue
-                code = resp.json()["error"]["code"] if resp.status_code != 200 else None
-                tokens = resp.json()["usage"]["completion_tokens"] if resp.status_code == 200 else 0
-                results.append((resp.status_code, resp.headers.get("retry-after"), code,
-                                time.monotonic() - began, tokens))
-                if resp.status_code != 200:
-                    await asyncio.sleep(float(resp.headers.get("retry-after", "1")))
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-    return results
-
-
 async def test_flood_is_refused_fast_with_bounded_memory_then_recovers(platform, store, keys,
                                                                       flood_tenant):
     bounds = _bounds()
@@ -120,7 +92,7 @@ async def test_flood_is_refused_fast_with_bounded_memory_then_recovers(platform,
                 await asyncio.sleep(0.5)
 
     floods = await asyncio.gather(
-        *(_flood(platform["url"], who[m], m, workers[m], until) for m in who), sample_rss())
+        *(flood(platform["url"], who[m], m, workers[m], until) for m in who), sample_rss())
     results = dict(zip(who, floods))
     peak = max(samples)
 
@@ -136,13 +108,18 @@ async def test_flood_is_refused_fast_with_bounded_memory_then_recovers(platform,
         assert served, f"{model} served nothing while flooded"
         assert all(r[1] == "1" and r[2] == "endpoint_overloaded" for r in refused), refused[:3]
         assert all(r[4] >= 1 for r in served)
+        # Measured, not asserted (timings on a shared machine): how many admitted requests
+        # answered whole within the default TTFT target, the SLO they are held to.
+        served_s = [r[3] for r in served]
         report[model] = {
             "clients": workers[model], "served": len(served), "refused": len(refused),
-            "refusal_p50_ms": round(1000 * sorted(r[3] for r in refused)[len(refused) // 2]),
-            "served_p50_ms": round(1000 * sorted(r[3] for r in served)[len(served) // 2])}
+            "refusal_p50_ms": quantile([r[3] for r in refused], 0.5),
+            "served_p50_ms": quantile(served_s, 0.5), "served_p99_ms": quantile(served_s, 0.99),
+            "served_within_ttft_target": round(
+                sum(s <= DEFAULT_SLO.ttft_s for s in served_s) / len(served_s), 4)}
     print(f"\noverload: {report}; gateway RSS baseline {baseline >> 20} MiB, "
           f"peak {peak >> 20} MiB over {len(samples)} samples; GET /health meanwhile p50 "
-          f"{round(1000 * sorted(health_s)[len(health_s) // 2])} ms")
+          f"{quantile(health_s, 0.5)} ms")
     # The memory of the gateway replica (its process, with the colocated engine's frontend)
     # while flooded, against the same process just before.
     assert peak - baseline < MAX_RSS_GROWTH, (baseline, peak)

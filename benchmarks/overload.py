@@ -1,0 +1,144 @@
+"""Overload: the platform flooded at ten times what its engines take at once.
+
+Starts the platform of the end-to-end tests (tests/e2e/platform.yaml: the colocated `demo`
+endpoint and the `demo-remote` engine deployment, each with bounded queues), then floods
+both for --seconds, --rounds times, with 10 x max_ongoing_requests clients per endpoint that
+retry as soon as Retry-After allows (tests/flood.py, the overload test's load generator).
+The load generator shares this machine with the platform.
+
+Prints per endpoint and round: requests served and refused, refusal latency, served latency
+(the whole 8-token completion, so an upper bound of its TTFT) and the share of served
+requests within the default TTFT target, the SLO admitted requests are held to; then how
+long after the flood each endpoint answered a normal request. `--json` prints one object.
+Usage: python benchmarks/overload.py [--rounds N] [--seconds S] [--config FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import yaml  # noqa: E402
+
+from serving.tenancy import DEFAULT_SLO, Store, default_database_url  # noqa: E402
+from tests.flood import BODY, flood, quantile  # noqa: E402
+from tests.platform_helpers import running_platform  # noqa: E402
+
+CONFIG = HERE.parent / "tests" / "e2e" / "platform.yaml"
+
+
+def _normal_request_s(url: str, key: str, model: str) -> float:
+    """Seconds until one normal request to model is served (retrying refusals)."""
+    began = time.monotonic()
+    request = urllib.request.Request(
+        f"{url}/v1/completions", data=json.dumps({"model": model, **BODY}).encode(),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=120) as resp:
+                if resp.status == 200:
+                    return time.monotonic() - began
+        except OSError:
+            time.sleep(0.1)
+
+
+def _summary(results: list, seconds: float) -> dict:
+    errors = [r for r in results if isinstance(r, Exception)]
+    served = [r[3] for r in results if not isinstance(r, Exception) and r[0] == 200]
+    refused = [r[3] for r in results if not isinstance(r, Exception) and r[0] != 200]
+    row = {"served": len(served), "refused": len(refused), "errors": len(errors),
+           "served_per_s": round(len(served) / seconds, 1)}
+    if refused:
+        row |= {"refusal_p50_ms": quantile(refused, 0.5), "refusal_p95_ms": quantile(refused, 0.95)}
+    if served:
+        row |= {"served_p50_ms": quantile(served, 0.5), "served_p95_ms": quantile(served, 0.95),
+                "served_p99_ms": quantile(served, 0.99),
+                "within_ttft_target": round(
+                    sum(s <= DEFAULT_SLO.ttft_s for s in served) / len(served), 4)}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    config = yaml.safe_load(args.config.read_text())
+    server = config.get("server", {})
+    url = f"http://{server.get('host', '127.0.0.1')}:{server.get('port', 8000)}"
+    bounds = {e["name"]: e.get("max_ongoing_requests", 256) for e in config["endpoints"]}
+    owners = {e["name"]: e.get("owner") for e in config["endpoints"]}
+    home = tempfile.mkdtemp(prefix="aifactory-overload-")
+    env = {**os.environ, "AIFACTORY_HOME": home,
+           "AIFACTORY_REDIS_URL": os.environ.get("AIFACTORY_REDIS_URL",
+                                                 "redis://127.0.0.1:6379/0"),
+           "AIFACTORY_REDIS_PREFIX": f"aifactory-overload-{uuid.uuid4().hex[:8]}"}
+    env.pop("AIFACTORY_DATABASE_URL", None)
+
+    platform = running_platform(args.config, env, url)
+    next(platform)
+    try:
+        store = Store(default_database_url(Path(home)))
+        keys = {}
+        for endpoint in bounds:  # the owner's key, or a new tenant granted a shared endpoint
+            tenant = owners[endpoint]
+            if tenant is None:
+                tenant = f"overload-{endpoint}"
+                store.create_tenant(tenant)
+                store.grant(endpoint, tenant)
+            keys[endpoint] = store.create_key(tenant).plaintext
+        for endpoint, key in keys.items():  # warm
+            _normal_request_s(url, key, endpoint)
+
+        rounds = []
+        for number in range(args.rounds):
+            until = time.monotonic() + args.seconds
+
+            async def both(until: float = until) -> list:
+                return await asyncio.gather(*(flood(url, keys[e], e, 10 * bounds[e], until)
+                                              for e in bounds))
+
+            results = asyncio.run(both())
+            row = {e: {"clients": 10 * bounds[e], **_summary(r, args.seconds)}
+                   for e, r in zip(bounds, results)}
+            for endpoint, key in keys.items():
+                row[endpoint]["recovered_s"] = round(_normal_request_s(url, key, endpoint), 2)
+            rounds.append(row)
+            time.sleep(3)  # the rounds' tails apart
+        store.close()
+    finally:
+        next(platform, None)
+
+    result = {"config": str(args.config), "seconds": args.seconds,
+              "ttft_target_s": DEFAULT_SLO.ttft_s, "rounds": rounds}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"overload: 10 x max_ongoing_requests clients per endpoint for {args.seconds:g} s; "
+          f"TTFT target {DEFAULT_SLO.ttft_s:g} s")
+    columns = ["clients", "served", "refused", "errors", "served_per_s", "refusal_p50_ms",
+               "refusal_p95_ms", "served_p50_ms", "served_p95_ms", "served_p99_ms",
+               "within_ttft_target", "recovered_s"]
+    print(f"{'round':>5} {'endpoint':>12} " + " ".join(f"{c:>18}" for c in columns))
+    for number, row in enumerate(rounds):
+        for endpoint, cells in row.items():
+            print(f"{number:>5} {endpoint:>12} "
+                  + " ".join(f"{str(cells.get(c, '-')):>18}" for c in columns))
+
+
+if __name__ == "__main__":
+    main()
