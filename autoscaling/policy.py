@@ -388,11 +388,16 @@ def _shielded(want: int, firm: int | None, remembered: EndpointState, tuning: Po
     hold: a reversal within the hold can only be an up after a down, and two of those need
     a down between them, a hold apart. Only a guarantee reclaim can still cut in.
     """
-    if firm is None or remembered.grew_at is None:
-        return None
-    if now - remembered.grew_at >= tuning.hold_after_growth_s:
+    if firm is None or not _grew_recently(remembered, tuning, now):
         return None
     return want
+
+
+def _grew_recently(remembered: EndpointState, tuning: PolicyTuning, now: float) -> bool:
+    """Whether the endpoint grew less than hold_after_growth_s ago: shrinking it or lending
+    its replicas away now would reverse its last action."""
+    return (remembered.grew_at is not None
+            and now - remembered.grew_at < tuning.hold_after_growth_s)
 
 
 def _window_held(spec: EndpointSpec, damped: Damped, want: int, firm: int | None,
@@ -410,7 +415,7 @@ def _window_held(spec: EndpointSpec, damped: Damped, want: int, firm: int | None
     if (firm is not None or damped.delayed is not Reason.SCALE_DOWN_DELAYED
             or damped.down_peak is None or want <= damped.down_peak):
         return firm, None
-    if remembered.grew_at is not None and now - remembered.grew_at < tuning.hold_after_growth_s:
+    if _grew_recently(remembered, tuning, now):
         return firm, None
     return apply_bounds(spec, damped.down_peak), want
 
@@ -479,10 +484,9 @@ def decide(
         shielded = _shielded(want, firm, remembered, tuning, now)
         if shielded is None:
             firm, shielded = _window_held(spec, damped, want, firm, remembered, tuning, now)
-        recent = (remembered.grew_at is not None
-                  and now - remembered.grew_at < tuning.hold_after_growth_s)
         claims.append(Claim(spec.replica_cost, spec.priority, spec.guaranteed_replicas,
-                            previous, want, firm, shielded, recent))
+                            previous, want, firm, shielded,
+                            _grew_recently(remembered, tuning, now)))
 
     targets = allocate(partition.capacity, claims)
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 import yaml  # noqa: E402
 
 from serving.tenancy import DEFAULT_SLO, Store, default_database_url  # noqa: E402
-from tests.flood import BODY, flood, quantile  # noqa: E402
+from tests.flood import BODY, flood, summary  # noqa: E402
 from tests.platform_helpers import running_platform  # noqa: E402
 
 CONFIG = HERE.parent / "tests" / "e2e" / "platform.yaml"
@@ -66,22 +66,6 @@ def _normal_request_s(url: str, key: str, model: str) -> float:
                     return time.monotonic() - began
         except OSError:
             time.sleep(0.1)
-
-
-def _summary(results: list, seconds: float) -> dict:
-    errors = [r for r in results if isinstance(r, Exception)]
-    served = [r[3] for r in results if not isinstance(r, Exception) and r[0] == 200]
-    refused = [r[3] for r in results if not isinstance(r, Exception) and r[0] != 200]
-    row = {"served": len(served), "refused": len(refused), "errors": len(errors),
-           "served_per_s": round(len(served) / seconds, 1)}
-    if refused:
-        row |= {"refusal_p50_ms": quantile(refused, 0.5), "refusal_p95_ms": quantile(refused, 0.95)}
-    if served:
-        row |= {"served_p50_ms": quantile(served, 0.5), "served_p95_ms": quantile(served, 0.95),
-                "served_p99_ms": quantile(served, 0.99),
-                "within_ttft_target": round(
-                    sum(s <= DEFAULT_SLO.ttft_s for s in served) / len(served), 4)}
-    return row
 
 
 def main() -> None:
@@ -134,7 +118,7 @@ def main() -> None:
                                               for e in bounds))
 
             results = asyncio.run(both())
-            row = {e: {"clients": 10 * bounds[e], **_summary(r, args.seconds)}
+            row = {e: {"clients": 10 * bounds[e], **summary(r, args.seconds)}
                    for e, r in zip(bounds, results)}
             for endpoint, key in keys.items():
                 row[endpoint]["recovered_s"] = round(_normal_request_s(url, key, endpoint), 2)

@@ -9,6 +9,8 @@ import uuid
 
 import aiohttp
 
+from serving.tenancy import DEFAULT_SLO
+
 BODY = {"prompt": "tell me about the licence", "max_tokens": 8}
 
 
@@ -51,3 +53,21 @@ def quantile(values: list[float], q: float) -> int:
     """The q-quantile of values in milliseconds (nearest rank)."""
     ordered = sorted(values)
     return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def summary(results: list, seconds: float) -> dict:
+    """What a flood's results say: counts, refusal and served latency percentiles (ms), and
+    the share of served requests answered whole within the default TTFT target."""
+    errors = [r for r in results if isinstance(r, Exception)]
+    served = [r[3] for r in results if not isinstance(r, Exception) and r[0] == 200]
+    refused = [r[3] for r in results if not isinstance(r, Exception) and r[0] != 200]
+    row = {"served": len(served), "refused": len(refused), "errors": len(errors),
+           "served_per_s": round(len(served) / seconds, 1)}
+    if refused:
+        row |= {"refusal_p50_ms": quantile(refused, 0.5), "refusal_p95_ms": quantile(refused, 0.95)}
+    if served:
+        row |= {"served_p50_ms": quantile(served, 0.5), "served_p95_ms": quantile(served, 0.95),
+                "served_p99_ms": quantile(served, 0.99),
+                "within_ttft_target": round(
+                    sum(s <= DEFAULT_SLO.ttft_s for s in served) / len(served), 4)}
+    return row

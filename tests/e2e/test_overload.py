@@ -18,9 +18,9 @@ import psutil
 import pytest
 import yaml
 
-from serving.tenancy import DEFAULT_SLO, Outcome
+from serving.tenancy import Outcome
 from tests.e2e.conftest import CONFIG
-from tests.flood import BODY, flood, quantile
+from tests.flood import BODY, flood, quantile, summary
 
 FLOOD_S = 20.0
 # The gateway replica may grow by this much at most while flooded (its baseline, with the
@@ -108,15 +108,9 @@ async def test_flood_is_refused_fast_with_bounded_memory_then_recovers(platform,
         assert served, f"{model} served nothing while flooded"
         assert all(r[1] == "1" and r[2] == "endpoint_overloaded" for r in refused), refused[:3]
         assert all(r[4] >= 1 for r in served)
-        # Measured, not asserted (timings on a shared machine): how many admitted requests
-        # answered whole within the default TTFT target, the SLO they are held to.
-        served_s = [r[3] for r in served]
-        report[model] = {
-            "clients": workers[model], "served": len(served), "refused": len(refused),
-            "refusal_p50_ms": quantile([r[3] for r in refused], 0.5),
-            "served_p50_ms": quantile(served_s, 0.5), "served_p99_ms": quantile(served_s, 0.99),
-            "served_within_ttft_target": round(
-                sum(s <= DEFAULT_SLO.ttft_s for s in served_s) / len(served_s), 4)}
+        # Measured, not asserted (timings on a shared machine), among them how many admitted
+        # requests answered whole within the default TTFT target, the SLO they are held to.
+        report[model] = {"clients": workers[model], **summary(got, FLOOD_S)}
     print(f"\noverload: {report}; gateway RSS baseline {baseline >> 20} MiB, "
           f"peak {peak >> 20} MiB over {len(samples)} samples; GET /health meanwhile p50 "
           f"{quantile(health_s, 0.5)} ms")
