@@ -76,12 +76,16 @@ async def test_async_client_stream_and_not(async_client):
     assert resp.usage.completion_tokens == 5
     stream = await async_client.chat.completions.create(
         model="demo-remote", messages=MESSAGES, max_tokens=5, stream=True,
-        extra_body={"ignore_eos": True},
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True},
     )
-    n = 0
+    n, usage = 0, None
     async for chunk in stream:
-        n += bool(chunk.choices and chunk.choices[0].delta.content is not None)
-    assert n >= 5
+        n += bool(chunk.choices and chunk.choices[0].delta.content)
+        usage = chunk.usage or usage
+    # vLLM merges the tokens of a stream whose reader lags (a busy machine) into one event:
+    # count the tokens, not the events.
+    assert usage.completion_tokens == 5
+    assert n >= 1
 
 
 @pytest.mark.parametrize("model", ENDPOINTS)
