@@ -195,7 +195,8 @@ class ServeEndpointDeployer:
         handle = await asyncio.to_thread(
             serve.get_deployment_handle, engine_deployment_name(endpoint.name), APP_NAME)
         card = {"root": self._model_path(endpoint), "max_model_len": endpoint.engine.max_model_len}
-        self._targets.add(endpoint.name, HandleTarget(endpoint.name, handle, card=card))
+        self._targets.add(endpoint.name, HandleTarget(
+            endpoint.name, handle, endpoint.max_in_flight, endpoint.slots, card=card))
 
     def _engine(self, endpoint: EndpointConfig):
         from ray import serve

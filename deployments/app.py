@@ -50,11 +50,14 @@ class GatewayDeployment:
         self,
         engines: dict[str, DeploymentHandle],
         tenancy: TenancySettings,
-        colocated: tuple[str, str, dict[str, Any], int] | None = None,
+        colocated: tuple[str, str, dict[str, Any], tuple[int, int]] | None = None,
         autoscaling: AutoscalingWiring | None = None,
         autoscaler: DeploymentHandle | None = None,
         deployer: DeployerSettings | None = None,
+        bounds: dict[str, tuple[int, int]] | None = None,
     ) -> None:
+        """`bounds`: per endpoint, its (max_in_flight, slots), as EndpointConfig counts them;
+        `colocated` ends with the colocated endpoint's."""
         log_to_serve_replica_log()
         self._access = tenancy.connect()
         # Records an earlier replica on this node spooled while the store was away.
@@ -65,16 +68,18 @@ class GatewayDeployment:
             gateway = serve.get_replica_context().replica_id.unique_id
             waker = EndpointWaker(autoscaler, gateway, autoscaling.wake_timeout_s)
         scaled = autoscaling.cards if autoscaling is not None else {}
+        bounds = bounds or {}
         configured: dict[str, EndpointTarget] = {
-            name: (HandleTarget(name, handle, waker=waker, card=scaled[name]) if name in scaled
-                   else HandleTarget(name, handle))
+            name: (HandleTarget(name, handle, *bounds.get(name, (None, None)), waker=waker,
+                                card=scaled[name]) if name in scaled
+                   else HandleTarget(name, handle, *bounds.get(name, (None, None))))
             for name, handle in engines.items()
         }
         self._host: EngineHost | None = None
         if colocated is not None:
-            name, model_path, args, max_in_flight = colocated
+            name, model_path, args, (max_in_flight, slots) = colocated
             self._host = await EngineHost.start(model_path, name, args)
-            configured[name] = LocalTarget(name, self._host, max_in_flight)
+            configured[name] = LocalTarget(name, self._host, max_in_flight, slots)
         self._targets = EndpointTargets(configured)
         self._deployer = None
         if deployer is not None:
@@ -112,8 +117,10 @@ def engine_deployment_options(endpoint: EndpointConfig,
         "name": engine_deployment_name(endpoint.name),
         "num_replicas": endpoint.replicas,
         "max_ongoing_requests": endpoint.max_ongoing_requests,
-        # Beyond it the gateway's handle raises BackPressureError at once (503 + Retry-After).
-        "max_queued_requests": endpoint.max_queued_requests,
+        # The gateway bounds its requests in flight exactly (max_in_flight), and answers 503 +
+        # Retry-After beyond. Serve's own bound, which counts a request as queued until the
+        # router has placed it (a burst trips it below capacity), is only a backstop there.
+        "max_queued_requests": endpoint.max_in_flight,
         "health_check_period_s": ENGINE_HEALTH_CHECK_PERIOD_S,
         "health_check_timeout_s": ENGINE_HEALTH_CHECK_TIMEOUT_S,
         "graceful_shutdown_timeout_s": ENGINE_GRACEFUL_SHUTDOWN_S,
@@ -259,7 +266,7 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         if endpoint.colocated:
             colocated = (
                 endpoint.name, model_paths[endpoint.name], engine_args(endpoint, config.partition),
-                endpoint.max_ongoing_requests + endpoint.max_queued_requests,
+                (endpoint.max_in_flight, endpoint.slots),
             )
             gateway_options = {
                 "num_replicas": endpoint.replicas,
@@ -287,7 +294,9 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         configured=[e.model_dump(mode="json") for e in config.endpoints],
         builtin_models={e.model: model_paths[e.name] for e in config.endpoints
                         if e.model.startswith("builtin:")})
-    return gateway.bind(engines, tenancy, colocated, autoscaling, autoscaler, deployer)
+    return gateway.bind(engines, tenancy, colocated, autoscaling, autoscaler, deployer,
+                        {e.name: (e.max_in_flight, e.slots) for e in config.endpoints
+                         if not e.colocated})
 
 
 def needs_external_scaler(config: PlatformConfig) -> bool:

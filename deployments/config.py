@@ -180,8 +180,7 @@ class EndpointConfig(_Strict):
     max_ongoing_requests: PositiveInt = 256
     # Requests each gateway replica holds for this endpoint while all its replicas are at
     # max_ongoing_requests; beyond that a request is refused at once with 503 and Retry-After
-    # instead of waiting (and holding memory) until its client times out. Colocated: the
-    # gateway replica takes max_ongoing_requests + max_queued_requests at once.
+    # instead of waiting (and holding memory) until its client times out. See max_in_flight.
     max_queued_requests: PositiveInt = 512
     # Host this endpoint's engine inside the gateway replicas (at most one endpoint): no hop
     # between engine and client on the token path. Its replicas are then the gateway's.
@@ -193,6 +192,21 @@ class EndpointConfig(_Strict):
     resources: CustomResources = Field(default_factory=dict)
 
     _custom_resources = field_validator("resources")(_custom_only)
+
+    @property
+    def slots(self) -> int:
+        """Requests this endpoint's engines run at once, as one gateway replica counts them:
+        colocated, its own engine; autoscaled, the replicas it may grow to."""
+        replicas = (1 if self.colocated else
+                    self.autoscaling.max_replicas if self.autoscaling is not None else
+                    self.replicas)
+        return self.max_ongoing_requests * replicas
+
+    @property
+    def max_in_flight(self) -> int:
+        """Requests one gateway replica has in flight to this endpoint at most: its slots
+        and the queue."""
+        return self.slots + self.max_queued_requests
 
     @model_validator(mode="after")
     def _tensor_parallel_needs_whole_devices(self) -> "EndpointConfig":

@@ -14,7 +14,7 @@ from typing import Any
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from serving.gateway.routing import EndpointTarget, EndpointUnavailable
+from serving.gateway.routing import EndpointTarget, EndpointUnavailable, InFlightBound
 
 logger = logging.getLogger(__name__)
 
@@ -96,19 +96,42 @@ class EndpointWaker:
 
 
 class HandleCall:
-    """One request to an engine deployment. If the replica it went to dies before the first
-    chunk (queued in its engine, say), nothing reached the client yet: the request is sent
-    again, and Serve routes it to another replica or to the one replacing the dead one."""
+    """One request to an engine deployment, sent when `head()` is awaited and the endpoint's
+    in-flight bound has room. If the replica it went to dies before the first chunk (queued
+    in its engine, say), nothing reached the client yet: the request is sent again, and
+    Serve routes it to another replica or to the one replacing the dead one."""
 
-    def __init__(self, send: Callable[[], DeploymentResponseGenerator], hold=None) -> None:
+    def __init__(self, send: Callable[[], DeploymentResponseGenerator], bound: InFlightBound,
+                 endpoint: str, hold=None) -> None:
         self._send = send
-        self._gen = send()
+        self._bound, self._endpoint = bound, endpoint
+        self._holding = False
+        self._gen: DeploymentResponseGenerator | None = None
         self._hold = hold
         self.resent = 0
 
+    def _release(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._bound.release()
+
     async def head(self) -> dict[str, Any]:
+        if not self._bound.try_acquire():
+            raise self._bound.refusal(self._endpoint)
+        self._holding = True
+        try:
+            head = await self._first()
+        except BaseException:
+            self._release()
+            raise
+        if not head.get("stream"):
+            self._release()
+        return head
+
+    async def _first(self) -> dict[str, Any]:
         if self._hold is not None:
             await self._hold()
+        self._gen = self._send()
         deadline = time.monotonic() + RESEND_WINDOW_S
         while True:
             try:
@@ -124,23 +147,37 @@ class HandleCall:
                 self._gen = self._send()
 
     async def chunks(self) -> AsyncIterator[str]:
-        async for chunk in self._gen:
-            yield chunk
+        assert self._gen is not None
+        try:
+            async for chunk in self._gen:
+                yield chunk
+        finally:
+            self._release()
 
     def cancel(self) -> None:
-        self._gen.cancel()
+        self._release()
+        if self._gen is not None:
+            self._gen.cancel()
+
+    def __del__(self) -> None:
+        # A streamed response whose body was never sent (the client left first) is neither
+        # read to its end nor cancelled: its slot is given back when the call is collected.
+        self._release()
 
 
 class HandleTarget:
-    """An endpoint reached through its engine deployment's handle. With a `waker` the
-    endpoint is autoscaled and may be at zero: its `card` must then be given, since no
-    engine may be there to ask."""
+    """An endpoint reached through its engine deployment's handle, with at most
+    `max_in_flight` requests from this gateway replica at once (`slots` of them running).
+    With a `waker` the endpoint is autoscaled and may be at zero: its `card` must then be
+    given, since no engine may be there to ask."""
 
-    def __init__(self, name: str, handle: DeploymentHandle, *,
-                 waker: EndpointWaker | None = None, card: dict[str, Any] | None = None) -> None:
+    def __init__(self, name: str, handle: DeploymentHandle, max_in_flight: int | None = None,
+                 slots: int | None = None, *, waker: EndpointWaker | None = None,
+                 card: dict[str, Any] | None = None) -> None:
         self.name = name
         self._stream = handle.options(stream=True)
         self._handle = handle
+        self.bound = InFlightBound(max_in_flight, slots)
         self._waker = waker
         self._card = card
 
@@ -149,7 +186,8 @@ class HandleTarget:
         if self._waker is not None:
             self._waker.arrived(self.name)
             hold = lambda: self._waker.hold_until_running(self.name)
-        return HandleCall(lambda: self._stream.generate.remote(kind, body, request_id), hold)
+        return HandleCall(lambda: self._stream.generate.remote(kind, body, request_id),
+                          self.bound, self.name, hold)
 
     async def ready(self) -> bool:
         if self._waker is not None:

@@ -7,26 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from serving.engine.host import EngineHost
-from serving.gateway.routing import EndpointOverloaded
-
-
-class InFlightBound:
-    """How many requests the in-process engine holds at once (vLLM queues what it does not
-    batch, without limit): beyond `limit` a request is refused instead of queued. None: no
-    bound."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit
-        self.in_flight = 0
-
-    def try_acquire(self) -> bool:
-        if self.limit is not None and self.in_flight >= self.limit:
-            return False
-        self.in_flight += 1
-        return True
-
-    def release(self) -> None:
-        self.in_flight -= 1
+from serving.gateway.routing import InFlightBound
 
 
 class LocalCall:
@@ -44,9 +25,7 @@ class LocalCall:
 
     async def head(self) -> dict[str, Any]:
         if not self._bound.try_acquire():
-            raise EndpointOverloaded(
-                f"endpoint `{self._endpoint}` is at capacity ({self._bound.limit} requests in "
-                "flight); retry shortly")
+            raise self._bound.refusal(self._endpoint)
         self._holding = True
         try:
             reply = await self._host.handle(self._kind, self._body, self._request_id)
@@ -81,10 +60,11 @@ class LocalCall:
 
 
 class LocalTarget:
-    def __init__(self, name: str, host: EngineHost, max_in_flight: int | None = None) -> None:
+    def __init__(self, name: str, host: EngineHost, max_in_flight: int | None = None,
+                 slots: int | None = None) -> None:
         self.name = name
         self.host = host
-        self.bound = InFlightBound(max_in_flight)
+        self.bound = InFlightBound(max_in_flight, slots)
 
     def call(self, kind: str, body: dict[str, Any], request_id: str) -> LocalCall:
         return LocalCall(self.host, kind, body, request_id, self.bound, self.name)

@@ -28,6 +28,8 @@ from serving.gateway.routing import (
     EndpointTarget,
     EndpointUnavailable,
     EngineCall,
+    InFlightBound,
+    waits_too_long,
 )
 from serving.tenancy import Forbidden, Outcome, Principal, TenancyError, Unauthenticated
 
@@ -38,6 +40,10 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 5.0
 REQUEST_ID_HEADER = "x-request-id"
 DONE = "data: [DONE]\n\n"
+# A request is refused when the endpoint's queue stands longer than this share of its
+# tenant's TTFT target (see routing.waits_too_long): the rest of the target is left for the
+# prefill and for the tail of those let in.
+QUEUE_SHARE_OF_TTFT = 0.5
 
 
 class Refusal(Exception):
@@ -95,10 +101,11 @@ def _is_usage_chunk(chunk: str) -> bool:
 
 
 async def _relay(call: EngineCall, first: str | None, access: Access, admitted: Admitted,
-                 client_wants_usage: bool) -> AsyncIterator[str]:
+                 client_wants_usage: bool, bound: InFlightBound) -> AsyncIterator[str]:
     """Forward each SSE event as the engine yields it, take the token counts from the usage
     event, and commit the usage record before the stream's last event. A broken stream ends
-    with an error event; a client that goes away cancels the engine request."""
+    with an error event; a client that goes away cancels the engine request. The first
+    token's delay goes to the endpoint's `bound` (is its queue standing?)."""
     usage: dict | None = None
     chunks = 0
     outcome = Outcome.OK
@@ -126,6 +133,7 @@ async def _relay(call: EngineCall, first: str | None, access: Access, admitted: 
                 now = time.monotonic()
                 if admitted.first_token_at is None:
                     admitted.first_token_at = now
+                    bound.delay.observe(now, now - admitted.started)
                     if admitted.span is not None:
                         telemetry.describe_response(admitted.span, _event_body(chunk))
                 admitted.last_token_at = now
@@ -250,6 +258,12 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                 # The ledger needs the engine's exact counts; the usage event is not forwarded.
                 body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
 
+        bound = target.bound
+        if waits_too_long(bound.in_flight, bound.slots, bound.delay.shortest(time.monotonic()),
+                          principal.slo.ttft_s, QUEUE_SHARE_OF_TTFT):
+            return await overloaded(
+                admitted, model, f"its queue stands longer than {QUEUE_SHARE_OF_TTFT:g} of "
+                f"your TTFT target ({principal.slo.ttft_s:g} s)", headers)
         call = target.call(kind, telemetry.with_trace_context(span, body), request_id)
         try:
             head = await call.head()
@@ -263,13 +277,10 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
             return error_response(503, str(exc), code="endpoint_unavailable",
                                   headers={**headers, "retry-after": str(exc.retry_after_s)})
         except (EndpointOverloaded, BackPressureError) as exc:
-            # The endpoint's bounded queue is full (Serve's max_queued_requests, or the
-            # colocated engine's bound): refused at once; no engine saw it, no tokens count.
+            # The endpoint's bounded queue is full (the gateway's in-flight bound, or Serve's
+            # max_queued_requests behind it): refused at once.
             call.cancel()
-            await access.finish(admitted, Outcome.ERROR, 0, 0)
-            return error_response(
-                503, f"endpoint `{model}` is overloaded: {exc}; retry shortly",
-                code="endpoint_overloaded", headers={**headers, "retry-after": "1"})
+            return await overloaded(admitted, model, str(exc), headers)
         except Exception as exc:
             call.cancel()
             logger.warning("endpoint %s failed: %r", model, exc)
@@ -288,8 +299,16 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                                 usage.get("completion_tokens", 0))
             return JSONResponse(result, headers=headers)
         return StreamingResponse(
-            _relay(call, head.get("first"), access, admitted, client_wants_usage),
+            _relay(call, head.get("first"), access, admitted, client_wants_usage, bound),
             media_type="text/event-stream", headers=headers)
+
+    async def overloaded(admitted: Admitted, model: str, why: str,
+                         headers: dict[str, str]) -> Response:
+        """503 at once for an endpoint too loaded to serve the request in time: no engine
+        saw it, its usage record counts no tokens."""
+        await access.finish(admitted, Outcome.ERROR, 0, 0)
+        return error_response(503, f"endpoint `{model}` is overloaded: {why}; retry shortly",
+                              code="endpoint_overloaded", headers={**headers, "retry-after": "1"})
 
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -19,9 +20,11 @@ class EngineCall(Protocol):
 
 
 class EndpointTarget(Protocol):
-    """An endpoint's engines, as the gateway sees them."""
+    """An endpoint's engines, as the gateway sees them; `bound` counts this gateway
+    replica's requests in flight to them."""
 
     name: str
+    bound: InFlightBound
 
     def call(self, kind: str, body: dict[str, Any], request_id: str) -> EngineCall: ...
 
@@ -46,3 +49,64 @@ class EndpointOverloaded(Exception):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class StandingDelay:
+    """CoDel's sign of a standing queue (Nichols and Jacobson, "Controlling Queue Delay",
+    2012), read on the time to first token: the shortest TTFT among the requests whose first
+    token came within the last `interval_s`. After a burst some requests are served fast
+    again; a queue that does not drain leaves none fast. None: no first token lately."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._seen: deque[tuple[float, float]] = deque()
+
+    def observe(self, now: float, ttft_s: float) -> None:
+        self._seen.append((now, ttft_s))
+
+    def shortest(self, now: float) -> float | None:
+        while self._seen and self._seen[0][0] < now - self.interval_s:
+            self._seen.popleft()
+        return min((ttft for _, ttft in self._seen), default=None)
+
+
+def waits_too_long(in_flight: int, slots: int | None, shortest_ttft_s: float | None,
+                   ttft_target_s: float, share: float) -> bool:
+    """Whether a new request would wait in a standing queue past `share` of its tenant's
+    TTFT target: the engines' slots are all taken and even the fastest recent first token
+    came later than that. E.g. 16 slots, 30 in flight, fastest TTFT of the last second
+    1.4 s, target 2 s, share 0.5: 1.4 > 1.0, refused. Below the slots, or with no recent
+    first token, never: a long prompt's prefill alone is not a queue."""
+    return (slots is not None and in_flight >= slots and shortest_ttft_s is not None
+            and shortest_ttft_s > share * ttft_target_s)
+
+
+class InFlightBound:
+    """How many requests one gateway replica has in flight to an endpoint: beyond `limit` a
+    request is refused at once (EndpointOverloaded) instead of queued. None: no bound.
+    `slots` of them the endpoint's engines run at once; the rest queue, and `delay` tells
+    whether that queue stands (see waits_too_long).
+
+    Counted here, exactly, rather than left to vLLM (which queues without limit) or to Ray
+    Serve's max_queued_requests, which counts a request as queued until its router has
+    placed it: a burst of simultaneous requests is refused there below the endpoint's
+    capacity."""
+
+    def __init__(self, limit: int | None, slots: int | None = None) -> None:
+        self.limit = limit
+        self.slots = slots
+        self.in_flight = 0
+        self.delay = StandingDelay()
+
+    def try_acquire(self) -> bool:
+        if self.limit is not None and self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+    def refusal(self, endpoint: str) -> EndpointOverloaded:
+        return EndpointOverloaded(
+            f"endpoint `{endpoint}` is at capacity ({self.limit} requests in flight)")

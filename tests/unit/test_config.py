@@ -124,6 +124,23 @@ def test_engine_resources_cpu_gpu_and_tensor_parallel():
     assert engine_args(tp.endpoints[0], tp.partition)["distributed_executor_backend"] == "ray"
 
 
+@pytest.mark.parametrize("fields, bound", [
+    # what the replicas take at once, plus the queue: 8 x 3 + 10
+    ({"replicas": 3}, 8 * 3 + 10),
+    # colocated: each gateway replica bounds its own engine, 8 + 10
+    ({"replicas": 2, "colocated": True}, 8 + 10),
+    # autoscaled: the replicas it may grow to, 8 x 5 + 10
+    ({"replicas": 1, "engine": {"max_model_len": 512}, "autoscaling": {"max_replicas": 5}},
+     8 * 5 + 10),
+])
+def test_max_in_flight_is_the_replicas_slots_and_the_queue(fields, bound):
+    config = parse_config({"partition": {"count": 8}, "server": {"ingress": "haproxy"},
+                           "endpoints": [{**ENDPOINT, "max_ongoing_requests": 8,
+                                          "max_queued_requests": 10, **fields}]})
+    assert config.endpoints[0].max_in_flight == bound
+    assert config.endpoints[0].slots == bound - 10
+
+
 def _autoscaled(name: str, **autoscaling) -> dict:
     return {"name": name, "model": "m", "engine": {"max_model_len": 512},
             "autoscaling": {"max_replicas": 2, **autoscaling}}

@@ -1,5 +1,6 @@
-"""Bounded queues: the colocated engine's in-flight bound, and the gateway's answer when an
-endpoint is full (Ray Serve's BackPressureError or the colocated bound): 503, code
+"""Bounded queues: the gateway's in-flight bound per endpoint, its refusal of requests that
+would wait in a standing queue past their TTFT target, and its answer when an endpoint is
+full (the bound, or Ray Serve's BackPressureError behind it): 503, code
 `endpoint_overloaded`, Retry-After, and a usage record without tokens. The store and the
 counters are real (SQLite, local counters); the engines are stand-ins."""
 
@@ -14,10 +15,10 @@ import pytest
 from ray.serve.exceptions import BackPressureError
 
 from serving.engine.host import EngineReply
-from serving.engine.local import InFlightBound, LocalCall, LocalTarget
+from serving.engine.local import LocalCall, LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
-from serving.gateway.routing import EndpointOverloaded
+from serving.gateway.routing import EndpointOverloaded, InFlightBound, StandingDelay, waits_too_long
 from serving.tenancy import LocalAdmissionCounters, Outcome, Store, upgrade
 
 BODY = {"model": "m", "prompt": "hi", "max_tokens": 2}
@@ -36,6 +37,30 @@ def test_bound_admits_up_to_its_limit_and_again_after_release():
 def test_no_limit_admits_everything():
     bound = InFlightBound(None)
     assert all(bound.try_acquire() for _ in range(10_000))
+
+
+def test_standing_delay_is_the_fastest_first_token_of_the_last_interval():
+    delay = StandingDelay(interval_s=1.0)
+    assert delay.shortest(0.0) is None
+    delay.observe(0.0, 1.5)
+    delay.observe(0.5, 0.3)
+    assert delay.shortest(0.9) == 0.3
+    assert delay.shortest(1.2) == 0.3  # the 1.5 s one has left the interval, 0.3 s not yet
+    delay.observe(1.4, 0.8)
+    assert delay.shortest(1.6) == 0.8
+    assert delay.shortest(2.5) is None  # nothing lately: no sign of a queue
+
+
+@pytest.mark.parametrize("in_flight, slots, shortest, target, refused", [
+    (16, 16, 1.4, 2.0, True),     # all slots taken, 1.4 s > 0.5 x 2 s
+    (30, 16, 0.9, 2.0, False),    # a queue, but it drains: 0.9 s <= 1 s
+    (15, 16, 5.0, 2.0, False),    # a free slot: a slow first token is the prefill, not a queue
+    (30, 16, None, 2.0, False),   # no first token lately: nothing to judge by
+    (30, None, 5.0, 2.0, False),  # slots unknown
+    (30, 16, 1.4, 4.0, False),    # a tenant with a 4 s target still has time: 1.4 <= 2
+])
+def test_waits_too_long(in_flight, slots, shortest, target, refused):
+    assert waits_too_long(in_flight, slots, shortest, target, share=0.5) is refused
 
 
 class GatedHost:
@@ -101,6 +126,7 @@ class BackPressuredTarget:
     router does at max_queued_requests."""
 
     name = "m"
+    bound = InFlightBound(None)
 
     def call(self, kind, body, request_id):
         class Call:
@@ -181,3 +207,25 @@ async def test_colocated_bound_refuses_the_excess_at_once_and_recovers(store):
         assert after.status_code == 200
     outcomes = sorted(r.outcome for r in _ledger(store))
     assert outcomes.count(Outcome.OK) == 3 and outcomes.count(Outcome.ERROR) == 5
+
+
+async def test_a_standing_queue_refuses_new_requests_before_the_engine(store):
+    host = GatedHost()
+    target = LocalTarget("m", host, max_in_flight=10, slots=1)
+    async with _gateway(store, target) as gw:
+        streamed = {**BODY, "stream": True}
+        held = asyncio.ensure_future(gw.post("/v1/completions", json=streamed))
+        while host.started < 1:
+            await asyncio.sleep(0.01)
+        # The slot is taken and the last first token came 1.5 s after its request: a 2 s
+        # target (the default) cannot be kept by a request that queues now.
+        target.bound.delay.observe(asyncio.get_running_loop().time(), 1.5)
+        _assert_overloaded(await gw.post("/v1/completions", json=streamed))
+        assert host.started == 1
+        host.gate.set()
+        assert (await held).status_code == 200
+        # The streamed request's own first token came fast: the queue no longer stands.
+        assert target.bound.delay.shortest(asyncio.get_running_loop().time()) < 1.0
+        assert (await gw.post("/v1/completions", json=streamed)).status_code == 200
+    outcomes = sorted(r.outcome for r in _ledger(store))
+    assert outcomes.count(Outcome.OK) == 2 and outcomes.count(Outcome.ERROR) == 1
