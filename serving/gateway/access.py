@@ -109,6 +109,11 @@ class _TtlCache:
         self._entries[key] = (time.monotonic(), value)
 
 
+# Refused before the tenant's limits were consulted: none refused it, none reserved.
+NOT_ADMITTED = Decision(admitted=False, refused=(), reason="", retry_after_s=None,
+                        reserved_tokens=0)
+
+
 @dataclass
 class Admitted:
     """One admitted request's bookkeeping, finished exactly once by `Access.finish`."""
@@ -219,6 +224,13 @@ class Access:
         return Admitted(request_id, principal, endpoint, decision, reservation, prompt,
                         time.monotonic(), datetime.fromtimestamp(now, UTC), model=model,
                         span=span)
+
+    def unadmitted(self, principal: Principal, endpoint: str, request_id: str,
+                   model: str = "unknown", span: Any = None) -> Admitted:
+        """The bookkeeping of a request the gateway refuses before admission (its endpoint is
+        full): no quota is reserved, and `finish` records it without tokens."""
+        return Admitted(request_id, principal, endpoint, NOT_ADMITTED, None, 0, time.monotonic(),
+                        datetime.fromtimestamp(self._clock(), UTC), model=model, span=span)
 
     async def finish(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int | None = None,
                      completion_tokens: int = 0) -> None:

@@ -29,7 +29,6 @@ from serving.gateway.routing import (
     EndpointUnavailable,
     EngineCall,
     InFlightBound,
-    waits_too_long,
 )
 from serving.tenancy import Forbidden, Outcome, Principal, TenancyError, Unauthenticated
 
@@ -229,6 +228,15 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                     card = await target.card()
             if allowed:
                 telemetry.describe_request(span, kind, model, body, principal.tenant)
+                # An endpoint too full to serve the request in time refuses it before the
+                # tenant's counters are touched: a flood's excess costs no round trips.
+                full = target.bound.why_refused(time.monotonic(), principal.slo.ttft_s,
+                                                QUEUE_SHARE_OF_TTFT)
+                if full is not None:
+                    return await overloaded(
+                        access.unadmitted(principal, model, request_id,
+                                          model=model_label(card.get("root")), span=span),
+                        model, full, headers)
                 with telemetry.step(span, "admission"):
                     admitted = await access.admit(principal, model, request_id, body,
                                                   card.get("max_model_len", 0),
@@ -258,12 +266,6 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                 # The ledger needs the engine's exact counts; the usage event is not forwarded.
                 body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
 
-        bound = target.bound
-        if waits_too_long(bound.in_flight, bound.slots, bound.delay.shortest(time.monotonic()),
-                          principal.slo.ttft_s, QUEUE_SHARE_OF_TTFT):
-            return await overloaded(
-                admitted, model, f"its queue stands longer than {QUEUE_SHARE_OF_TTFT:g} of "
-                f"your TTFT target ({principal.slo.ttft_s:g} s)", headers)
         call = target.call(kind, telemetry.with_trace_context(span, body), request_id)
         try:
             head = await call.head()
@@ -299,7 +301,7 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                                 usage.get("completion_tokens", 0))
             return JSONResponse(result, headers=headers)
         return StreamingResponse(
-            _relay(call, head.get("first"), access, admitted, client_wants_usage, bound),
+            _relay(call, head.get("first"), access, admitted, client_wants_usage, target.bound),
             media_type="text/event-stream", headers=headers)
 
     async def overloaded(admitted: Admitted, model: str, why: str,

@@ -110,3 +110,14 @@ class InFlightBound:
     def refusal(self, endpoint: str) -> EndpointOverloaded:
         return EndpointOverloaded(
             f"endpoint `{endpoint}` is at capacity ({self.limit} requests in flight)")
+
+    def why_refused(self, now: float, ttft_target_s: float, share: float) -> str | None:
+        """Why a request arriving now would be refused (the bound is reached, or it would
+        wait in a standing queue past `share` of its TTFT target), or None."""
+        if self.limit is not None and self.in_flight >= self.limit:
+            return f"at capacity ({self.limit} requests in flight)"
+        if waits_too_long(self.in_flight, self.slots, self.delay.shortest(now), ttft_target_s,
+                          share):
+            return (f"its queue stands longer than {share:g} of your TTFT target "
+                    f"({ttft_target_s:g} s)")
+        return None

@@ -229,3 +229,24 @@ async def test_a_standing_queue_refuses_new_requests_before_the_engine(store):
         assert (await gw.post("/v1/completions", json=streamed)).status_code == 200
     outcomes = sorted(r.outcome for r in _ledger(store))
     assert outcomes.count(Outcome.OK) == 2 and outcomes.count(Outcome.ERROR) == 1
+
+
+async def test_a_full_endpoint_refuses_before_the_tenants_quota_is_touched(store):
+    # Two requests a minute: if the refused requests were admitted first, the second of them
+    # would meet the quota (429) and the last request below could not be served.
+    store.set_quota("t", requests_per_minute=2)
+    host = GatedHost()
+    target = LocalTarget("m", host, max_in_flight=1, slots=1)
+    async with _gateway(store, target) as gw:
+        held = asyncio.ensure_future(gw.post("/v1/completions", json=BODY))
+        while host.started < 1:
+            await asyncio.sleep(0.01)
+        for _ in range(3):
+            resp = await gw.post("/v1/completions", json=BODY)
+            _assert_overloaded(resp)
+            assert "at capacity (1 requests in flight)" in resp.json()["error"]["message"]
+        host.gate.set()
+        assert (await held).status_code == 200
+        assert (await gw.post("/v1/completions", json=BODY)).status_code == 200
+    outcomes = sorted(r.outcome for r in _ledger(store))
+    assert outcomes.count(Outcome.OK) == 2 and outcomes.count(Outcome.ERROR) == 3
