@@ -1,0 +1,31 @@
+"""A real engine's first request may be a prompt of two tokens. On a CPU with AMX, vLLM's
+own kernels then ran before anything had asked Linux for the AMX tile state, and the engine
+worker died of SIGILL; the platform's vLLM plugin asks first (serving/engine/cpu_amx.py)."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from serving.engine.host import EngineHost
+
+ENGINE_ARGS = {"max_model_len": 512, "dtype": "bfloat16", "kv_cache_memory_bytes": 134217728,
+               "enforce_eager": True}
+
+
+def test_the_plugin_is_registered_for_every_vllm_process():
+    plugins = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
+    assert plugins["aifactory_amx"] == "serving.engine.cpu_amx:request_amx_permission"
+
+
+async def test_an_engines_first_request_may_be_two_tokens(tmp_path):
+    from deployments.demo_model import write_demo_model
+
+    host = await EngineHost.start(str(write_demo_model(tmp_path / "demo")), "demo", ENGINE_ARGS)
+    try:
+        reply = await host.handle("completion", {"model": "demo", "prompt": "hi", "max_tokens": 3,
+                                                 "ignore_eos": True})
+        assert reply.status == 200, reply.body
+        assert reply.body["usage"] == {**reply.body["usage"], "prompt_tokens": 2,
+                                       "completion_tokens": 3}
+    finally:
+        host.shutdown()
