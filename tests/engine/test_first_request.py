@@ -8,8 +8,10 @@ from importlib.metadata import entry_points
 
 from serving.engine.host import EngineHost
 
+# The worker in a process of its own, as in the platform's engines (and not Ray's executor,
+# which vLLM would pick when an earlier test left Ray initialised in this process).
 ENGINE_ARGS = {"max_model_len": 512, "dtype": "bfloat16", "kv_cache_memory_bytes": 134217728,
-               "enforce_eager": True}
+               "enforce_eager": True, "distributed_executor_backend": "mp"}
 
 
 def test_the_plugin_is_registered_for_every_vllm_process():
