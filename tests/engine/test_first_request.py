@@ -20,8 +20,14 @@ def test_the_plugin_is_registered_for_every_vllm_process():
 
 
 async def test_an_engines_first_request_may_be_two_tokens(tmp_path):
+    import ray
+
     from deployments.demo_model import write_demo_model
 
+    # A test package before this one may have left this process connected to a Ray cluster
+    # (now gone): vLLM would look there and wait.
+    if ray.is_initialized():
+        ray.shutdown()
     host = await EngineHost.start(str(write_demo_model(tmp_path / "demo")), "demo", ENGINE_ARGS)
     try:
         reply = await host.handle("completion", {"model": "demo", "prompt": "hi", "max_tokens": 3,
