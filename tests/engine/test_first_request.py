@@ -4,14 +4,15 @@ worker died of SIGILL; the platform's vLLM plugin asks first (serving/engine/cpu
 
 from __future__ import annotations
 
+import asyncio
 from importlib.metadata import entry_points
 
 from serving.engine.host import EngineHost
 
-# The worker in a process of its own, as in the platform's engines (and not Ray's executor,
-# which vLLM would pick when an earlier test left Ray initialised in this process).
+# The model runs in the engine core's process (vLLM loads its plugins there too); a worker
+# process of its own, as on the platform, waited forever here after the other packages ran.
 ENGINE_ARGS = {"max_model_len": 512, "dtype": "bfloat16", "kv_cache_memory_bytes": 134217728,
-               "enforce_eager": True, "distributed_executor_backend": "mp"}
+               "enforce_eager": True, "distributed_executor_backend": "uni"}
 
 
 def test_the_plugin_is_registered_for_every_vllm_process():
@@ -28,10 +29,12 @@ async def test_an_engines_first_request_may_be_two_tokens(tmp_path):
     # (now gone): vLLM would look there and wait.
     if ray.is_initialized():
         ray.shutdown()
-    host = await EngineHost.start(str(write_demo_model(tmp_path / "demo")), "demo", ENGINE_ARGS)
+    host = await asyncio.wait_for(
+        EngineHost.start(str(write_demo_model(tmp_path / "demo")), "demo", ENGINE_ARGS), 300)
     try:
-        reply = await host.handle("completion", {"model": "demo", "prompt": "hi", "max_tokens": 3,
-                                                 "ignore_eos": True})
+        reply = await asyncio.wait_for(host.handle(
+            "completion", {"model": "demo", "prompt": "hi", "max_tokens": 3, "ignore_eos": True}),
+            120)
         assert reply.status == 200, reply.body
         assert reply.body["usage"] == {**reply.body["usage"], "prompt_tokens": 2,
                                        "completion_tokens": 3}
