@@ -14,7 +14,7 @@ from typing import Any
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from serving.gateway.routing import EndpointTarget, EndpointUnavailable, InFlightBound
+from serving.gateway.routing import EndpointTarget, EndpointUnavailable, InFlightBound, Slot
 
 logger = logging.getLogger(__name__)
 
@@ -105,20 +105,17 @@ class HandleCall:
                  endpoint: str, hold=None) -> None:
         self._send = send
         self._bound, self._endpoint = bound, endpoint
-        self._holding = False
+        self._slot: Slot | None = None
         self._gen: DeploymentResponseGenerator | None = None
         self._hold = hold
         self.resent = 0
 
     def _release(self) -> None:
-        if self._holding:
-            self._holding = False
-            self._bound.release()
+        if self._slot is not None:
+            self._slot.release()
 
     async def head(self) -> dict[str, Any]:
-        if not self._bound.try_acquire():
-            raise self._bound.refusal(self._endpoint)
-        self._holding = True
+        self._slot = self._bound.take(self._endpoint)
         try:
             head = await self._first()
         except BaseException:

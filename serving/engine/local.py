@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from serving.engine.host import EngineHost
-from serving.gateway.routing import InFlightBound
+from serving.gateway.routing import InFlightBound, Slot
 
 
 class LocalCall:
@@ -15,18 +15,15 @@ class LocalCall:
                  bound: InFlightBound, endpoint: str) -> None:
         self._host, self._kind, self._body, self._request_id = host, kind, body, request_id
         self._bound, self._endpoint = bound, endpoint
-        self._holding = False
+        self._slot: Slot | None = None
         self._stream: AsyncIterator[str] | None = None
 
     def _release(self) -> None:
-        if self._holding:
-            self._holding = False
-            self._bound.release()
+        if self._slot is not None:
+            self._slot.release()
 
     async def head(self) -> dict[str, Any]:
-        if not self._bound.try_acquire():
-            raise self._bound.refusal(self._endpoint)
-        self._holding = True
+        self._slot = self._bound.take(self._endpoint)
         try:
             reply = await self._host.handle(self._kind, self._body, self._request_id)
         except BaseException:

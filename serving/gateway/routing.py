@@ -107,17 +107,35 @@ class InFlightBound:
     def release(self) -> None:
         self.in_flight -= 1
 
-    def refusal(self, endpoint: str) -> EndpointOverloaded:
-        return EndpointOverloaded(
-            f"endpoint `{endpoint}` is at capacity ({self.limit} requests in flight)")
+    def take(self, endpoint: str) -> Slot:
+        """A slot for one request, or EndpointOverloaded when the bound is reached."""
+        if not self.try_acquire():
+            raise EndpointOverloaded(f"endpoint `{endpoint}` is {self._full()}")
+        return Slot(self)
+
+    def _full(self) -> str:
+        return f"at capacity ({self.limit} requests in flight)"
 
     def why_refused(self, now: float, ttft_target_s: float, share: float) -> str | None:
         """Why a request arriving now would be refused (the bound is reached, or it would
         wait in a standing queue past `share` of its TTFT target), or None."""
         if self.limit is not None and self.in_flight >= self.limit:
-            return f"at capacity ({self.limit} requests in flight)"
+            return self._full()
         if waits_too_long(self.in_flight, self.slots, self.delay.shortest(now), ttft_target_s,
                           share):
             return (f"its queue stands longer than {share:g} of your TTFT target "
                     f"({ttft_target_s:g} s)")
         return None
+
+
+class Slot:
+    """One request's place in an InFlightBound, given back once however the request ends:
+    answered, its stream read or cancelled, or its call collected unread."""
+
+    def __init__(self, bound: InFlightBound) -> None:
+        self._bound: InFlightBound | None = bound
+
+    def release(self) -> None:
+        if self._bound is not None:
+            self._bound.release()
+            self._bound = None
