@@ -7,7 +7,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -90,23 +90,41 @@ def requested_max_tokens(body: dict[str, Any], context_len: int, prompt_tokens: 
 
 
 class _TtlCache:
-    """A small time-bounded memo; entries older than `ttl_s` are read again."""
+    """A small time-bounded memo; entries older than `ttl_s` are read again. Requests that
+    miss the same key while it is being read share that one read: otherwise, each time an
+    entry expires, every request arriving before the read returns sends its own (under a
+    flood of 150 requests a second they took half the gateway's core, in threads)."""
 
     def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: dict[Any, tuple[float, Any]] = {}
+        self._reading: dict[Any, asyncio.Future] = {}
 
-    def get(self, key: Any) -> Any:
+    async def get_or_read(self, key: Any, read: Callable[[], Awaitable[Any]]) -> Any:
+        """The value for `key`: cached, else from the read in progress, else from `read()`.
+        A failed read is not cached: its waiters get its exception, the next caller reads."""
         entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry[0] > self._ttl_s:
-            return None
-        return entry[1]
+        if entry is not None and time.monotonic() - entry[0] <= self._ttl_s:
+            return entry[1]
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(key, read))
+            # Retrieved here too, so a failed read whose callers all left logs nothing.
+            reading.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._reading[key] = reading
+        # One caller cancelled (its client left) does not cancel the others' read.
+        return await asyncio.shield(reading)
 
-    def put(self, key: Any, value: Any) -> None:
+    async def _read(self, key: Any, read: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            value = await read()
+        finally:
+            del self._reading[key]
         if len(self._entries) >= self._max:
             self._entries.clear()
         self._entries[key] = (time.monotonic(), value)
+        return value
 
 
 # Refused before the tenant's limits were consulted: none refused it, none reserved.
@@ -162,11 +180,8 @@ class Access:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("missing")
-        principal = self._principals.get(token)
-        if principal is None:
-            principal = await asyncio.to_thread(self.store.authenticate, token)
-            self._principals.put(token, principal)
-        return principal
+        return await self._principals.get_or_read(
+            token, lambda: asyncio.to_thread(self.store.authenticate, token))
 
     async def visible_endpoints(self, principal: Principal) -> set[str]:
         endpoints = await asyncio.to_thread(self.store.list_endpoints, usable_by=principal.tenant)
@@ -177,10 +192,6 @@ class Access:
 
     async def _grant(self, tenant: str, endpoint: str) -> tuple[Limits, Limits] | None:
         """The tenant's quotas for the endpoint, or None when it may not call it."""
-        cached = self._grants.get((tenant, endpoint))
-        if cached is not None:
-            return cached[0]
-
         def read() -> tuple[Limits, Limits] | None:
             try:
                 if not self.store.can_use(tenant, endpoint):
@@ -189,23 +200,26 @@ class Access:
                 return None
             return self.store.limits_for(tenant, endpoint)
 
-        grant = await asyncio.to_thread(read)
-        self._grants.put((tenant, endpoint), (grant,))
-        return grant
+        return await self._grants.get_or_read((tenant, endpoint),
+                                              lambda: asyncio.to_thread(read))
 
     async def _seed_months(self, scopes, now: float) -> None:
         """Start each monthly budget's counter from the ledger when the counters do not have
         it: Redis restarted empty, or this replica's own counters are new. Checked once a
         MONTH_SEED_TTL_S per scope and replica; an existing counter is never overwritten."""
         month = month_of(now)
+        year, number = divmod(month, 100)
         for scope in scopes:
-            if scope.limits.tokens_per_month is None or self._seeded.get((scope.key, month)):
+            if scope.limits.tokens_per_month is None:
                 continue
-            year, number = divmod(month, 100)
-            spent = await asyncio.to_thread(self.store.monthly_tokens, scope.tenant, year,
-                                            number, endpoint=scope.endpoint)
-            await self.counters.seed_month(scope, spent, now)
-            self._seeded.put((scope.key, month), True)
+
+            async def seed(scope=scope) -> bool:
+                spent = await asyncio.to_thread(self.store.monthly_tokens, scope.tenant, year,
+                                                number, endpoint=scope.endpoint)
+                await self.counters.seed_month(scope, spent, now)
+                return True
+
+            await self._seeded.get_or_read((scope.key, month), seed)
 
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
                     body: dict[str, Any], context_len: int, model: str = "unknown",

@@ -1,0 +1,98 @@
+"""The gateway reads who a key is and what its tenant may call at most once per cache period,
+however many requests arrive while the read is in progress (a real SQLite store, its reads
+counted)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from serving.gateway.access import Access
+from serving.tenancy import LocalAdmissionCounters, Store, Unauthenticated, upgrade
+
+READ_S = 0.05  # each read takes this long, so that concurrent requests overlap it
+
+
+class CountingStore(Store):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads: Counter[str] = Counter()
+        self.failing = False
+
+    def _read(self, name: str) -> None:
+        self.reads[name] += 1
+        time.sleep(READ_S)
+        if self.failing:
+            raise ConnectionError("store unreachable")
+
+    def authenticate(self, token):
+        self._read("authenticate")
+        return super().authenticate(token)
+
+    def can_use(self, tenant, endpoint):
+        self._read("can_use")
+        return super().can_use(tenant, endpoint)
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = f"sqlite:///{tmp_path}/tenancy.db"
+    upgrade(url)
+    store = CountingStore(url)
+    store.create_tenant("t")
+    store.create_endpoint("m", owner="t")
+    yield store
+    store.close()
+
+
+async def test_concurrent_misses_share_one_read_until_the_entry_expires(store):
+    access = Access(store, LocalAdmissionCounters(), cache_ttl_s=0.5)
+    key = f"Bearer {store.create_key('t').plaintext}"
+
+    async def request() -> bool:
+        principal = await access.authenticate(key)
+        return await access.may_use(principal, "m")
+
+    assert all(await asyncio.gather(*(request() for _ in range(50))))
+    assert store.reads == {"authenticate": 1, "can_use": 1}
+
+    await asyncio.sleep(0.6)  # expired: read again, once
+    assert all(await asyncio.gather(*(request() for _ in range(50))))
+    assert store.reads == {"authenticate": 2, "can_use": 2}
+
+
+async def test_a_failed_read_fails_its_waiters_and_is_not_cached(store):
+    access = Access(store, LocalAdmissionCounters(), cache_ttl_s=60)
+    key = f"Bearer {store.create_key('t').plaintext}"
+    store.failing = True
+    results = await asyncio.gather(*(access.authenticate(key) for _ in range(10)),
+                                   return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert store.reads["authenticate"] == 1
+
+    store.failing = False  # the store is back: the next request reads it
+    assert (await access.authenticate(key)).tenant == "t"
+    assert store.reads["authenticate"] == 2
+
+
+async def test_one_waiter_cancelled_leaves_the_read_to_the_others(store):
+    access = Access(store, LocalAdmissionCounters(), cache_ttl_s=60)
+    key = f"Bearer {store.create_key('t').plaintext}"
+    first = asyncio.ensure_future(access.authenticate(key))
+    others = [asyncio.ensure_future(access.authenticate(key)) for _ in range(5)]
+    await asyncio.sleep(READ_S / 5)
+    first.cancel()
+    assert all(p.tenant == "t" for p in await asyncio.gather(*others))
+    assert store.reads["authenticate"] == 1
+
+
+async def test_an_unknown_key_is_refused_by_its_own_read(store):
+    access = Access(store, LocalAdmissionCounters())
+    with pytest.raises(Unauthenticated):
+        await access.authenticate("Bearer sk-not-a-key")
+    with pytest.raises(Unauthenticated):
+        await access.authenticate("Bearer sk-not-a-key")
+    assert store.reads["authenticate"] == 2
