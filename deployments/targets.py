@@ -96,8 +96,8 @@ class EndpointWaker:
 
 
 class HandleCall:
-    """One request to an engine deployment, sent when `head()` is awaited and the endpoint's
-    in-flight bound has room. If the replica it went to dies before the first chunk (queued
+    """One request to an engine deployment, sent when `head()` is awaited, the endpoint's
+    in-flight bound has room and one of its engines' slots is free (Slot.wait_turn). If the replica it went to dies before the first chunk (queued
     in its engine, say), nothing reached the client yet: the request is sent again, and
     Serve routes it to another replica or to the one replacing the dead one."""
 
@@ -117,6 +117,7 @@ class HandleCall:
     async def head(self) -> dict[str, Any]:
         self._slot = self._bound.take(self._endpoint)
         try:
+            await self._slot.wait_turn()
             head = await self._first()
         except BaseException:
             self._release()

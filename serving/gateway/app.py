@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -29,6 +30,7 @@ from serving.gateway.routing import (
     EndpointUnavailable,
     EngineCall,
     InFlightBound,
+    spread_retry,
 )
 from serving.tenancy import Forbidden, Outcome, Principal, TenancyError, Unauthenticated
 
@@ -39,10 +41,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 READY_TIMEOUT_S = 5.0
 REQUEST_ID_HEADER = "x-request-id"
 DONE = "data: [DONE]\n\n"
-# A request is refused when the endpoint's queue stands longer than this share of its
-# tenant's TTFT target (see routing.waits_too_long): the rest of the target is left for the
-# prefill and for the tail of those let in.
-QUEUE_SHARE_OF_TTFT = 0.5
 
 
 class Refusal(Exception):
@@ -230,8 +228,7 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
                 telemetry.describe_request(span, kind, model, body, principal.tenant)
                 # An endpoint too full to serve the request in time refuses it before the
                 # tenant's counters are touched: a flood's excess costs no round trips.
-                full = target.bound.why_refused(time.monotonic(), principal.slo.ttft_s,
-                                                QUEUE_SHARE_OF_TTFT)
+                full = target.bound.why_refused(time.monotonic(), principal.slo.ttft_s)
                 if full is not None:
                     return await overloaded(
                         access.unadmitted(principal, model, request_id,
@@ -310,7 +307,8 @@ def build_openai_router(endpoints: Mapping[str, EndpointTarget], access: Access,
         saw it, its usage record counts no tokens."""
         await access.finish(admitted, Outcome.ERROR, 0, 0)
         return error_response(503, f"endpoint `{model}` is overloaded: {why}; retry shortly",
-                              code="endpoint_overloaded", headers={**headers, "retry-after": "1"})
+                              code="endpoint_overloaded",
+                              headers={**headers, **spread_retry(1, random.random())})
 
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -51,6 +54,15 @@ class EndpointOverloaded(Exception):
         self.retry_after_s = retry_after_s
 
 
+def spread_retry(retry_after_s: int, draw: float) -> dict[str, str]:
+    """Retry-After for a refused request, and `retry-after-ms` (which the official openai
+    client and this platform's SDK prefer) drawn from [retry_after_s, 2 * retry_after_s)
+    by `draw` in [0, 1). Clients refused together otherwise come back together, and meet a
+    full queue again: a one-second wave that gave the first of them long waits."""
+    return {"retry-after": str(retry_after_s),
+            "retry-after-ms": str(round(1000 * retry_after_s * (1 + draw)))}
+
+
 class StandingDelay:
     """CoDel's sign of a standing queue (Nichols and Jacobson, "Controlling Queue Delay",
     2012), read on the time to first token: the shortest TTFT among the requests whose first
@@ -70,22 +82,42 @@ class StandingDelay:
         return min((ttft for _, ttft in self._seen), default=None)
 
 
+@dataclass(frozen=True)
+class QueueBudget:
+    """How much of a tenant's TTFT target an endpoint's queue may take before new requests
+    are refused. `line`: how long the first in the gateway's own line has waited; the rest
+    of the target is left for the engine's first token and for the spread of waits (with 0.5
+    of a 2 s target, half of a flood's served requests took 1.1 s to their first token and
+    the slowest 5% over 2 s). `first_token`: the fastest recent first token, for engines
+    that queue themselves, where the gateway sees nothing else."""
+
+    line: float = 0.25
+    first_token: float = 0.5
+
+
 def waits_too_long(in_flight: int, slots: int | None, shortest_ttft_s: float | None,
-                   ttft_target_s: float, share: float) -> bool:
-    """Whether a new request would wait in a standing queue past `share` of its tenant's
-    TTFT target: the engines' slots are all taken and even the fastest recent first token
-    came later than that. E.g. 16 slots, 30 in flight, fastest TTFT of the last second
-    1.4 s, target 2 s, share 0.5: 1.4 > 1.0, refused. Below the slots, or with no recent
-    first token, never: a long prompt's prefill alone is not a queue."""
+                   oldest_wait_s: float, ttft_target_s: float, budget: QueueBudget) -> bool:
+    """Whether a new request would wait in a standing queue past its share of its tenant's
+    TTFT target. Either the first in the gateway's line has already waited longer than
+    `budget.line` of it (first come, first served: a newcomer waits about as long), or, for
+    engines that queue themselves, all their slots are taken and even the fastest recent
+    first token came later than `budget.first_token` of it. E.g. target 2 s: the first in
+    line waiting 0.6 s, refused; 16 slots, 30 in flight, fastest TTFT of the last second
+    1.4 s, refused. Below the slots, or with no recent first token, the second never
+    refuses: a long prompt's prefill alone is not a queue."""
+    if oldest_wait_s > budget.line * ttft_target_s:
+        return True
     return (slots is not None and in_flight >= slots and shortest_ttft_s is not None
-            and shortest_ttft_s > share * ttft_target_s)
+            and shortest_ttft_s > budget.first_token * ttft_target_s)
 
 
 class InFlightBound:
     """How many requests one gateway replica has in flight to an endpoint: beyond `limit` a
     request is refused at once (EndpointOverloaded) instead of queued. None: no bound.
     `slots` of them the endpoint's engines run at once; the rest queue, and `delay` tells
-    whether that queue stands (see waits_too_long).
+    whether that queue stands (see waits_too_long). A call that waits for its turn
+    (Slot.wait_turn) queues here, first come first served, until one of the `slots` is free;
+    `waiting` holds when each in line began to wait, oldest first.
 
     Counted here, exactly, rather than left to vLLM (which queues without limit) or to Ray
     Serve's max_queued_requests, which counts a request as queued until its router has
@@ -97,6 +129,8 @@ class InFlightBound:
         self.slots = slots
         self.in_flight = 0
         self.delay = StandingDelay()
+        self.turns = asyncio.Semaphore(slots) if slots is not None else None
+        self.waiting: dict[Slot, float] = {}
 
     def try_acquire(self) -> bool:
         if self.limit is not None and self.in_flight >= self.limit:
@@ -116,15 +150,19 @@ class InFlightBound:
     def _full(self) -> str:
         return f"at capacity ({self.limit} requests in flight)"
 
-    def why_refused(self, now: float, ttft_target_s: float, share: float) -> str | None:
+    def oldest_wait(self, now: float) -> float:
+        """How long the first in this gateway's queue has waited for its turn; 0: no queue."""
+        return now - next(iter(self.waiting.values()), now)
+
+    def why_refused(self, now: float, ttft_target_s: float,
+                    budget: QueueBudget = QueueBudget()) -> str | None:
         """Why a request arriving now would be refused (the bound is reached, or it would
-        wait in a standing queue past `share` of its TTFT target), or None."""
+        wait in a standing queue past its `budget` of its TTFT target), or None."""
         if self.limit is not None and self.in_flight >= self.limit:
             return self._full()
-        if waits_too_long(self.in_flight, self.slots, self.delay.shortest(now), ttft_target_s,
-                          share):
-            return (f"its queue stands longer than {share:g} of your TTFT target "
-                    f"({ttft_target_s:g} s)")
+        if waits_too_long(self.in_flight, self.slots, self.delay.shortest(now),
+                          self.oldest_wait(now), ttft_target_s, budget):
+            return f"its queue stands too long for your TTFT target ({ttft_target_s:g} s)"
         return None
 
 
@@ -134,8 +172,27 @@ class Slot:
 
     def __init__(self, bound: InFlightBound) -> None:
         self._bound: InFlightBound | None = bound
+        self._has_turn = False
+
+    async def wait_turn(self) -> None:
+        """Wait until fewer than the bound's `slots` requests are running, then count this
+        one as running. Sent only then, a request never waits in Ray Serve's router, which
+        retries a full replica with a backoff of up to 0.5 s and probes it meanwhile: the
+        queue stays here, in order, where its length and wait are known."""
+        bound = self._bound
+        if bound is None or bound.turns is None:
+            return
+        bound.waiting[self] = time.monotonic()
+        try:
+            await bound.turns.acquire()
+        finally:
+            del bound.waiting[self]
+        self._has_turn = True
 
     def release(self) -> None:
         if self._bound is not None:
+            if self._has_turn:
+                self._bound.turns.release()
+                self._has_turn = False
             self._bound.release()
             self._bound = None

@@ -5,6 +5,9 @@ its slot back however it ends."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from ray.exceptions import ActorDiedError
 
@@ -107,3 +110,46 @@ async def test_every_ending_gives_the_slot_back(monkeypatch, ending):
         else:  # the client left before its stream was read
             del call
     assert bound.in_flight == 0
+
+
+async def test_beyond_the_slots_a_request_waits_its_turn_unsent():
+    bound = InFlightBound(3, slots=1)
+    first = Replica([{"status": 200, "stream": True, "first": "a"}, "b"])
+    running = HandleCall(sender(first), bound, "m")
+    await running.head()
+    second, third = Replica([{"status": 200, "body": {}}]), Replica([{"status": 200}])
+    waiting = asyncio.ensure_future(HandleCall(sender(second), bound, "m").head())
+    leaving = asyncio.ensure_future(HandleCall(sender(third), bound, "m").head())
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and second.given == 0  # queued in the gateway, not sent
+    assert bound.in_flight == 3
+    leaving.cancel()  # its client left while it waited: its place is given back
+    await asyncio.sleep(0)
+    assert bound.in_flight == 2 and third.given == 0
+
+    assert [c async for c in running.chunks()] == ["b"]  # the first ends: the second's turn
+    assert await asyncio.wait_for(waiting, 5) == {"status": 200, "body": {}}
+    assert second.given == 1 and bound.in_flight == 0
+    # every turn given back: the next request is sent at once
+    assert await HandleCall(sender(Replica([{"status": 200, "body": {}}])), bound, "m").head()
+    assert bound.in_flight == 0
+
+
+async def test_a_line_that_waited_too_long_refuses_newcomers():
+    bound = InFlightBound(10, slots=1)
+    running = HandleCall(sender(Replica([{"status": 200, "stream": True, "first": "a"}, "b"])),
+                         bound, "m")
+    await running.head()
+    now = time.monotonic()
+    assert bound.oldest_wait(now) == 0 and bound.why_refused(now, 2.0) is None
+    waiting = asyncio.ensure_future(
+        HandleCall(sender(Replica([{"status": 200, "body": {}}])), bound, "m").head())
+    await asyncio.sleep(0.05)
+    assert bound.oldest_wait(time.monotonic()) >= 0.05
+    # 0.6 s later, the first in line has waited more than a quarter of a 2 s target
+    later = time.monotonic() + 0.6
+    assert "queue stands" in bound.why_refused(later, 2.0)
+    assert bound.why_refused(later, 4.0) is None  # a 4 s target still has time
+    [_ async for _ in running.chunks()]
+    await asyncio.wait_for(waiting, 5)
+    assert not bound.waiting and bound.why_refused(later, 2.0) is None

@@ -18,7 +18,14 @@ from serving.engine.host import EngineReply
 from serving.engine.local import LocalCall, LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
-from serving.gateway.routing import EndpointOverloaded, InFlightBound, StandingDelay, waits_too_long
+from serving.gateway.routing import (
+    EndpointOverloaded,
+    InFlightBound,
+    QueueBudget,
+    StandingDelay,
+    spread_retry,
+    waits_too_long,
+)
 from serving.tenancy import LocalAdmissionCounters, Outcome, Store, upgrade
 
 BODY = {"model": "m", "prompt": "hi", "max_tokens": 2}
@@ -51,16 +58,27 @@ def test_standing_delay_is_the_fastest_first_token_of_the_last_interval():
     assert delay.shortest(2.5) is None  # nothing lately: no sign of a queue
 
 
-@pytest.mark.parametrize("in_flight, slots, shortest, target, refused", [
-    (16, 16, 1.4, 2.0, True),     # all slots taken, 1.4 s > 0.5 x 2 s
-    (30, 16, 0.9, 2.0, False),    # a queue, but it drains: 0.9 s <= 1 s
-    (15, 16, 5.0, 2.0, False),    # a free slot: a slow first token is the prefill, not a queue
-    (30, 16, None, 2.0, False),   # no first token lately: nothing to judge by
-    (30, None, 5.0, 2.0, False),  # slots unknown
-    (30, 16, 1.4, 4.0, False),    # a tenant with a 4 s target still has time: 1.4 <= 2
+@pytest.mark.parametrize("in_flight, slots, shortest, oldest_wait, target, refused", [
+    (16, 16, 1.4, 0.0, 2.0, True),     # all slots taken, 1.4 s > 0.5 x 2 s
+    (30, 16, 0.9, 0.0, 2.0, False),    # a queue, but it drains: 0.9 s <= 1 s
+    (15, 16, 5.0, 0.0, 2.0, False),    # a free slot: a slow first token is the prefill
+    (30, 16, None, 0.0, 2.0, False),   # no first token lately: nothing to judge by
+    (30, None, 5.0, 0.0, 2.0, False),  # slots unknown
+    (30, 16, 1.4, 0.0, 4.0, False),    # a tenant with a 4 s target still has time: 1.4 <= 2
+    (30, 16, None, 0.6, 2.0, True),    # the first in the gateway's line waited 0.6 > 0.25 x 2
+    (30, 16, 0.2, 0.6, 2.0, True),     # ... however fast the last first tokens were
+    (30, 16, None, 0.4, 2.0, False),   # it waited 0.4 s: there is time
+    (30, 16, None, 0.6, 4.0, False),   # ... and 0.6 s leaves time for a 4 s target
 ])
-def test_waits_too_long(in_flight, slots, shortest, target, refused):
-    assert waits_too_long(in_flight, slots, shortest, target, share=0.5) is refused
+def test_waits_too_long(in_flight, slots, shortest, oldest_wait, target, refused):
+    budget = QueueBudget(line=0.25, first_token=0.5)
+    assert waits_too_long(in_flight, slots, shortest, oldest_wait, target, budget) is refused
+
+
+@pytest.mark.parametrize("after, draw, ms", [(1, 0.0, "1000"), (1, 0.4321, "1432"),
+                                               (1, 0.9999, "2000"), (3, 0.5, "4500")])
+def test_spread_retry_is_never_sooner_than_retry_after(after, draw, ms):
+    assert spread_retry(after, draw) == {"retry-after": str(after), "retry-after-ms": ms}
 
 
 class GatedHost:
@@ -172,6 +190,7 @@ def _ledger(store):
 def _assert_overloaded(resp):
     assert resp.status_code == 503, resp.text
     assert resp.headers["retry-after"] == "1"
+    assert 1000 <= int(resp.headers["retry-after-ms"]) <= 2000
     err = resp.json()["error"]
     assert err["code"] == "endpoint_overloaded"
     assert err["type"] == "service_unavailable_error"
@@ -199,6 +218,8 @@ async def test_colocated_bound_refuses_the_excess_at_once_and_recovers(store):
         refused = await asyncio.gather(*(gw.post("/v1/completions", json=BODY) for _ in range(5)))
         for resp in refused:
             _assert_overloaded(resp)
+        # told to come back at different times, not as one wave
+        assert len({resp.headers["retry-after-ms"] for resp in refused}) > 1
         assert host.started == 2  # the refused requests never reached the engine
         host.gate.set()
         assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
