@@ -150,7 +150,7 @@ def main() -> None:
           f"SLO: TTFT {DEFAULT_SLO.ttft_s:g} s, ITL {DEFAULT_SLO.itl_s:g} s")
     columns = ["clients", "served", "refused", "errors", "served_per_s", "refusal_p50_ms",
                "refusal_p95_ms", "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "within_slo",
-               "sla_compliance", "recovered_s"]
+               "missed_ttft", "missed_itl", "sla_compliance", "recovered_s"]
     print(f"{'round':>5} {'endpoint':>12} " + " ".join(f"{c:>18}" for c in columns))
     for number, row in enumerate(rounds):
         for endpoint, cells in row.items():

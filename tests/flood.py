@@ -1,5 +1,6 @@
 """A flood of clients for the overload test and benchmark: each client streams one short
-completion after another, waiting out Retry-After when refused."""
+completion after another, waiting when refused as long as the official openai client would
+(`retry-after-ms`, else Retry-After)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ async def flood(url: str, key: str, model: str, workers: int, until: float) -> l
                             code = (await resp.json())["error"]["code"]
                             results.append((status, retry_after, code,
                                             time.monotonic() - began, 0, None))
-                            await asyncio.sleep(float(retry_after or "1"))
+                            await asyncio.sleep(_retry_delay_s(resp.headers))
                             continue
                         first, tokens = None, 0
                         async for line in resp.content:
@@ -66,6 +67,13 @@ async def flood(url: str, key: str, model: str, workers: int, until: float) -> l
     return results
 
 
+def _retry_delay_s(headers) -> float:
+    """openai-python's reading (_parse_retry_after_header): milliseconds first, then seconds."""
+    if "retry-after-ms" in headers:
+        return float(headers["retry-after-ms"]) / 1000
+    return float(headers.get("retry-after", "1"))
+
+
 def quantile(values: list[float], q: float) -> int:
     """The q-quantile of values in milliseconds (nearest rank)."""
     ordered = sorted(values)
@@ -75,7 +83,7 @@ def quantile(values: list[float], q: float) -> int:
 def summary(results: list, seconds: float) -> dict:
     """What a flood's results say: counts, refusal latency and served TTFT percentiles (ms),
     and the share of served requests within the default SLO's targets: TTFT, and the mean
-    gap between the tokens after the first (ITL)."""
+    gap between the tokens after the first (ITL); and how many missed each target."""
     errors = [r for r in results if isinstance(r, Exception)]
     served = [r for r in results if not isinstance(r, Exception) and r[0] == 200]
     refused = [r[3] for r in results if not isinstance(r, Exception) and r[0] != 200]
@@ -87,12 +95,18 @@ def summary(results: list, seconds: float) -> dict:
         ttft = [r[5] for r in served if r[5] is not None]
         row |= {"ttft_p50_ms": quantile(ttft, 0.5), "ttft_p95_ms": quantile(ttft, 0.95),
                 "ttft_p99_ms": quantile(ttft, 0.99),
-                "within_slo": round(sum(_within_slo(r) for r in served) / len(served), 4)}
+                "within_slo": round(sum(_ttft_met(r) and _itl_met(r) for r in served)
+                                    / len(served), 4),
+                "missed_ttft": sum(not _ttft_met(r) for r in served),
+                "missed_itl": sum(not _itl_met(r) for r in served)}
     return row
 
 
-def _within_slo(served: tuple) -> bool:
+def _ttft_met(served: tuple) -> bool:
+    first = served[5]
+    return first is not None and first <= DEFAULT_SLO.ttft_s
+
+
+def _itl_met(served: tuple) -> bool:
     _, _, _, seconds, tokens, first = served
-    if first is None or first > DEFAULT_SLO.ttft_s:
-        return False
-    return tokens < 2 or (seconds - first) / (tokens - 1) <= DEFAULT_SLO.itl_s
+    return tokens < 2 or first is None or (seconds - first) / (tokens - 1) <= DEFAULT_SLO.itl_s
