@@ -19,8 +19,6 @@ CSV_COLUMNS = (
     "request_id", "tenant", "key_prefix", "endpoint", "prompt_tokens", "completion_tokens",
     "total_tokens", "ttft_s", "duration_s", "outcome", "created_at", "finished_at",
 )
-# 12 columns x 500 rows stays far below SQLite's and PostgreSQL's bound-parameter limits.
-_CHUNK = 500
 _BUCKET_FORMATS = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
 
 
@@ -55,14 +53,15 @@ def insert(s: Session, rows: list[dict[str, Any]]) -> int:
     for row in rows:
         first_seen.setdefault(row["request_id"], row)
     unique = list(first_seen.values())
+    if not unique:
+        return 0
     dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = 0
-    for at in range(0, len(unique), _CHUNK):
-        stmt = (dialect.insert(UsageRow).values(unique[at:at + _CHUNK])
-                .on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(UsageRow.request_id))
-        inserted += len(s.execute(stmt).all())
-    return inserted
+    # One statement for any number of rows, compiled once: SQLAlchemy sends the rows in
+    # batches ("insertmanyvalues"). A VALUES list of the rows themselves is compiled anew for
+    # each count of rows, which under a flood cost the gateway's core 5%.
+    stmt = (dialect.insert(UsageRow).on_conflict_do_nothing(index_elements=["request_id"])
+            .returning(UsageRow.request_id))
+    return len(s.execute(stmt, unique).all())
 
 
 def month_tokens(s: Session, tenant: str, year: int, month: int, endpoint: str | None) -> int:
