@@ -75,3 +75,12 @@ def kill_serve_replica(name_part: str) -> str:
                           capture_output=True, text=True, timeout=120, check=False)
     assert kill.returncode == 0 and kill.stdout.startswith("killed"), kill.stderr
     return kill.stdout.split()[1]
+
+
+def inside_one_minute_window(needed_s: float) -> None:
+    """Return when at least `needed_s` of the current minute are left, sleeping into the next
+    one otherwise: the quotas count requests and tokens in fixed minute windows, so a test
+    expecting a refusal after N requests would see the count restart at a boundary."""
+    if 60 - time.time() % 60 < needed_s:
+        time.sleep(60 - time.time() % 60 + 0.5)
+

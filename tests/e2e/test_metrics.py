@@ -13,6 +13,7 @@ import pytest
 from tests.e2e import ray_metrics
 from tests.e2e.conftest import openai_client
 from tests.e2e.ray_metrics import total
+from tests.platform_helpers import inside_one_minute_window
 
 MESSAGES = [{"role": "user", "content": "Say something about metrics."}]
 MAX_TOKENS = 6
@@ -80,9 +81,10 @@ def traffic(platform, store, keys):
         ("acme", "demo"): [_stream_chat(acme, "demo") for _ in range(3)],
         ("acme", "demo-remote"): [_completion(acme, "demo-remote") for _ in range(2)],
         ("globex", "demo-remote"): [_stream_completion(globex, "demo-remote") for _ in range(2)],
-        (throttled, "demo-remote"): [_completion(openai_client(platform, throttled_key),
-                                                 "demo-remote")],
     }
+    inside_one_minute_window(15)
+    seen[(throttled, "demo-remote")] = [_completion(openai_client(platform, throttled_key),
+                                                    "demo-remote")]
     refused = httpx.post(platform["url"] + "/v1/completions", timeout=60,
                          headers={"authorization": f"Bearer {throttled_key}"},
                          json={"model": "demo-remote", "prompt": "again", "max_tokens": 2})

@@ -21,7 +21,7 @@ from observability import metrics
 from observability.queries import catalog
 from observability.rules.build import RULES_FILE
 from tests.e2e.conftest import openai_client
-from tests.platform_helpers import kill_serve_replica
+from tests.platform_helpers import inside_one_minute_window, kill_serve_replica
 
 SHIPPED = Path(metrics.__file__).parent / "prometheus" / "prometheus.yml"
 INTERVAL = "2s"
@@ -137,6 +137,7 @@ def traffic(prometheus, platform, store, keys):
         time.sleep(1)
     time.sleep(float(INTERVAL.rstrip("s")))  # and one scrape more of the first round
     _send_round(platform, acme, globex)
+    inside_one_minute_window(15)
     throttled_client.completions.create(model="demo-remote", prompt="hi", max_tokens=2)
     refused = httpx.post(platform["url"] + "/v1/completions", timeout=60,
                          headers={"authorization": f"Bearer {throttled_client.api_key}"},

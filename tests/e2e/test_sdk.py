@@ -32,6 +32,7 @@ from aifactory_sdk.types import (
 from serving.gateway.access import STORE_CACHE_TTL_S
 from tests.e2e.conftest import ADMIN_KEY
 from tests.e2e.test_tenancy import new_tenant
+from tests.platform_helpers import inside_one_minute_window
 
 HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -83,6 +84,7 @@ async def test_inference_async_with_concurrent_calls_and_a_stream(platform, keys
 def test_rate_limit_state_and_refusals(platform, store):
     _, key = new_tenant(store, requests_per_minute=2)
     client = sdk(platform, key, max_retries=0)
+    inside_one_minute_window(15)
     first = client.completions.create(model="demo-remote", prompt="hi", max_tokens=2)
     second = client.completions.create(model="demo-remote", prompt="hi", max_tokens=2)
     assert (first.rate_limit.requests.limit, first.rate_limit.requests.remaining,

@@ -14,6 +14,7 @@ import pytest
 from serving.gateway.access import STORE_CACHE_TTL_S
 from tests.e2e.conftest import openai_client
 from tests.ledger_tally import mixed_run_matches_the_ledger
+from tests.platform_helpers import inside_one_minute_window
 
 PROMPT = {"prompt": "hello", "max_tokens": 4}
 
@@ -82,6 +83,7 @@ def _wait_for_reset(resp: httpx.Response) -> None:
 
 def test_requests_per_minute_429_with_headers_then_recovers(platform, store):
     _, key = new_tenant(store, requests_per_minute=3)
+    inside_one_minute_window(15)
     seen = [post(platform, key, {"model": "demo-remote", **PROMPT}) for _ in range(3)]
     assert [r.status_code for r in seen] == [200, 200, 200]
     assert [r.headers["x-ratelimit-remaining-requests"] for r in seen] == ["2", "1", "0"]
@@ -100,6 +102,7 @@ def test_requests_per_minute_429_with_headers_then_recovers(platform, store):
 
 def test_tokens_per_minute_counts_prompt_and_max_tokens(platform, store):
     _, key = new_tenant(store, tokens_per_minute=300)
+    inside_one_minute_window(20)
     first = post(platform, key, {"model": "demo-remote", "prompt": "hi", "max_tokens": 200,
                                  "ignore_eos": True})
     assert first.status_code == 200

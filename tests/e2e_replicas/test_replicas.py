@@ -13,7 +13,7 @@ import httpx
 
 from deployments.app import APP_NAME, GATEWAY
 from serving.gateway.access import STORE_CACHE_TTL_S
-from tests.platform_helpers import aifactory
+from tests.platform_helpers import aifactory, inside_one_minute_window
 
 BODY = {"model": "shared", "prompt": "hello", "max_tokens": 4}
 
@@ -28,9 +28,7 @@ def fresh_post(platform, key: str) -> httpx.Response:
 def test_two_replicas_serve_and_share_one_request_limit(platform, store):
     acme_key = store.create_key("acme").plaintext
     store.set_quota("acme", requests_per_minute=10)
-    # Stay inside one minute window: start right after a window boundary if close to one.
-    if time.time() % 60 > 45:
-        time.sleep(60 - time.time() % 60 + 0.5)
+    inside_one_minute_window(15)
     results = []
     lock = threading.Lock()
 
