@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from serving.gateway.ledger_writer import LedgerSpool, LedgerWriter
-from serving.tenancy import Outcome, Store, UsageRecord, upgrade
+from serving.tenancy import Outcome, Store, UsageRecord
+from tests.unit.stores import sqlite_store
 
 
 def record(n: int) -> UsageRecord:
@@ -23,11 +24,7 @@ def record(n: int) -> UsageRecord:
 
 @pytest.fixture
 def store(tmp_path):
-    url = f"sqlite:///{tmp_path}/store.db"
-    upgrade(url)
-    store = Store(url)
-    store.create_tenant("acme")
-    store.create_endpoint("demo", owner="acme")
+    store = sqlite_store(tmp_path, "acme", "demo")
     yield store
     store.close()
 

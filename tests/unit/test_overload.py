@@ -26,7 +26,8 @@ from serving.gateway.routing import (
     spread_retry,
     waits_too_long,
 )
-from serving.tenancy import LocalAdmissionCounters, Outcome, Store, upgrade
+from serving.tenancy import LocalAdmissionCounters, Outcome
+from tests.unit.stores import sqlite_store
 
 BODY = {"model": "m", "prompt": "hi", "max_tokens": 2}
 OK_BODY = {"id": "x", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}
@@ -165,11 +166,7 @@ class BackPressuredTarget:
 
 @pytest.fixture
 def store(tmp_path):
-    url = f"sqlite:///{tmp_path}/tenancy.db"
-    upgrade(url)
-    store = Store(url)
-    store.create_tenant("t")
-    store.create_endpoint("m", owner="t")
+    store = sqlite_store(tmp_path, "t", "m")
     yield store
     store.close()
 

@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from serving.gateway.access import Access
-from serving.tenancy import LocalAdmissionCounters, Store, Unauthenticated, upgrade
+from serving.tenancy import LocalAdmissionCounters, Store, Unauthenticated
+from tests.unit.stores import sqlite_store
 
 READ_S = 0.05  # each read takes this long, so that concurrent requests overlap it
 
@@ -39,11 +40,7 @@ class CountingStore(Store):
 
 @pytest.fixture
 def store(tmp_path):
-    url = f"sqlite:///{tmp_path}/tenancy.db"
-    upgrade(url)
-    store = CountingStore(url)
-    store.create_tenant("t")
-    store.create_endpoint("m", owner="t")
+    store = sqlite_store(tmp_path, "t", "m", CountingStore)
     yield store
     store.close()
 
