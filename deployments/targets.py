@@ -97,9 +97,10 @@ class EndpointWaker:
 
 class HandleCall:
     """One request to an engine deployment, sent when `head()` is awaited, the endpoint's
-    in-flight bound has room and one of its engines' slots is free (Slot.wait_turn). If the replica it went to dies before the first chunk (queued
-    in its engine, say), nothing reached the client yet: the request is sent again, and
-    Serve routes it to another replica or to the one replacing the dead one."""
+    in-flight bound has room and one of its engines' slots is free (Slot.wait_turn). If the
+    replica it went to dies before the first chunk (queued in its engine, say), nothing
+    reached the client yet: the request is sent again, and Serve routes it to another
+    replica or to the one replacing the dead one."""
 
     def __init__(self, send: Callable[[], DeploymentResponseGenerator], bound: InFlightBound,
                  endpoint: str, hold=None) -> None:
