@@ -86,10 +86,10 @@ class StandingDelay:
 class QueueBudget:
     """How much of a tenant's TTFT target an endpoint's queue may take before new requests
     are refused. `line`: how long the first in the gateway's own line has waited; the rest
-    of the target is left for the engine's first token and for the spread of waits (with 0.5
-    of a 2 s target, a flood's served requests took 1.1 to 1.2 s to their first token at
-    the median, and up to 8% missed the target). `first_token`: the fastest recent first token, for engines
-    that queue themselves, where the gateway sees nothing else."""
+    of the target is left for the engine's first token and for the spread of waits (with
+    0.5 of a 2 s target, a flood's served requests took 1.1 to 1.2 s to their first token
+    at the median, and up to 8% missed the target). `first_token`: the fastest recent first
+    token, for engines that queue themselves, where the gateway sees nothing else."""
 
     line: float = 0.25
     first_token: float = 0.5
