@@ -316,6 +316,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     while not stop["now"]:
         time.sleep(0.5)
+        if data.load_state() is None:  # `aifactory down` from another shell stopped it
+            _say("stopped by `aifactory down`")
+            return 0
     return cmd_down(args)
 
 

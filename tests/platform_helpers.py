@@ -18,6 +18,24 @@ def aifactory(*args: str, env: dict, timeout: float = 900) -> subprocess.Complet
     )
 
 
+def _up_in_foreground(config: Path, env: dict) -> tuple[subprocess.Popen, str]:
+    """`aifactory up` left running, once it says it is ready; its output goes to a file
+    (a pipe nobody reads would fill and block it)."""
+    log = Path(env["AIFACTORY_HOME"]) / "up.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        up = subprocess.Popen([sys.executable, "-m", "deployments.cli", "up", "--config",
+                               str(config)], env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 900
+    while "ready: " not in log.read_text():
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            aifactory("down", env=env)
+            pytest.fail(f"aifactory up did not become ready:\n{log.read_text()}")
+        time.sleep(1)
+    return up, log.read_text()
+
+
 def leftover_processes() -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
     keep = ("ray::", "raylet", "gcs_server", "VLLM::", "EngineCore", "haproxy")
@@ -31,17 +49,24 @@ def leftover_processes() -> list[str]:
 TEST_RAY_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
-def running_platform(config: Path, env: dict, url: str) -> Iterator[dict]:
+def running_platform(config: Path, env: dict, url: str,
+                     foreground: bool = False) -> Iterator[dict]:
     """`aifactory up --detach` with `config`; yields what tests need; then `aifactory down`
-    and a check that no Ray, vLLM or HAProxy process is left behind."""
+    and a check that no Ray, vLLM or HAProxy process is left behind. `foreground`: plain
+    `aifactory up` instead, as the README runs it, which must end once `aifactory down` has
+    stopped the platform from another process."""
     env = {**env, **TEST_RAY_ENV}
     started = time.monotonic()
-    up = aifactory("up", "--detach", "--config", str(config), env=env)
-    if up.returncode != 0:
-        aifactory("down", env=env)
-        pytest.fail(f"aifactory up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+    if foreground:
+        up, output = _up_in_foreground(config, env)
+    else:
+        up = aifactory("up", "--detach", "--config", str(config), env=env)
+        if up.returncode != 0:
+            aifactory("down", env=env)
+            pytest.fail(f"aifactory up failed ({up.returncode}):\n{up.stdout}\n{up.stderr}")
+        output = up.stdout
     print(f"platform up in {time.monotonic() - started:.0f}s", file=sys.stderr)
-    yield {"url": url, "home": Path(env["AIFACTORY_HOME"]), "env": env, "up_stdout": up.stdout}
+    yield {"url": url, "home": Path(env["AIFACTORY_HOME"]), "env": env, "up_stdout": output}
 
     import ray
 
@@ -49,6 +74,12 @@ def running_platform(config: Path, env: dict, url: str) -> Iterator[dict]:
         ray.shutdown()
     down = aifactory("down", env=env, timeout=300)
     assert down.returncode == 0, down.stderr
+    if foreground:
+        try:
+            assert up.wait(timeout=30) == 0, "foreground `aifactory up` failed"
+        except subprocess.TimeoutExpired:
+            up.kill()
+            pytest.fail("foreground `aifactory up` kept waiting after `aifactory down`")
     deadline = time.monotonic() + 30
     while leftover_processes() and time.monotonic() < deadline:
         time.sleep(1)

@@ -24,7 +24,8 @@ def platform(tmp_path_factory):
     }
     for name in ("RAY_ADDRESS", "AIFACTORY_DATABASE_URL", "AIFACTORY_REDIS_URL"):
         env.pop(name, None)
-    yield from running_platform(HERE / "platform.yaml", env, BASE_URL)
+    # In the foreground, as the README's first command runs it.
+    yield from running_platform(HERE / "platform.yaml", env, BASE_URL, foreground=True)
 
 
 @pytest.fixture(scope="package")
