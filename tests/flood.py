@@ -10,6 +10,8 @@ import time
 import uuid
 
 import aiohttp
+# The SDK's reading, which is openai-python's: `retry-after-ms` first, then Retry-After.
+from aifactory_sdk._core import retry_after_from_headers
 
 from serving.tenancy import DEFAULT_SLO
 
@@ -45,7 +47,7 @@ async def flood(url: str, key: str, model: str, workers: int, until: float) -> l
                             code = (await resp.json())["error"]["code"]
                             results.append((status, retry_after, code,
                                             time.monotonic() - began, 0, None))
-                            await asyncio.sleep(_retry_delay_s(resp.headers))
+                            await asyncio.sleep(retry_after_from_headers(resp.headers) or 1.0)
                             continue
                         first, tokens = None, 0
                         async for line in resp.content:
@@ -65,13 +67,6 @@ async def flood(url: str, key: str, model: str, workers: int, until: float) -> l
 
         await asyncio.gather(*(worker() for _ in range(workers)))
     return results
-
-
-def _retry_delay_s(headers) -> float:
-    """openai-python's reading (_parse_retry_after_header): milliseconds first, then seconds."""
-    if "retry-after-ms" in headers:
-        return float(headers["retry-after-ms"]) / 1000
-    return float(headers.get("retry-after", "1"))
 
 
 def quantile(values: list[float], q: float) -> int:
