@@ -26,7 +26,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from deployments.config import DEMO_MODEL, EndpointConfig, PartitionConfig
-from deployments.targets import EndpointTargets, HandleTarget
+from deployments.engine import engine_args, engine_deployment_name, engine_deployment_options
+from serving.targets.deployment import DeploymentTarget, LinkHub
+from serving.targets.registry import EndpointTargets
 from serving.tenancy import Conflict, Invalid, Store
 
 logger = logging.getLogger(__name__)
@@ -98,13 +100,16 @@ class DeployerSettings:
     partition: dict[str, Any]
     configured: list[dict[str, Any]]
     builtin_models: dict[str, str]
+    link_secret: str
 
 
 class ServeEndpointDeployer:
     """Deploys, removes and routes the endpoints created through the admin API."""
 
     def __init__(self, settings: DeployerSettings, store: Store,
-                 targets: EndpointTargets) -> None:
+                 targets: EndpointTargets, links: LinkHub) -> None:
+        self._link_secret = settings.link_secret
+        self._links = links
         self._partition = PartitionConfig(**settings.partition)
         self._configured = [EndpointConfig(**e) for e in settings.configured]
         self._builtin = settings.builtin_models
@@ -141,6 +146,7 @@ class ServeEndpointDeployer:
     async def remove(self, name: str) -> None:
         """Called once `name` is gone from the store: Serve drains and deletes its engines."""
         self._targets.remove(name)
+        self._links.forget(APP_NAME, engine_deployment_name(name))
         await self._deploy_created(leaving_out=name)
         logger.info("endpoint %s removed; its replicas drain", name)
 
@@ -177,6 +183,7 @@ class ServeEndpointDeployer:
                 created = {e.name: e.deployment for e in endpoints if e.deployment is not None}
                 for name in self._targets.created() - created.keys():
                     self._targets.remove(name)
+                    self._links.forget(APP_NAME, engine_deployment_name(name))
                 for name, deployment in created.items():
                     if name not in self._targets:
                         await self._route(parse_deployment(name, deployment))
@@ -187,26 +194,27 @@ class ServeEndpointDeployer:
     async def _route(self, endpoint: EndpointConfig) -> None:
         from ray import serve
 
-        from deployments.app import engine_deployment_name
-
         # Asks the Serve controller (a blocking call) whether the deployment exists yet: a
         # row another replica just wrote may be ahead of its application (the next round
         # of following catches up).
         handle = await asyncio.to_thread(
             serve.get_deployment_handle, engine_deployment_name(endpoint.name), APP_NAME)
         card = {"root": self._model_path(endpoint), "max_model_len": endpoint.engine.max_model_len}
-        self._targets.add(endpoint.name, HandleTarget(
-            endpoint.name, handle, endpoint.max_in_flight, endpoint.slots, card=card))
+        links = self._links.links_for(APP_NAME, engine_deployment_name(endpoint.name),
+                                      endpoint.name)
+        self._targets.add(endpoint.name, DeploymentTarget(
+            endpoint.name, links, handle, endpoint.max_in_flight, endpoint.slots, card=card))
 
     def _engine(self, endpoint: EndpointConfig):
         from ray import serve
 
-        from deployments.app import engine_args, engine_deployment_options
         from deployments.engine import EngineDeployment
 
         options = engine_deployment_options(endpoint, self._partition)
-        args = (endpoint.name, self._model_path(endpoint), engine_args(endpoint, self._partition))
-        version = hashlib.sha256(json.dumps([args, endpoint.model_dump(mode="json")],
+        args = (endpoint.name, self._model_path(endpoint), engine_args(endpoint, self._partition),
+                self._link_secret)
+        # The secret stays out of the version: it is the same for every engine.
+        version = hashlib.sha256(json.dumps([args[:3], endpoint.model_dump(mode="json")],
                                             sort_keys=True, default=str).encode()).hexdigest()
         deployment = serve.deployment(EngineDeployment).options(**options)
         return _versioned(deployment, version[:16]).bind(*args)

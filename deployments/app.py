@@ -15,32 +15,35 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.admin_endpoints import DeployerSettings, ServeEndpointDeployer
-from deployments.config import EndpointConfig, PartitionConfig, PlatformConfig
-from deployments.engine import EngineDeployment
+from deployments.config import PlatformConfig
+from deployments.engine import (
+    ENGINE_GRACEFUL_SHUTDOWN_S,
+    ENGINE_HEALTH_CHECK_PERIOD_S,
+    ENGINE_HEALTH_CHECK_TIMEOUT_S,
+    EngineDeployment,
+    engine_args,
+    engine_deployment_name,
+    engine_deployment_options,
+    engine_resources,
+    with_custom_resources,
+)
 from deployments.replica_logging import log_to_serve_replica_log
-from deployments.targets import EndpointTargets, EndpointWaker, HandleTarget
 from serving.admin import build_admin_router, build_tenant_router
 from serving.admin.autoscaler import build_autoscaler_router
 from serving.engine import EngineHost
-from serving.engine.local import LocalTarget
-from serving.gateway import EndpointTarget, build_gateway_app
+from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.gateway.ledger_writer import LedgerSpool
+from serving.targets import EndpointTarget
+from serving.targets.deployment import DeploymentTarget, LinkHub
+from serving.targets.local import LocalTarget
+from serving.targets.registry import EndpointTargets
+from serving.targets.waker import EndpointWaker
 from serving.tenancy import LocalAdmissionCounters, Store
 
 APP_NAME = "aifactory"
 GATEWAY = "gateway"
 AUTOSCALER = "autoscaler"
-
-# Engines take minutes to load weights on a GPU node; Serve must not give up on them earlier.
-ENGINE_HEALTH_CHECK_PERIOD_S = 10
-ENGINE_HEALTH_CHECK_TIMEOUT_S = 30
-ENGINE_GRACEFUL_SHUTDOWN_S = 20
-
-
-def engine_deployment_name(endpoint: str) -> str:
-    return f"engine-{endpoint}"
-
 
 @serve.ingress()
 class GatewayDeployment:
@@ -50,14 +53,16 @@ class GatewayDeployment:
         self,
         engines: dict[str, DeploymentHandle],
         tenancy: TenancySettings,
+        link_secret: str,
         colocated: tuple[str, str, dict[str, Any], tuple[int, int]] | None = None,
         autoscaling: AutoscalingWiring | None = None,
         autoscaler: DeploymentHandle | None = None,
         deployer: DeployerSettings | None = None,
         bounds: dict[str, tuple[int, int]] | None = None,
     ) -> None:
-        """`bounds`: per endpoint, its (max_in_flight, slots), as EndpointConfig counts them;
-        `colocated` ends with the colocated endpoint's."""
+        """`link_secret`: the engine links' secret (hex); `bounds`: per endpoint, its
+        (max_in_flight, slots), as EndpointConfig counts them; `colocated` ends with the
+        colocated endpoint's."""
         log_to_serve_replica_log()
         self._access = tenancy.connect()
         # Records an earlier replica on this node spooled while the store was away.
@@ -69,12 +74,13 @@ class GatewayDeployment:
             waker = EndpointWaker(autoscaler, gateway, autoscaling.wake_timeout_s)
         scaled = autoscaling.cards if autoscaling is not None else {}
         bounds = bounds or {}
-        configured: dict[str, EndpointTarget] = {
-            name: (HandleTarget(name, handle, *bounds.get(name, (None, None)), waker=waker,
-                                card=scaled[name]) if name in scaled
-                   else HandleTarget(name, handle, *bounds.get(name, (None, None))))
-            for name, handle in engines.items()
-        }
+        self._links = LinkHub(bytes.fromhex(link_secret))
+        configured: dict[str, EndpointTarget] = {}
+        for name, handle in engines.items():
+            links = self._links.links_for(APP_NAME, engine_deployment_name(name), name)
+            configured[name] = DeploymentTarget(
+                name, links, handle, *bounds.get(name, (None, None)),
+                waker=waker if name in scaled else None, card=scaled.get(name))
         self._host: EngineHost | None = None
         if colocated is not None:
             name, model_path, args, (max_in_flight, slots) = colocated
@@ -83,7 +89,8 @@ class GatewayDeployment:
         self._targets = EndpointTargets(configured)
         self._deployer = None
         if deployer is not None:
-            self._deployer = ServeEndpointDeployer(deployer, self._access.store, self._targets)
+            self._deployer = ServeEndpointDeployer(deployer, self._access.store, self._targets,
+                                                   self._links)
             self._deployer.follow()
 
     def __serve_build_asgi_app__(self):
@@ -108,70 +115,6 @@ class GatewayDeployment:
     def __del__(self) -> None:
         if self._host is not None:
             self._host.shutdown()
-
-
-def engine_deployment_options(endpoint: EndpointConfig,
-                              partition: PartitionConfig) -> dict[str, Any]:
-    """Ray Serve options of an endpoint's engine deployment."""
-    return {
-        "name": engine_deployment_name(endpoint.name),
-        "num_replicas": endpoint.replicas,
-        "max_ongoing_requests": endpoint.max_ongoing_requests,
-        # The gateway bounds its requests in flight exactly (max_in_flight), and answers 503 +
-        # Retry-After beyond. Serve's own bound, which counts a request as queued until the
-        # router has placed it (a burst trips it below capacity), is only a backstop there.
-        "max_queued_requests": endpoint.max_in_flight,
-        "health_check_period_s": ENGINE_HEALTH_CHECK_PERIOD_S,
-        "health_check_timeout_s": ENGINE_HEALTH_CHECK_TIMEOUT_S,
-        "graceful_shutdown_timeout_s": ENGINE_GRACEFUL_SHUTDOWN_S,
-        **engine_resources(endpoint, partition),
-    }
-
-
-def engine_resources(endpoint: EndpointConfig, partition: PartitionConfig) -> dict[str, Any]:
-    """Ray resources for one engine replica.
-
-    On the CPU the partition's slots are Ray logical CPUs. On GPU nodes a replica asks for its
-    share of GPUs (fractions put several small models on one GPU); with tensor parallelism
-    vLLM's Ray executor needs one GPU bundle per rank, packed on one node."""
-    per_replica = endpoint.accelerators_per_replica
-    if partition.accelerator == "cpu":
-        options = {"ray_actor_options": {"num_cpus": per_replica}}
-    elif endpoint.engine.tensor_parallel_size == 1:
-        options = {"ray_actor_options": {"num_cpus": 1, "num_gpus": per_replica}}
-    else:
-        options = {
-            "ray_actor_options": {"num_cpus": 1},
-            "placement_group_bundles": [{"CPU": 1}] + [
-                {"GPU": 1} for _ in range(endpoint.engine.tensor_parallel_size)],
-            "placement_group_strategy": "STRICT_PACK",
-        }
-    return with_custom_resources(options, endpoint.resources)
-
-
-def with_custom_resources(options: dict[str, Any], resources: dict[str, float]) -> dict[str, Any]:
-    """Adds Ray custom resources to a replica's options. With a placement group the replica
-    actor runs in the first bundle, which must then hold them too (and, packed, pins the
-    group to a node that has them)."""
-    if not resources:
-        return options
-    actor = options.get("ray_actor_options", {})
-    merged = {**actor.get("resources", {})}
-    for name, amount in resources.items():
-        merged[name] = merged.get(name, 0) + amount
-    options = {**options, "ray_actor_options": {**actor, "resources": merged}}
-    if "placement_group_bundles" in options:
-        first, *rest = options["placement_group_bundles"]
-        options["placement_group_bundles"] = [{**first, **merged}, *rest]
-    return options
-
-
-def engine_args(endpoint: EndpointConfig, partition: PartitionConfig) -> dict[str, Any]:
-    engine = endpoint.engine.model_dump(exclude={"extra_args"}, exclude_none=True)
-    engine.update(endpoint.engine.extra_args)
-    if partition.accelerator == "gpu" and endpoint.engine.tensor_parallel_size > 1:
-        engine.setdefault("distributed_executor_backend", "ray")
-    return engine
 
 
 @dataclass(frozen=True)
@@ -233,8 +176,9 @@ class TenancySettings:
 
 
 def build_app(config: PlatformConfig, model_paths: dict[str, str],
-              tenancy: TenancySettings) -> serve.Application:
-    """`model_paths` maps endpoint name to a local model folder (the demo model resolved).
+              tenancy: TenancySettings, link_secret: str) -> serve.Application:
+    """`model_paths` maps endpoint name to a local model folder (the demo model resolved);
+    `link_secret` (hex) authenticates the links between gateway and engine replicas.
     With autoscaled endpoints the application must be run with `external_scaler_enabled`
     (see `needs_external_scaler`): the partition controller then sets their replicas."""
     engines = {}
@@ -280,7 +224,7 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
             **engine_deployment_options(endpoint, config.partition))
         engines[endpoint.name] = deployment.bind(
             endpoint.name, model_paths[endpoint.name], engine_args(endpoint, config.partition),
-            autoscaler if endpoint.autoscaling is not None else None,
+            link_secret, autoscaler if endpoint.autoscaling is not None else None,
         )
     gateway_options = with_custom_resources(gateway_options, config.server.resources)
     gateway = serve.deployment(GatewayDeployment).options(
@@ -293,8 +237,10 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         partition=config.partition.model_dump(mode="json"),
         configured=[e.model_dump(mode="json") for e in config.endpoints],
         builtin_models={e.model: model_paths[e.name] for e in config.endpoints
-                        if e.model.startswith("builtin:")})
-    return gateway.bind(engines, tenancy, colocated, autoscaling, autoscaler, deployer,
+                        if e.model.startswith("builtin:")},
+        link_secret=link_secret)
+    return gateway.bind(engines, tenancy, link_secret, colocated, autoscaling, autoscaler,
+                        deployer,
                         {e.name: (e.max_in_flight, e.slots) for e in config.endpoints
                          if not e.colocated})
 

@@ -276,7 +276,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     def deploy() -> None:
         try:
-            serve.run(build_app(config, paths, tenancy), name=APP_NAME, route_prefix="/",
+            serve.run(build_app(config, paths, tenancy, data.link_secret()), name=APP_NAME,
+                      route_prefix="/",
                       external_scaler_enabled=needs_external_scaler(config))
         except BaseException as exc:  # reported by the progress loop below
             failure.append(exc)

@@ -4,14 +4,43 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
 
+LINK_SECRET_ENV = "AIFACTORY_LINK_SECRET"
+LINK_SECRET_FILE = "link.secret"
+
+
 def home() -> Path:
     path = Path(os.environ.get("AIFACTORY_HOME") or Path.home() / ".aifactory").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    # Keys, the store and spooled usage live here: the platform's user only.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def link_secret() -> str:
+    """The secret gateway and engine replicas prove to each other on every engine link
+    (hex): $AIFACTORY_LINK_SECRET, else made once and kept in the data directory (0600), so
+    that redeploying keeps it and leaves running engines alone."""
+    given = os.environ.get(LINK_SECRET_ENV, "").strip()
+    if given:
+        try:
+            if len(bytes.fromhex(given)) >= 16:
+                return given
+        except ValueError:
+            pass
+        raise ValueError(f"{LINK_SECRET_ENV} must be at least 32 hex digits")
+    path = home() / LINK_SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def demo_model_dir() -> Path:

@@ -30,4 +30,6 @@ def app(args: dict[str, str] | None = None) -> serve.Application:
     paths = resolve_models(config)
     check_engine_args(config, paths)
     tenancy, _ = prepare_tenancy(config, using_default=not path)
-    return build_app(config, paths, tenancy)
+    from deployments.home import link_secret
+
+    return build_app(config, paths, tenancy, link_secret())

@@ -120,8 +120,8 @@ class FakeController:
 
 
 async def test_hold_returns_once_a_replica_runs(monkeypatch):
-    from deployments import targets
-    from deployments.targets import EndpointWaker
+    from serving.targets import waker as targets
+    from serving.targets.waker import EndpointWaker
 
     monkeypatch.setattr(targets, "WAKE_POLL_S", 0.01)
     controller = FakeController(running_after_wakes=3)
@@ -133,9 +133,9 @@ async def test_hold_returns_once_a_replica_runs(monkeypatch):
 
 
 async def test_hold_gives_up_with_retry_after(monkeypatch):
-    from deployments import targets
-    from deployments.targets import EndpointWaker
-    from serving.gateway.routing import EndpointUnavailable
+    from serving.targets import waker as targets
+    from serving.targets.waker import EndpointWaker
+    from serving.targets.errors import EndpointUnavailable
 
     monkeypatch.setattr(targets, "WAKE_POLL_S", 0.01)
     waker = EndpointWaker(FakeController(running_after_wakes=None), "g", timeout_s=0.05)
@@ -147,7 +147,7 @@ async def test_hold_gives_up_with_retry_after(monkeypatch):
 
 
 async def test_no_hold_before_the_controller_answered():
-    from deployments.targets import EndpointWaker
+    from serving.targets.waker import EndpointWaker
 
     controller = FakeController(running_after_wakes=None)
     waker = EndpointWaker(controller, "g", timeout_s=5)

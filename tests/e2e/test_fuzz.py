@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from serving.gateway.app import MAX_BODY_BYTES
+from serving.gateway.pipeline import MAX_BODY_BYTES
 from tests.e2e.conftest import ENDPOINTS
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

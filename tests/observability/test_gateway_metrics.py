@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from serving.engine.host import EngineReply
-from serving.engine.local import LocalTarget
+from serving.targets.local import LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.gateway.telemetry import RequestMetrics

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from observability import tracing
 from serving.engine.host import EngineHost
-from serving.engine.local import LocalTarget
+from serving.targets.local import LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.tenancy import LocalAdmissionCounters, Store, upgrade

@@ -7,7 +7,7 @@ import pytest
 
 from deployments.admin_endpoints import accelerators_held, check_fits, parse_deployment
 from deployments.config import EndpointConfig, PartitionConfig
-from deployments.targets import EndpointTargets
+from serving.targets.registry import EndpointTargets
 from serving.tenancy import Conflict, Invalid
 
 DEMO = {"model": "builtin:demo", "engine": {"max_model_len": 512}}

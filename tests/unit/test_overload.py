@@ -1,6 +1,6 @@
 """Bounded queues: the gateway's in-flight bound per endpoint, its refusal of requests that
 would wait in a standing queue past their TTFT target, and its answer when an endpoint is
-full (the bound, or Ray Serve's BackPressureError behind it): 503, code
+full: 503, code
 `endpoint_overloaded`, Retry-After, and a usage record without tokens. The store and the
 counters are real (SQLite, local counters); the engines are stand-ins."""
 
@@ -12,13 +12,12 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from ray.serve.exceptions import BackPressureError
 
 from serving.engine.host import EngineReply
-from serving.engine.local import LocalCall, LocalTarget
+from serving.targets.local import LocalCall, LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
-from serving.gateway.routing import (
+from serving.targets.bound import (
     EndpointOverloaded,
     InFlightBound,
     QueueBudget,
@@ -140,9 +139,9 @@ async def test_a_refused_call_takes_no_slot_and_never_reaches_the_engine():
     assert bound.in_flight == 0
 
 
-class BackPressuredTarget:
-    """An endpoint behind a Serve handle whose queue is full: head() raises as the handle's
-    router does at max_queued_requests."""
+class FullTarget:
+    """An endpoint whose bound filled while the request waited: head() raises as
+    InFlightBound.take does."""
 
     name = "m"
     bound = InFlightBound(None)
@@ -150,7 +149,7 @@ class BackPressuredTarget:
     def call(self, kind, body, request_id):
         class Call:
             async def head(self):
-                raise BackPressureError(num_queued_requests=4, max_queued_requests=4)
+                raise EndpointOverloaded("endpoint `m` is at capacity (4 requests in flight)")
 
             def cancel(self):
                 pass
@@ -193,8 +192,8 @@ def _assert_overloaded(resp):
     assert err["type"] == "service_unavailable_error"
 
 
-async def test_serve_backpressure_answers_503_with_retry_after(store):
-    async with _gateway(store, BackPressuredTarget()) as gw:
+async def test_a_full_endpoint_answers_503_with_retry_after(store):
+    async with _gateway(store, FullTarget()) as gw:
         resp = await gw.post("/v1/completions", json=BODY)
     _assert_overloaded(resp)
     [record] = _ledger(store)

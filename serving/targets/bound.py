@@ -1,57 +1,15 @@
-"""What the gateway routes to: an endpoint by name, reached through some transport."""
+"""How full an endpoint is, as one gateway replica sees it: requests in flight, its line of
+requests waiting for an engine slot, and whether that line stands too long to refuse a
+newcomer (the pipeline's "refuse if full" step reads it; every target counts into it)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-
-class EngineCall(Protocol):
-    """One request in flight on an engine. `head()` says how it went so far (status and, for
-    a finished or failed request, the body); `chunks()` then yields SSE events as the engine
-    makes them."""
-
-    async def head(self) -> dict[str, Any]: ...
-
-    def chunks(self) -> AsyncIterator[str]: ...
-
-    def cancel(self) -> None: ...
-
-
-class EndpointTarget(Protocol):
-    """An endpoint's engines, as the gateway sees them; `bound` counts this gateway
-    replica's requests in flight to them."""
-
-    name: str
-    bound: InFlightBound
-
-    def call(self, kind: str, body: dict[str, Any], request_id: str) -> EngineCall: ...
-
-    async def ready(self) -> bool: ...
-
-    async def card(self) -> dict[str, Any]: ...
-
-
-class EndpointUnavailable(Exception):
-    """An endpoint cannot take the request now (e.g. no replica woke in time); the client
-    should retry after `retry_after_s`. The gateway answers 503 with Retry-After."""
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class EndpointOverloaded(Exception):
-    """An endpoint's bounded queue is full: the request is refused at once rather than held
-    until its client times out. The gateway answers 503 with Retry-After."""
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+from serving.targets.errors import EndpointOverloaded
 
 
 def spread_retry(retry_after_s: int, draw: float) -> dict[str, str]:

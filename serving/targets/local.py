@@ -7,53 +7,35 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from serving.engine.host import EngineHost
-from serving.gateway.routing import InFlightBound, Slot
+from serving.targets.bound import InFlightBound
+from serving.targets.call import BoundCall
 
 
-class LocalCall:
+class LocalCall(BoundCall):
+    """vLLM queues the request itself: no turn to wait for here."""
+
     def __init__(self, host: EngineHost, kind: str, body: dict[str, Any], request_id: str,
                  bound: InFlightBound, endpoint: str) -> None:
+        super().__init__(bound, endpoint, wait_turn=False)
         self._host, self._kind, self._body, self._request_id = host, kind, body, request_id
-        self._bound, self._endpoint = bound, endpoint
-        self._slot: Slot | None = None
         self._stream: AsyncIterator[str] | None = None
 
-    def _release(self) -> None:
-        if self._slot is not None:
-            self._slot.release()
-
-    async def head(self) -> dict[str, Any]:
-        self._slot = self._bound.take(self._endpoint)
-        try:
-            reply = await self._host.handle(self._kind, self._body, self._request_id)
-        except BaseException:
-            self._release()
-            raise
+    async def _send(self) -> dict[str, Any]:
+        reply = await self._host.handle(self._kind, self._body, self._request_id)
         if reply.stream is None:
-            self._release()
             return {"status": reply.status, "body": reply.body}
         self._stream = reply.stream
         return {"status": reply.status, "stream": True}
 
-    async def chunks(self) -> AsyncIterator[str]:
+    def _events(self) -> AsyncIterator[str]:
         assert self._stream is not None
-        try:
-            async for chunk in self._stream:
-                yield chunk
-        finally:
-            self._release()
+        return self._stream
 
-    def cancel(self) -> None:
-        self._release()
+    def _abort(self) -> None:
         # Closing vLLM's generator raises GeneratorExit inside it, which aborts the request.
         if self._stream is not None and hasattr(self._stream, "aclose"):
             stream, self._stream = self._stream, None
             asyncio.ensure_future(stream.aclose())
-
-    def __del__(self) -> None:
-        # A streamed response whose body was never sent (the client left first) is neither
-        # read to its end nor cancelled: its slot is given back when the call is collected.
-        self._release()
 
 
 class LocalTarget:

@@ -1,0 +1,115 @@
+"""The last steps of the token path: relay a stream's SSE events to the client as the engine
+makes them, and settle the request (its reservation and its one usage record) with the
+engine's own token counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any
+
+from serving.gateway import telemetry
+from serving.gateway.access import Access, Admitted
+from serving.gateway.errors import sse_error_event
+from serving.targets import EngineCall, InFlightBound
+from serving.tenancy import Outcome
+
+logger = logging.getLogger(__name__)
+
+DONE = "data: [DONE]\n\n"
+
+
+def is_usage_event(event: str) -> bool:
+    return '"choices":[]' in event and '"usage":{' in event
+
+
+def event_body(event: str) -> dict:
+    try:
+        body = json.loads(event[len("data: "):])
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+async def settle_reply(access: Access, admitted: Admitted, result: dict[str, Any]) -> None:
+    """A JSON reply: its usage is the engine's count."""
+    telemetry.describe_response(admitted.span, result)
+    usage = result.get("usage") or {}
+    await access.finish(admitted, Outcome.OK, usage.get("prompt_tokens"),
+                        usage.get("completion_tokens", 0))
+
+
+async def settle_stream(access: Access, admitted: Admitted, outcome: Outcome,
+                        usage: dict | None, events: int) -> None:
+    try:
+        if usage is not None:
+            await access.finish(admitted, outcome, usage["prompt_tokens"],
+                                usage["completion_tokens"])
+        else:  # no usage event (cancelled or broken): one token per content event, as streamed
+            await access.finish(admitted, outcome, None, events)
+    finally:
+        # The response went out as 200; a stream that broke says so in error.type.
+        telemetry.end_span(admitted.span, HTTPStatus.OK, error=None if outcome in (
+            Outcome.OK, Outcome.CLIENT_CANCELLED) else str(outcome))
+
+
+async def relay(call: EngineCall, first: str | None, access: Access, admitted: Admitted,
+                client_wants_usage: bool, bound: InFlightBound) -> AsyncIterator[str]:
+    """Forward each SSE event as the engine yields it, take the token counts from the usage
+    event, and commit the usage record before the stream's last event. A broken stream ends
+    with an error event; a client that goes away cancels the engine request. The first
+    token's delay goes to the endpoint's `bound` (is its queue standing?)."""
+    usage: dict | None = None
+    events = 0
+    outcome = Outcome.OK
+    try:
+        pending = [first] if first is not None else []
+        source = call.chunks()
+        while True:
+            if pending:
+                event = pending.pop()
+            else:
+                try:
+                    event = await source.__anext__()
+                except StopAsyncIteration:
+                    break
+            if event == DONE:
+                break
+            if is_usage_event(event):
+                usage = json.loads(event[len("data: "):])["usage"]
+                if not client_wants_usage:
+                    continue
+            elif event.startswith('data: {"error"'):
+                outcome = Outcome.ERROR
+            else:
+                events += 1
+                now = time.monotonic()
+                if admitted.first_token_at is None:
+                    admitted.first_token_at = now
+                    bound.delay.observe(now, now - admitted.started)
+                    if admitted.span is not None:
+                        telemetry.describe_response(admitted.span, event_body(event))
+                admitted.last_token_at = now
+                admitted.content_events = events
+            yield event
+        await settle_stream(access, admitted, outcome, usage, events)
+        yield DONE
+    except asyncio.CancelledError:
+        call.cancel()
+        # The client is gone: still settle and record, outside this cancelled task.
+        asyncio.get_running_loop().create_task(
+            settle_stream(access, admitted, Outcome.CLIENT_CANCELLED, usage, events))
+        raise
+    except Exception as exc:  # the engine failed mid-stream: say so instead of cutting silently
+        logger.warning("stream broke: %r", exc)
+        call.cancel()
+        await settle_stream(access, admitted, Outcome.ERROR, usage, events)
+        yield sse_error_event(HTTPStatus.SERVICE_UNAVAILABLE,
+                              f"the engine failed mid-stream: {exc}")
+        yield DONE
+    finally:
+        call.cancel()
