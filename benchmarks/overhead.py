@@ -20,7 +20,8 @@ its throughput to that alone.
 
 Load: vLLM's serving benchmark, random 128-token prompts, 64 output tokens, ignore_eos,
 streaming /v1/completions. `--json` prints one object instead of the table.
-Usage: python benchmarks/overhead.py [--paths ...] [--concurrency 1 16 64] [--repeats 3]
+Usage: python benchmarks/overhead.py [--paths ...] [--concurrency 1 16 64] [--repeats 5]
+                                     [--work DIR (keeps configs and server logs)] [--json]
 """
 
 from __future__ import annotations
@@ -210,17 +211,19 @@ def run_load(base_url: str, model: str, key: str | None, tokenizer: str, concurr
 
 
 def measure_phase(paths: list[str], server, bare_url: str, tokenizer: str, args,
-                  results: dict) -> None:
+                  results: dict, runs: list[dict]) -> None:
     """Pairs (bare, path) for each repeat, concurrency and path of one running system."""
     with server as (url, key):
         for repeat in range(args.repeats):
             for c in args.concurrency:
-                prompts = max(40, c * args.prompts_per_client)
+                prompts = max(32, c * args.prompts_per_client)
                 for path in paths:
                     bare = run_load(bare_url, "demo", None, tokenizer, c, prompts)
                     model = "demo" if path == "ray-serve-llm" else path
                     ours = run_load(url, model, key, tokenizer, c, prompts)
                     results.setdefault((path, c), []).append((bare, ours))
+                    runs.append({"repeat": repeat, "path": path, "concurrency": c,
+                                 "bare": bare, "path_result": ours})
                     print(f"# {repeat + 1}/{args.repeats} c={c:<3} {path:<13} "
                           f"{ours['output_throughput']:7.0f} tok/s vs bare "
                           f"{bare['output_throughput']:7.0f}  "
@@ -283,9 +286,10 @@ def main() -> None:
     ap.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     ap.add_argument("--peer", action="store_true", help="also measure Ray Serve LLM")
     ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 16, 64])
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved pairs per point")
-    ap.add_argument("--prompts-per-client", type=int, default=12,
-                    help="prompts = concurrency x this (at least 40)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved pairs per point")
+    ap.add_argument("--prompts-per-client", type=int, default=8,
+                    help="prompts = concurrency x this (at least 32)")
+    ap.add_argument("--work", type=Path, help="keep configs and server logs here")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -294,8 +298,13 @@ def main() -> None:
 
     print(f"# engine flags on both sides: {' '.join(ENGINE_FLAGS)}", file=sys.stderr)
     results: dict = {}
-    with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
-        work = Path(tmp)
+    runs: list[dict] = []
+    with contextlib.ExitStack() as stack:
+        if args.work is not None:
+            work = args.work.resolve()
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="overhead-")))
         model = str(write_demo_model(work / "models" / "demo"))
         phases = [[p for p in args.paths if p != "haproxy"], ["haproxy"]]
         _ray_stop()
@@ -306,7 +315,7 @@ def main() -> None:
                 log = work / f"platform-{'-'.join(paths)}.log"
                 try:
                     measure_phase(paths, platform(paths, work, log), bare_url, model, args,
-                                  results)
+                                  results, runs)
                 except Exception as exc:
                     print(f"# {paths} failed: {exc!r}; log:\n{log.read_text()[-3000:]}",
                           file=sys.stderr)
@@ -314,13 +323,13 @@ def main() -> None:
                 log = work / "ray-serve-llm.log"
                 try:
                     measure_phase(["ray-serve-llm"], ray_serve_llm(model, log), bare_url,
-                                  model, args, results)
+                                  model, args, results, runs)
                 except Exception as exc:
                     print(f"# ray-serve-llm failed: {exc!r}; log:\n{log.read_text()[-3000:]}",
                           file=sys.stderr)
     rows = summarise(results)
     if args.json:
-        print(json.dumps({"machine": machine(), "results": rows}, indent=2))
+        print(json.dumps({"machine": machine(), "results": rows, "runs": runs}, indent=2))
     else:
         m = machine()
         print(f"machine: {m['cpu']}, {m['cores']} cores; engine flags: {' '.join(ENGINE_FLAGS)}")

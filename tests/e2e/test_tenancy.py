@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from serving.gateway.access import STORE_CACHE_TTL_S
-from tests.e2e.conftest import openai_client
+from tests.e2e.conftest import ENDPOINTS, openai_client
 from tests.ledger_tally import mixed_run_matches_the_ledger
 from tests.platform_helpers import inside_one_minute_window
 
@@ -151,7 +151,12 @@ def test_monthly_budget_stops_the_tenant_at_the_budget(platform, store):
     assert store.monthly_tokens(name, now.year, now.month) == spent
 
 
-async def test_ledger_matches_what_clients_saw(platform, store):
-    """On the SQLite store; tests/e2e_replicas runs the same on PostgreSQL."""
-    name, key = new_tenant(store)
-    await mixed_run_matches_the_ledger(platform["url"], store, name, key, "demo-remote")
+@pytest.mark.parametrize("model", ENDPOINTS)
+async def test_ledger_matches_what_clients_saw(platform, store, model):
+    """On the SQLite store, through the colocated engine and over engine links;
+    tests/e2e_replicas runs the same on PostgreSQL behind two gateway replicas."""
+    if model == "demo":  # acme's own endpoint; the tally counts this key's records only
+        name, key = "acme", store.create_key("acme").plaintext
+    else:
+        name, key = new_tenant(store)
+    await mixed_run_matches_the_ledger(platform["url"], store, name, key, model)
