@@ -13,10 +13,12 @@ Bare vLLM stays up for the whole run. Each path is measured in pairs, bare then 
 every concurrency, `--repeats` times interleaved (bare, path, bare, path, ...): single runs
 here vary by +-20%, so each ratio is a median over the pairs, printed with its spread.
 
-Bare vLLM runs at nice 15, the niceness Ray gives every worker process (raylet's
-worker_niceness): otherwise the load generator, which shares the cores, would compete with
-bare vLLM at equal priority and with the platform at a lower one, and bare vLLM loses half
-its throughput to that alone.
+Bare vLLM runs as the platform's processes do: at nice 15 (the niceness raylet gives every
+Ray worker) and in the load generator's session, hence its scheduler autogroup (Linux shares
+CPU between sessions first, then by niceness within one; `ray start` stays in the session it
+was started from). At nice 0 beside the load generator bare vLLM lost half its throughput;
+in a session of its own its first tokens and bursts of tokens waited behind whole scheduler
+periods (TTFT p99 240-290 ms at one client, against 20-30 ms).
 
 Load: vLLM's serving benchmark, random 128-token prompts, 64 output tokens, ignore_eos,
 streaming /v1/completions. `--json` prints one object instead of the table.
@@ -104,7 +106,7 @@ def bare_vllm(model: str, log: Path):
            "demo", "--port", str(port), *ENGINE_FLAGS]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                process_group=0)
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", proc)
         yield f"http://127.0.0.1:{port}", None
@@ -173,7 +175,7 @@ def ray_serve_llm(model: str, log: Path):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, str(HERE / "ray_serve_llm_peer.py"), model,
                                  str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                process_group=0)
     try:
         _wait_http(f"http://127.0.0.1:{port}/v1/models", proc)
         yield f"http://127.0.0.1:{port}", None

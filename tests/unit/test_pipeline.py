@@ -1,0 +1,288 @@
+"""The gateway's steps one at a time, each with what it returns or the refusal it raises: a
+real SQLite store and local counters behind them, requests made by hand, no engine."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from starlette.requests import Request
+
+from serving.gateway.access import Access
+from serving.gateway.pipeline import (
+    MAX_BODY_BYTES,
+    Exchange,
+    Refusal,
+    Route,
+    admit,
+    authenticate,
+    call_engine,
+    engine_body,
+    read_body,
+    refuse_if_full,
+    respond,
+    route,
+)
+from serving.targets import EndpointUnavailable, InFlightBound
+from serving.tenancy import LocalAdmissionCounters, Outcome
+from tests.unit.stores import sqlite_store
+
+
+def request(body: bytes = b"{}", headers: dict[str, str] | None = None) -> Request:
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
+
+    async def receive():
+        chunk = chunks.pop(0) if chunks else b""
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return Request({"type": "http", "method": "POST", "path": "/v1/completions",
+                    "headers": raw}, receive)
+
+
+def refusal_of(exc_info) -> tuple[int, dict]:
+    response = exc_info.value.response
+    return response.status_code, json.loads(response.body)["error"]
+
+
+class Target:
+    """An endpoint as the steps see it; `reply` is what its call's head() gives or raises."""
+
+    def __init__(self, name: str = "m", reply=None, bound: InFlightBound | None = None) -> None:
+        self.name = name
+        self.bound = bound or InFlightBound(None)
+        self.reply = reply or {"status": 200, "body": {"usage": {"prompt_tokens": 3,
+                                                                  "completion_tokens": 2}}}
+        self.calls: list = []
+
+    def call(self, kind, body, request_id):
+        target = self
+
+        class Call:
+            cancelled = False
+
+            async def head(self):
+                target.calls.append(body)
+                if isinstance(target.reply, Exception):
+                    raise target.reply
+                return target.reply
+
+            def cancel(self):
+                self.cancelled = True
+
+        return Call()
+
+    async def ready(self):
+        return True
+
+    async def card(self):
+        return {"root": "/models/m", "max_model_len": 64}
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = sqlite_store(tmp_path, "t", "m")
+    store.create_tenant("other")
+    store.create_endpoint("theirs", owner="other")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def access(store):
+    return Access(store, LocalAdmissionCounters())
+
+
+@pytest.fixture
+async def principal(store, access):
+    key = store.create_key("t").plaintext
+    return await access.authenticate(f"Bearer {key}")
+
+
+def records(store):
+    now = datetime.now(UTC)
+    return store.usage_records("t", now - timedelta(hours=1), now + timedelta(hours=1))
+
+
+# -- authenticate, read body -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Basic abc", "Bearer afk_unknown0000000"])
+async def test_authenticate_refuses_what_is_not_a_known_key(access, header):
+    with pytest.raises(Refusal) as refused:
+        await authenticate(access, request(headers={"authorization": header} if header else {}))
+    assert refusal_of(refused) == (401, {
+        "message": "Incorrect or missing API key: pass a valid key as "
+                   "'Authorization: Bearer ...'",
+        "type": "authentication_error", "param": None, "code": "invalid_api_key"})
+
+
+async def test_a_revoked_key_is_refused(store, access):
+    key = store.create_key("t")
+    store.revoke_key(key.key.id)
+    with pytest.raises(Refusal) as refused:
+        await authenticate(access, request(headers={"authorization": f"Bearer {key.plaintext}"}))
+    assert refusal_of(refused)[0] == 401
+
+
+@pytest.mark.parametrize(("raw", "status", "says"), [
+    (b"not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "must be a JSON object"),
+    (b"\xff\xfe", 400, "not valid JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, 400, "nested too deeply"),
+    (b'{"a": "' + b"x" * (MAX_BODY_BYTES + 1) + b'"}', 413, "larger than"),
+])
+async def test_read_body_refuses_what_is_not_a_bounded_json_object(raw, status, says):
+    with pytest.raises(Refusal) as refused:
+        await read_body(request(raw))
+    code, error = refusal_of(refused)
+    assert code == status and says in error["message"]
+
+
+async def test_read_body_trusts_no_declared_length_but_refuses_a_large_one_unread():
+    with pytest.raises(Refusal) as refused:
+        await read_body(request(b"{}", {"content-length": str(MAX_BODY_BYTES + 1)}))
+    assert refusal_of(refused)[0] == 413
+    assert await read_body(request(b'{"model": "m"}', {"content-length": "2"})) == {"model": "m"}
+
+
+# -- route -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [None, "", 7, ["m"], {"m": 1}])
+async def test_route_needs_a_model_string(access, principal, model):
+    with pytest.raises(Refusal) as refused:
+        await route({"m": Target()}, access, principal, {"model": model})
+    assert refusal_of(refused)[0:1] == (400,) and refusal_of(refused)[1]["param"] == "model"
+
+
+async def test_another_tenants_endpoint_answers_as_a_missing_one(access, principal):
+    endpoints = {"m": Target("m"), "theirs": Target("theirs")}
+    answers = []
+    for model in ("theirs", "nowhere"):
+        with pytest.raises(Refusal) as refused:
+            await route(endpoints, access, principal, {"model": model})
+        status, error = refusal_of(refused)
+        answers.append((status, error["code"], error["message"].replace(model, "<m>")))
+    assert answers[0] == answers[1] == (
+        404, "model_not_found", "The model `<m>` does not exist or you do not have access to it.")
+    chosen = await route(endpoints, access, principal, {"model": "m"})
+    assert chosen.model == "m" and chosen.card["max_model_len"] == 64
+    assert chosen.model_label == "m"
+
+
+async def test_a_store_that_fails_answers_503_with_retry_after(store, access, principal,
+                                                               monkeypatch):
+    def broken(*_):
+        raise OSError("store down")
+
+    monkeypatch.setattr(store, "can_use", broken)
+    with pytest.raises(Refusal) as refused:
+        await route({"m": Target()}, access, principal, {"model": "m"})
+    assert refusal_of(refused)[0] == 503
+    assert refused.value.response.headers["retry-after"] == "1"
+
+
+# -- refuse if full, admit -------------------------------------------------------------------
+
+
+async def test_a_full_endpoint_refuses_before_admission_with_one_record(store, access,
+                                                                        principal):
+    bound = InFlightBound(1)
+    assert bound.try_acquire()
+    chosen = Route("m", Target(bound=bound), {"root": "m", "max_model_len": 64})
+    with pytest.raises(Refusal) as refused:
+        await refuse_if_full(access, principal, chosen, Exchange("completion", "r1", None))
+    status, error = refusal_of(refused)
+    assert status == 503 and error["code"] == "endpoint_overloaded"
+    [record] = records(store)
+    assert (record.outcome, record.prompt_tokens, record.completion_tokens) == (
+        Outcome.ERROR, 0, 0)
+    bound.release()
+    await refuse_if_full(access, principal, chosen, Exchange("completion", "r2", None))
+
+
+async def test_admit_sets_the_headers_and_refuses_over_quota_with_429(store, access, principal):
+    store.set_quota("t", requests_per_minute=1)
+    access._grants = type(access._grants)(0)
+    chosen = Route("m", Target(), {"root": "m", "max_model_len": 64})
+    first = Exchange("completion", "r1", None)
+    admitted = await admit(access, principal, chosen, {"prompt": "hi"}, first)
+    assert admitted.decision.admitted
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    assert first.headers["server-timing"].startswith("admission;dur=")
+    second = Exchange("completion", "r2", None)
+    with pytest.raises(Refusal) as refused:
+        await admit(access, principal, chosen, {"prompt": "hi"}, second)
+    status, error = refusal_of(refused)
+    assert status == 429 and error["type"] == "rate_limit_error"
+    assert "x-ratelimit-limit-requests" in second.headers
+    assert [r.outcome for r in records(store)] == [Outcome.REJECTED]
+
+
+# -- engine body, call, respond --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "sent_options", "client_wants"), [
+    ({"stream": True}, {"include_usage": True}, False),
+    ({"stream": True, "stream_options": {"include_usage": True}}, {"include_usage": True}, True),
+    ({"stream": True, "stream_options": {"continuous_usage_stats": True}},
+     {"continuous_usage_stats": True, "include_usage": True}, False),
+    ({"stream": True, "stream_options": "nonsense"}, {"include_usage": True}, False),
+    ({"stream": False}, None, True),
+])
+def test_the_engine_is_always_asked_for_the_streams_usage(body, sent_options, client_wants):
+    sent, wants = engine_body(body, None)
+    assert sent.get("stream_options") == sent_options and wants is client_wants
+
+
+async def test_an_unavailable_endpoint_settles_its_record_and_answers_503(store, access,
+                                                                          principal):
+    target = Target(reply=EndpointUnavailable("no replica woke", retry_after_s=30))
+    chosen = Route("m", target, {"root": "m", "max_model_len": 64})
+    exchange = Exchange("completion", "r1", None)
+    admitted = await admit(access, principal, chosen, {"prompt": "hi"}, exchange)
+    with pytest.raises(Refusal) as refused:
+        await call_engine(access, chosen, admitted, {"prompt": "hi"}, exchange)
+    assert refusal_of(refused)[1]["code"] == "endpoint_unavailable"
+    assert refused.value.response.headers["retry-after"] == "30"
+    assert [r.outcome for r in records(store)] == [Outcome.ERROR]
+
+
+async def test_an_endpoint_that_fails_answers_503_without_detail(store, access, principal):
+    chosen = Route("m", Target(reply=RuntimeError("secret internals")), {"max_model_len": 64})
+    exchange = Exchange("completion", "r1", None)
+    admitted = await admit(access, principal, chosen, {"prompt": "hi"}, exchange)
+    with pytest.raises(Refusal) as refused:
+        await call_engine(access, chosen, admitted, {"prompt": "hi"}, exchange)
+    status, error = refusal_of(refused)
+    assert status == 503 and "secret" not in error["message"]
+
+
+async def test_a_json_reply_is_settled_with_the_engines_counts(store, access, principal):
+    chosen = Route("m", Target(), {"max_model_len": 64})
+    exchange = Exchange("completion", "r1", None)
+    exchange.headers["x-request-id"] = "r1"
+    admitted = await admit(access, principal, chosen, {"prompt": "hi"}, exchange)
+    call, head = await call_engine(access, chosen, admitted, {"prompt": "hi"}, exchange)
+    response = await respond(access, chosen, admitted, call, head, True, exchange)
+    assert response.status_code == 200 and response.headers["x-request-id"] == "r1"
+    [record] = records(store)
+    assert (record.outcome, record.prompt_tokens, record.completion_tokens) == (
+        Outcome.OK, 3, 2)
+
+
+async def test_an_engine_error_is_reshaped_as_openais_and_recorded(store, access, principal):
+    error = {"error": {"message": "max_tokens must be at least 1", "type": "BadRequestError",
+                       "param": "max_tokens", "code": 400}}
+    chosen = Route("m", Target(reply={"status": 400, "body": error}), {"max_model_len": 64})
+    exchange = Exchange("completion", "r1", None)
+    admitted = await admit(access, principal, chosen, {"prompt": "hi"}, exchange)
+    call, head = await call_engine(access, chosen, admitted, {}, exchange)
+    response = await respond(access, chosen, admitted, call, head, True, exchange)
+    assert response.status_code == 400
+    assert json.loads(response.body)["error"] == {
+        "message": "max_tokens must be at least 1", "type": "invalid_request_error",
+        "param": "max_tokens", "code": None}
+    assert [r.outcome for r in records(store)] == [Outcome.ERROR]
