@@ -161,7 +161,7 @@ class ServeEndpointDeployer:
             name="created-endpoints", num_replicas=1, ray_actor_options={"num_cpus": 0})
         app = _versioned(ingress, "1").bind({e.name: self._engine(e) for e in created})
         # Returns once Serve has the deployments; engines start meanwhile, and requests for
-        # them wait in Serve's queue until a replica runs.
+        # them wait in the gateway until a replica links up.
         await asyncio.to_thread(
             serve.run_many, [serve.RunTarget(app, name=APP_NAME, route_prefix=None)],
             wait_for_ingress_deployment_creation=True, wait_for_applications_running=False)

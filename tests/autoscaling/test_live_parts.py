@@ -68,7 +68,7 @@ def test_window_at_zero_replicas_knows_the_engines_are_idle():
     signals = window.signals("e", ready_replicas=0, now=11.0)
     assert (signals.running, signals.waiting) == (0.0, 1.0)
     assert signals.ongoing == 1.0
-    # Arrivals the gateway did not hold (it had not heard of zero yet) wait in Serve's queue.
+    # Arrivals the gateway did not hold (it had not heard of zero yet) wait in the gateway for a replica to link to.
     window.add_gateway("e", "g", 10.5, GatewaySample(arrivals=2, held=0))
     assert window.signals("e", ready_replicas=0, now=11.0).waiting == 3.0
     # Nothing reported at all, zero replicas: known idle, not missing.

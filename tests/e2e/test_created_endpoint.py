@@ -78,7 +78,7 @@ def test_created_endpoint_is_deployed_served_to_its_owner_and_drained_on_delete(
     assert json.loads(created.stdout)["deployment"]["engine"]["max_model_len"] == 512
     assert DEPLOYMENT in created_deployments()
 
-    # The request waits in Serve's queue while the new engine starts.
+    # The request waits in the gateway while the new engine starts.
     globex = openai_client(platform, keys["globex"]).with_options(timeout=300)
     reply = globex.completions.create(model=NAME, prompt="hello", max_tokens=4)
     assert reply.usage.completion_tokens == 4
