@@ -35,7 +35,9 @@ async def test_a_stalled_reader_does_not_hold_back_another_stream(platform, auth
             events = [json.loads(line[6:]) for line in reply.text.splitlines()
                       if line.startswith("data: {")]
             assert events[-1]["usage"]["completion_tokens"] == 64
-            assert sum(1 for e in events if e["choices"]) == 64
+            # Whole, to its end (vLLM may put two tokens in one event when it falls behind).
+            choices = [e["choices"][0] for e in events if e["choices"]]
+            assert 0 < len(choices) <= 64 and choices[-1]["finish_reason"] == "length"
             # Then the stalled one reads on: everything is still there, in order, to [DONE].
             rest = [line async for line in lines if line.startswith("data: ")]
             assert rest[-1] == "data: [DONE]"
@@ -47,14 +49,15 @@ def _link_addresses(serve_handles) -> list:
     """Where the engine replicas' links listen, as the gateway finds them."""
     from serving.targets.links.directory import LinkDirectory
 
-    return asyncio.run(LinkDirectory(lambda _: None).read())
+    return asyncio.run(LinkDirectory(lambda _: None).read())  # its own loop: called in a thread
 
 
 async def test_engine_links_refuse_strangers_and_the_platform_serves_on(
         platform, auth, serve_handles):
     from serving.targets.links import LinkRefused, connect
 
-    addresses = [a for a in _link_addresses(serve_handles) if a.deployment == "engine-demo-remote"]
+    addresses = [a for a in await asyncio.to_thread(_link_addresses, serve_handles)
+                 if a.deployment == "engine-demo-remote"]
     assert len(addresses) == 1, addresses
     address = (addresses[0].host, addresses[0].port)
     with pytest.raises(LinkRefused):  # a guessed secret
