@@ -34,6 +34,7 @@ from serving.engine import EngineHost
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.gateway.ledger_writer import LedgerSpool
+from serving.gateway.shape import RequestLimits
 from serving.targets import EndpointTarget
 from serving.targets.deployment import DeploymentTarget, LinkHub
 from serving.targets.local import LocalTarget
@@ -53,16 +54,15 @@ class GatewayDeployment:
         self,
         engines: dict[str, DeploymentHandle],
         tenancy: TenancySettings,
-        link_secret: str,
+        settings: GatewaySettings,
         colocated: tuple[str, str, dict[str, Any], tuple[int, int]] | None = None,
         autoscaling: AutoscalingWiring | None = None,
         autoscaler: DeploymentHandle | None = None,
         deployer: DeployerSettings | None = None,
         bounds: dict[str, tuple[int, int]] | None = None,
     ) -> None:
-        """`link_secret`: the engine links' secret (hex); `bounds`: per endpoint, its
-        (max_in_flight, slots), as EndpointConfig counts them; `colocated` ends with the
-        colocated endpoint's."""
+        """`bounds`: per endpoint, its (max_in_flight, slots), as EndpointConfig counts
+        them; `colocated` ends with the colocated endpoint's."""
         log_to_serve_replica_log()
         self._access = tenancy.connect()
         # Records an earlier replica on this node spooled while the store was away.
@@ -74,7 +74,8 @@ class GatewayDeployment:
             waker = EndpointWaker(autoscaler, gateway, autoscaling.wake_timeout_s)
         scaled = autoscaling.cards if autoscaling is not None else {}
         bounds = bounds or {}
-        self._links = LinkHub(bytes.fromhex(link_secret))
+        self._settings = settings
+        self._links = LinkHub(bytes.fromhex(settings.link_secret))
         configured: dict[str, EndpointTarget] = {}
         for name, handle in engines.items():
             links = self._links.links_for(APP_NAME, engine_deployment_name(name), name)
@@ -103,7 +104,7 @@ class GatewayDeployment:
         return build_gateway_app(
             self._targets, self._access,
             routers=(("/admin/v1", admin), ("/admin/v1", autoscaler), ("/tenant/v1", tenant)),
-            replica=replica)
+            replica=replica, limits=self._settings.limits)
 
     async def check_health(self) -> None:
         if self._host is not None:
@@ -145,6 +146,15 @@ class AutoscalingWiring:
                 "controller": {"started_at": snapshot.controller_started_at,
                                "resumed_from_saved_state": snapshot.resumed},
                 "endpoints": snapshot.decisions, "actions": recent}
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """A gateway replica's own settings: the engine links' secret (hex) and the bounds on
+    each request body."""
+
+    link_secret: str
+    limits: RequestLimits
 
 
 @dataclass(frozen=True)
@@ -239,7 +249,10 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         builtin_models={e.model: model_paths[e.name] for e in config.endpoints
                         if e.model.startswith("builtin:")},
         link_secret=link_secret)
-    return gateway.bind(engines, tenancy, link_secret, colocated, autoscaling, autoscaler,
+    settings = GatewaySettings(link_secret, RequestLimits(
+        max_prompts=config.server.max_prompts_per_request,
+        max_json_depth=config.server.max_json_depth))
+    return gateway.bind(engines, tenancy, settings, colocated, autoscaling, autoscaler,
                         deployer,
                         {e.name: (e.max_in_flight, e.slots) for e in config.endpoints
                          if not e.colocated})

@@ -54,6 +54,9 @@ def ray_env(config: PlatformConfig) -> dict[str, str]:
         "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
         # Counters are exported once, as `..._total`, without Ray's legacy gauge duplicate.
         "RAY_EXPORT_COUNTER_AS_GAUGE": "0",
+        # The gateway's x-request-id once; Serve appends its own (gateway.serve_middleware).
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH":
+            "serving.gateway.serve_middleware.serve_http_middlewares",
     }
     # Tracing is configured by the standard OTEL_* variables (observability.tracing); the
     # replicas see the ones `aifactory up` was started with.

@@ -60,6 +60,10 @@ class ServerConfig(_Strict):
     # Ray custom resources per gateway replica: on a cluster, puts the gateways on the nodes
     # that receive traffic (e.g. {"gateway_node": 1} on the head).
     resources: CustomResources = Field(default_factory=dict)
+    # Bounds on one request body (serving.gateway.shape.RequestLimits): prompts in one
+    # completion request, and nesting of its JSON.
+    max_prompts_per_request: Annotated[int, Field(ge=1, le=100_000)] = 2048
+    max_json_depth: Annotated[int, Field(ge=8, le=1000)] = 64
 
     _custom_resources = field_validator("resources")(_custom_only)
 

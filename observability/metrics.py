@@ -93,6 +93,10 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("aifactory_tenant_slo_objective_ratio", Kind.GAUGE,
                "The share of a tenant's requests that must meet its targets (e.g. 0.99).",
                ("tenant",)),
+    MetricSpec("aifactory_ledger_dead_letters", Kind.COUNTER,
+               "Usage records the store refused for good, kept in the spool's dead-letter "
+               "file instead of the ledger (a bug or a tampered spool: alert on any).",
+               ("tenant",)),
     # -- engine: vLLM's own scheduler and iteration stats --------------------------------------
     MetricSpec("aifactory_queue_time_seconds", Kind.HISTOGRAM,
                "Time a finished request waited in the engine's queue before its first "

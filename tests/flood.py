@@ -40,7 +40,7 @@ async def flood(url: str, key: str, model: str, workers: int, until: float) -> l
                 try:
                     async with http.post("/v1/completions",
                                          json={"model": model, **BODY, **STREAM},
-                                         headers={"x-request-id": f"flood-{uuid.uuid4().hex}"}
+                                         headers={"x-client-request-id": f"flood-{uuid.uuid4().hex}"}
                                          ) as resp:
                         status, retry_after = resp.status, resp.headers.get("retry-after")
                         if status != 200:

@@ -31,6 +31,7 @@ RUNNING = exposed_name("aifactory_engine_requests_running")
 GENERATED = exposed_name("aifactory_engine_generation_tokens")
 GUARANTEED = exposed_name("aifactory_endpoint_guaranteed_replicas")
 ACTUAL = exposed_name("aifactory_endpoint_replicas_actual")
+DEAD_LETTERS = exposed_name("aifactory_ledger_dead_letters")
 
 # Every window a burn-rate alert reads (long and short windows of the four pairs below).
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -188,12 +189,29 @@ def capacity_alerts() -> list[dict[str, Any]]:
     ]
 
 
+def ledger_alerts() -> list[dict[str, Any]]:
+    """A usage record the store refused for good is a request nobody is billed for: any one
+    needs a person (the record waits in the spool's dead-letter file to be put right)."""
+    return [{
+        "alert": "AIFactoryLedgerDeadLetters",
+        "expr": f"sum by (tenant) (increase({DEAD_LETTERS}[1h])) > 0",
+        "labels": {"severity": "ticket"},
+        "annotations": {
+            "summary": "Usage records of tenant {{ $labels.tenant }} were refused by the store",
+            "description": "{{ $value }} usage records of tenant {{ $labels.tenant }} went to "
+                           "the ledger spool's dead-letter file in the last hour instead of "
+                           "the ledger.",
+        },
+    }]
+
+
 def rule_groups() -> dict[str, Any]:
     """The rules file's content, as Prometheus reads it."""
     return {"groups": [
         {"name": "aifactory-tenant-sli", "rules": sli_rules()},
         {"name": "aifactory-tenant-slo-alerts", "rules": slo_alerts()},
         {"name": "aifactory-capacity-alerts", "rules": capacity_alerts()},
+        {"name": "aifactory-ledger-alerts", "rules": ledger_alerts()},
     ]}
 
 

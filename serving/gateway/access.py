@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from serving.gateway import telemetry
+from serving.gateway.claim import estimate_prompt_tokens, requested_max_tokens
 from serving.gateway.ledger_writer import LedgerSpool, LedgerWriter
 from serving.tenancy import (
     DEFAULT_SLO,
@@ -40,54 +40,6 @@ STORE_CACHE_TTL_S = 1.0
 # How often a replica checks that the counters still hold each monthly budget's spend (Redis
 # may have restarted empty); within this long after such a loss, the ledger's sum is back.
 MONTH_SEED_TTL_S = 60.0
-
-# A prompt's tokens are estimated before the engine tokenizes it (about 4 bytes per token for
-# BPE vocabularies, plus a few per chat message for the template); the reservation is settled
-# with the engine's exact count when the request ends.
-BYTES_PER_TOKEN = 4
-TEMPLATE_TOKENS_PER_MESSAGE = 8
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    def size(value: Any) -> int:
-        if isinstance(value, str):
-            return math.ceil(len(value.encode("utf-8", "replace")) / BYTES_PER_TOKEN)
-        if isinstance(value, list):
-            if value and all(isinstance(v, int) for v in value):
-                return len(value)  # already token ids
-            return sum(size(v) for v in value)
-        if isinstance(value, dict):
-            return sum(size(v) for v in value.values())
-        return 0
-
-    if "messages" in body:
-        messages = body["messages"] if isinstance(body["messages"], list) else []
-        return size(messages) + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
-    return size(body.get("prompt", ""))
-
-
-# A claim never exceeds what the engine would run (it refuses a larger max_tokens or n), so
-# the counters never take an absurd number (max_tokens: 2**64 overflowed Redis's integers).
-MAX_CLAIM_TOKENS = 2**31 - 1
-MAX_CHOICES = 16384  # vLLM's default VLLM_MAX_N_SEQUENCES
-
-
-def _positive_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def requested_max_tokens(body: dict[str, Any], context_len: int, prompt_tokens: int) -> int:
-    """What the request may generate: its max_tokens, else what the context leaves, at most
-    the context, for each of its `n` choices."""
-    per_choice = max(1, context_len - prompt_tokens)
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = _positive_int(body.get(key))
-        if value is not None:
-            per_choice = min(value, context_len if context_len > 0 else MAX_CLAIM_TOKENS)
-            break
-    choices = min(_positive_int(body.get("n")) or 1, MAX_CHOICES)
-    return per_choice * choices
-
 
 class _TtlCache:
     """A small time-bounded memo; entries older than `ttl_s` are read again. Requests that
@@ -152,6 +104,7 @@ class Admitted:
     last_token_at: float | None = None
     content_events: int = 0
     span: Any = None
+    client_request_id: str | None = None
 
 
 class Access:
@@ -167,7 +120,9 @@ class Access:
         ledger_writer); without one, such a record's request fails instead."""
         self.store = store
         self.counters = counters
-        self.ledger = LedgerWriter(store.record_usage, spool=ledger_spool)
+        self.ledger = LedgerWriter(
+            store.record_usage, spool=ledger_spool,
+            on_dead_letter=lambda record: telemetry.dead_letter(record.tenant))
         self.metrics = request_metrics or telemetry.RequestMetrics()
         self._telemetry_failed = False
         self._clock = clock
@@ -223,11 +178,12 @@ class Access:
 
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
                     body: dict[str, Any], context_len: int, model: str = "unknown",
-                    span: Any = None) -> Admitted:
-        """`model` is the endpoint's model label for metrics; `span` the request's span."""
+                    span: Any = None, client_request_id: str | None = None) -> Admitted:
+        """`model` is the endpoint's model label for metrics; `span` the request's span;
+        `client_request_id` the client's own id of the request, for its ledger record."""
         now = self._clock()
         prompt = estimate_prompt_tokens(body)
-        claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len, prompt))
+        claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len))
         grant = await self._grant(principal.tenant, endpoint)
         tenant_limits, endpoint_limits = grant if grant is not None else (Limits(), Limits())
         scopes = scopes_for(principal.tenant, endpoint, tenant_limits, endpoint_limits)
@@ -237,14 +193,16 @@ class Access:
             self.metrics.started(principal.tenant, endpoint, model)
         return Admitted(request_id, principal, endpoint, decision, reservation, prompt,
                         time.monotonic(), datetime.fromtimestamp(now, UTC), model=model,
-                        span=span)
+                        span=span, client_request_id=client_request_id)
 
     def unadmitted(self, principal: Principal, endpoint: str, request_id: str,
-                   model: str = "unknown", span: Any = None) -> Admitted:
+                   model: str = "unknown", span: Any = None,
+                   client_request_id: str | None = None) -> Admitted:
         """The bookkeeping of a request the gateway refuses before admission (its endpoint is
         full): no quota is reserved, and `finish` records it without tokens."""
         return Admitted(request_id, principal, endpoint, NOT_ADMITTED, None, 0, time.monotonic(),
-                        datetime.fromtimestamp(self._clock(), UTC), model=model, span=span)
+                        datetime.fromtimestamp(self._clock(), UTC), model=model, span=span,
+                        client_request_id=client_request_id)
 
     async def finish(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int | None = None,
                      completion_tokens: int = 0) -> None:
@@ -273,6 +231,7 @@ class Access:
             outcome=outcome,
             created_at=admitted.created_at,
             finished_at=datetime.now(UTC),
+            client_request_id=admitted.client_request_id,
         ))
 
     def _observe(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int,

@@ -17,6 +17,7 @@ from serving.gateway.errors import error_response
 from serving.gateway.openapi import publish_openai_schema
 from serving.gateway.pipeline import Gateway
 from serving.gateway.routes import build_openai_router
+from serving.gateway.shape import RequestLimits
 from serving.targets import EndpointTarget
 
 READY_TIMEOUT_S = 5.0
@@ -24,9 +25,11 @@ READY_TIMEOUT_S = 5.0
 
 def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
                       routers: tuple[tuple[str, APIRouter], ...] = (),
-                      replica: str | None = None) -> FastAPI:
+                      replica: str | None = None,
+                      limits: RequestLimits = RequestLimits()) -> FastAPI:
     """`routers` are mounted beside the OpenAI routes, e.g. ("/admin/v1", admin router);
-    `replica` names this gateway replica in each response's x-aifactory-replica header."""
+    `replica` names this gateway replica in each response's x-aifactory-replica header;
+    `limits` bound each request body."""
     configure_tracing("aifactory")  # only when the OTEL_* variables ask for traces
     app = FastAPI(title="AI Factory gateway", version="0.1.0")
     publish_openai_schema(app)  # the /v1 bodies, which the routes read themselves
@@ -36,7 +39,7 @@ def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
         # Unknown paths and wrong methods answer in OpenAI's error shape too.
         return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
-    app.include_router(build_openai_router(Gateway(endpoints, access, replica)))
+    app.include_router(build_openai_router(Gateway(endpoints, access, replica, limits)))
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)
 

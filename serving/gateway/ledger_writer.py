@@ -1,7 +1,12 @@
 """Group commit for the usage ledger: each request awaits its own record's commit, and the
 records that arrive while one transaction runs share the next one. When the store cannot be
 reached the batch goes to a local spool instead (durable on this node's disk) and is
-replayed into the store once it answers again: a record is never dropped."""
+replayed into the store once it answers again: a record is never dropped.
+
+A batch the store *refuses* (a row it will never take, not an outage) is split until the
+refused rows stand alone: the others are committed, and each refused row goes to the spool's
+dead-letter file with the store's reason, is counted (`aifactory_ledger_dead_letters`) and
+logged. One bad row can never hold back the rows beside it, in a batch or in a replay."""
 
 from __future__ import annotations
 
@@ -21,6 +26,38 @@ logger = logging.getLogger(__name__)
 
 REPLAY_FIRST_S = 0.5
 REPLAY_MAX_S = 10.0
+DEAD_LETTER_DIR = "dead-letter"
+
+
+def store_refuses(exc: BaseException) -> bool:
+    """Whether the store refused the rows themselves (it would refuse them again), rather
+    than not being reachable: validation, data and integrity errors, not connection ones."""
+    from sqlalchemy.exc import DataError, IntegrityError
+
+    from serving.tenancy import TenancyError
+
+    if isinstance(exc, (TenancyError, DataError, IntegrityError)):
+        return True
+    return isinstance(exc, (ValueError, TypeError, UnicodeError))
+
+
+def commit_splitting(record_usage: Callable[[Iterable[UsageRecord]], int],
+                     records: list[UsageRecord],
+                     refused: Callable[[UsageRecord, BaseException], None]) -> int:
+    """Commit `records`; a batch the store refuses is halved until each refused record stands
+    alone and goes to `refused`. An unreachable store raises, for the caller to spool.
+    Returns the records the store took."""
+    try:
+        return record_usage(records)
+    except Exception as exc:
+        if not store_refuses(exc):
+            raise
+        if len(records) == 1:
+            refused(records[0], exc)
+            return 0
+        middle = len(records) // 2
+        return (commit_splitting(record_usage, records[:middle], refused)
+                + commit_splitting(record_usage, records[middle:], refused))
 
 
 class LedgerSpool:
@@ -50,21 +87,53 @@ class LedgerSpool:
             return []
         return sorted(self.directory.glob("*.jsonl"))
 
-    @staticmethod
-    def read(batch: Path) -> list[UsageRecord]:
-        with open(batch, encoding="utf-8") as lines:
-            return [_from_json(json.loads(line)) for line in lines if line.strip()]
+    def read(self, batch: Path) -> list[UsageRecord]:
+        """A spooled batch's records; a line that no longer parses is dead-lettered."""
+        records = []
+        with open(batch, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    records.append(_from_json(json.loads(line)))
+                except (ValueError, TypeError, KeyError) as exc:
+                    self.dead_letter_line(line, exc)
+        return records
 
-    def replay(self, record_usage: Callable[[Iterable[UsageRecord]], int]) -> int:
-        """Move every spooled batch into the store, oldest first; stops at the first failure
-        (raised). Returns the records replayed."""
+    def dead_letter(self, record: UsageRecord, reason: BaseException) -> Path:
+        return self._append_dead_letter({"record": _to_json(record), "reason": repr(reason)})
+
+    def dead_letter_line(self, line: str, reason: BaseException) -> Path:
+        return self._append_dead_letter({"line": line.rstrip("\n"), "reason": repr(reason)})
+
+    def _append_dead_letter(self, entry: dict) -> Path:
+        folder = self.directory / DEAD_LETTER_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{datetime.now().strftime('%Y%m%d')}.jsonl"
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"at": datetime.now().isoformat(), **entry}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        return path
+
+    def dead_letters(self) -> list[dict]:
+        folder = self.directory / DEAD_LETTER_DIR
+        if not folder.is_dir():
+            return []
+        return [json.loads(line) for path in sorted(folder.glob("*.jsonl"))
+                for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def replay(self, commit: Callable[[list[UsageRecord]], int]) -> int:
+        """Move every spooled batch into the store, oldest first, with `commit` (which
+        dead-letters what the store refuses); stops at the first outage (raised). Returns
+        the records replayed."""
         replayed = 0
         for batch in self.batches():
             try:
                 records = self.read(batch)
             except FileNotFoundError:  # another replica on this node replayed it first
                 continue
-            record_usage(records)
+            commit(records)
             batch.unlink(missing_ok=True)
             replayed += len(records)
         return replayed
@@ -101,14 +170,35 @@ class LedgerWriter:
     before its response ends."""
 
     def __init__(self, record_usage: Callable[[Iterable[UsageRecord]], int],
-                 max_batch: int = 256, spool: LedgerSpool | None = None) -> None:
+                 max_batch: int = 256, spool: LedgerSpool | None = None,
+                 on_dead_letter: Callable[[UsageRecord], None] | None = None) -> None:
+        """`on_dead_letter` is told of each record the store refused (a metric)."""
         self._record_usage = record_usage
+        self._on_dead_letter = on_dead_letter
+        self.dead_letters = 0
         self._max_batch = max_batch
         self._spool = spool
         self._pending: list[tuple[UsageRecord, asyncio.Future]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._replaying: asyncio.Task | None = None
+
+    def _commit(self, records: list[UsageRecord]) -> int:
+        return commit_splitting(self._record_usage, records, self._refused)
+
+    def _refused(self, record: UsageRecord, reason: BaseException) -> None:
+        """A record the store will never take: kept aside, counted and said, never silent."""
+        self.dead_letters += 1
+        where = "nowhere (no spool)"
+        if self._spool is not None:
+            try:
+                where = str(self._spool.dead_letter(record, reason))
+            except OSError:
+                logger.exception("the dead-letter file cannot be written")
+        logger.error("the store refuses usage record %s of tenant %s (%r); kept in %s",
+                     record.request_id, record.tenant, reason, where)
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(record)
 
     @property
     def spooled_batches(self) -> int:
@@ -141,7 +231,7 @@ class LedgerWriter:
                 try:
                     if self.spooled_batches:  # keep the ledger's order: older records first
                         raise RuntimeError("spooled records wait for replay")
-                    await asyncio.to_thread(self._record_usage, records)
+                    await asyncio.to_thread(self._commit, records)
                 except Exception as exc:
                     if not await self._spool_batch(records, exc):
                         for _, done in batch:  # the callers see it; nothing dropped silently
@@ -173,7 +263,7 @@ class LedgerWriter:
         while self._spool.batches():
             await asyncio.sleep(delay)
             try:
-                count = await asyncio.to_thread(self._spool.replay, self._record_usage)
+                count = await asyncio.to_thread(self._spool.replay, self._commit)
                 logger.warning("store reachable again: %d spooled usage records replayed", count)
             except Exception as exc:
                 logger.info("spool replay waits for the store: %r", exc)

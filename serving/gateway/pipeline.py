@@ -1,7 +1,7 @@
 """The gateway's token path, one request at a time, as named steps:
 
-    authenticate -> read body -> route -> refuse if full -> admit -> call the engine
-      -> respond (JSON, or relay the SSE stream) -> settle and record
+    authenticate -> read body -> check its shape -> route -> refuse if full -> admit
+      -> call the engine -> respond (JSON, or relay the SSE stream) -> settle and record
 
 Authentication comes before the body is read, so an anonymous client cannot make the gateway
 read 8 MiB. Each step returns what the next one needs, or raises Refusal with the response
@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from serving.gateway import telemetry
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import error_response, from_engine_error
 from serving.gateway.relay import relay, settle_reply
+from serving.gateway.shape import RequestLimits, bad_shape
 from serving.targets import (
     EndpointOverloaded,
     EndpointTarget,
@@ -37,12 +39,17 @@ from serving.targets import (
 )
 from serving.targets.bound import spread_retry
 from serving.tenancy import Forbidden, Outcome, Principal, TenancyError, Unauthenticated
+from serving.tenancy.validation import CLIENT_REQUEST_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
 # Bodies above this are refused before parsing (prompts of a 128k-token context fit easily).
 MAX_BODY_BYTES = 8 * 1024 * 1024
 REQUEST_ID_HEADER = "x-request-id"
+# The client's own id of its request (OpenAI's header): kept in the ledger beside the
+# platform's id and echoed, never the ledger's key.
+CLIENT_REQUEST_ID_HEADER = "x-client-request-id"
+CLIENT_REQUEST_ID = re.compile(CLIENT_REQUEST_ID_PATTERN)
 REPLICA_HEADER = "x-aifactory-replica"
 
 
@@ -63,6 +70,7 @@ class Exchange:
     span: Any
     arrived: float = field(default_factory=time.perf_counter)
     headers: dict[str, str] = field(default_factory=dict)
+    client_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,22 @@ async def authenticate(access: Access, request: Request) -> Principal:
         raise store_unavailable(exc) from None
 
 
+def take_client_request_id(request: Request, exchange: Exchange) -> None:
+    """The client's id of its request (`x-client-request-id`), if it gave one: once, visible
+    ASCII, at most 128 characters. An id that is not is refused, not trimmed: an altered id
+    would no longer match what the client logged, which is all it is for. A client's
+    `x-request-id` is not read: proxies on the way set it too (Serve, HAProxy)."""
+    given = request.headers.getlist(CLIENT_REQUEST_ID_HEADER)
+    if not given:
+        return
+    if len(given) > 1 or not CLIENT_REQUEST_ID.fullmatch(given[0]):
+        raise Refusal(error_response(
+            400, f"{CLIENT_REQUEST_ID_HEADER} must be given once: a letter or digit, then up "
+                 "to 127 visible ASCII characters", param=CLIENT_REQUEST_ID_HEADER))
+    exchange.client_request_id = given[0]
+    exchange.headers[CLIENT_REQUEST_ID_HEADER] = given[0]
+
+
 async def read_body(request: Request) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     too_big = Refusal(error_response(413, f"request body is larger than {MAX_BODY_BYTES} bytes"))
@@ -122,6 +146,14 @@ async def read_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise Refusal(error_response(400, "request body must be a JSON object"))
     return body
+
+
+def check_shape(body: dict[str, Any], limits: RequestLimits) -> None:
+    """What the gateway itself reads of the body (its claim on the quotas, whether it
+    streams) must make sense before admission counts it."""
+    bad = bad_shape(body, limits)
+    if bad is not None:
+        raise Refusal(error_response(400, bad.message, param=bad.param))
 
 
 async def route(endpoints: Mapping[str, EndpointTarget], access: Access, principal: Principal,
@@ -152,7 +184,8 @@ async def refuse_if_full(access: Access, principal: Principal, chosen: Route,
     why = chosen.target.bound.why_refused(time.monotonic(), principal.slo.ttft_s)
     if why is not None:
         unadmitted = access.unadmitted(principal, chosen.model, exchange.request_id,
-                                       model=chosen.model_label, span=exchange.span)
+                                       model=chosen.model_label, span=exchange.span,
+                                       client_request_id=exchange.client_request_id)
         raise await overloaded(access, unadmitted, chosen.model, why)
 
 
@@ -163,7 +196,8 @@ async def admit(access: Access, principal: Principal, chosen: Route, body: dict[
     try:
         admitted = await access.admit(principal, chosen.model, exchange.request_id, body,
                                       chosen.card.get("max_model_len", 0),
-                                      model=chosen.model_label, span=exchange.span)
+                                      model=chosen.model_label, span=exchange.span,
+                                      client_request_id=exchange.client_request_id)
     except Exception as exc:
         raise store_unavailable(exc) from None
     exchange.headers.update(admitted.decision.headers())
@@ -182,11 +216,10 @@ def engine_body(body: dict[str, Any], span: Any) -> tuple[dict[str, Any], bool]:
     ledger needs the engine's exact counts, so the engine is always asked for it."""
     if body.get("stream") is not True:
         return telemetry.with_trace_context(span, body), True
-    options = body.get("stream_options")
-    wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+    options = body.get("stream_options") or {}  # an object, or absent (check_shape)
+    wants_usage = options.get("include_usage") is True
     if not wants_usage:
-        body = {**body, "stream_options": {**(options if isinstance(options, dict) else {}),
-                                           "include_usage": True}}
+        body = {**body, "stream_options": {**options, "include_usage": True}}
     return telemetry.with_trace_context(span, body), wants_usage
 
 
@@ -251,15 +284,16 @@ class Gateway:
     """The steps, wired to one gateway replica's endpoints and tenancy."""
 
     def __init__(self, endpoints: Mapping[str, EndpointTarget], access: Access,
-                 replica: str | None = None) -> None:
+                 replica: str | None = None, limits: RequestLimits = RequestLimits()) -> None:
         """`replica` names this gateway replica in a response header, for operators
         tracing a request through several replicas."""
         self.endpoints = endpoints
         self.access = access
         self.replica = replica
+        self.limits = limits
 
     def begin(self, request: Request, kind: str) -> Exchange:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = uuid.uuid4().hex  # the platform's own: the ledger's key, the engine's id
         exchange = Exchange(kind, request_id, telemetry.start_request_span(request.headers, kind))
         exchange.headers[REQUEST_ID_HEADER] = request_id
         if self.replica:
@@ -284,7 +318,9 @@ class Gateway:
         try:
             with telemetry.step(span, "auth"):
                 principal = await authenticate(access, request)
+            take_client_request_id(request, exchange)
             body = await read_body(request)
+            check_shape(body, self.limits)
             with telemetry.step(span, "routing"):
                 chosen = await route(self.endpoints, access, principal, body)
             telemetry.describe_request(span, exchange.kind, chosen.model, body, principal.tenant)

@@ -3,6 +3,7 @@ tracing is on) and the metrics recorded as a request is admitted and as it ends.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from observability import metrics, tracing
 from serving.tenancy import Outcome
+
+logger = logging.getLogger(__name__)
 
 # -- judging a request -----------------------------------------------------------------------
 
@@ -118,6 +121,14 @@ class RequestMetrics:
         self._sink.set_gauge("aifactory_tenant_slo_target_seconds",
                              {"tenant": tenant, "sli": "itl"}, targets[1])
         self._sink.set_gauge("aifactory_tenant_slo_objective_ratio", {"tenant": tenant}, targets[2])
+
+
+def dead_letter(tenant: str, sink: MetricSink = metrics) -> None:
+    """A usage record the store refused for good (see ledger_writer)."""
+    try:
+        sink.inc("aifactory_ledger_dead_letters", {"tenant": tenant})
+    except Exception:  # telemetry never fails the ledger
+        logger.warning("recording a dead letter failed", exc_info=True)
 
 
 # -- tracing ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from serving.tenancy.records import Outcome, UsageBucket, UsageRecord
 CSV_COLUMNS = (
     "request_id", "tenant", "key_prefix", "endpoint", "prompt_tokens", "completion_tokens",
     "total_tokens", "ttft_s", "duration_s", "outcome", "created_at", "finished_at",
+    "client_request_id",
 )
 _BUCKET_FORMATS = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
 
@@ -44,6 +45,7 @@ def validated(record: UsageRecord) -> dict[str, Any]:
         "outcome": check.choice("outcome", Outcome, record.outcome).value,
         "created_at": created,
         "finished_at": finished,
+        "client_request_id": check.client_request_id(record.client_request_id),
     }
 
 
@@ -117,7 +119,8 @@ def records(s: Session, tenant: str, start: datetime, end: datetime) -> list[Usa
                                                                    UsageRow.id)
     return [UsageRecord(row.request_id, row.tenant, row.key_prefix, row.endpoint,
                         row.prompt_tokens, row.completion_tokens, row.ttft_s, row.duration_s,
-                        Outcome(row.outcome), row.created_at, row.finished_at)
+                        Outcome(row.outcome), row.created_at, row.finished_at,
+                        row.client_request_id)
             for row in s.scalars(query.execution_options(yield_per=1000))]
 
 
@@ -135,7 +138,7 @@ def export_csv(s: Session, out: TextIO, start: datetime, end: datetime,
             row.request_id, row.tenant, row.key_prefix, row.endpoint, row.prompt_tokens,
             row.completion_tokens, row.prompt_tokens + row.completion_tokens,
             _cell(row.ttft_s), _cell(row.duration_s), row.outcome, _iso(row.created_at),
-            _iso(row.finished_at),
+            _iso(row.finished_at), row.client_request_id or "",
         ])
         written += 1
     return written

@@ -178,3 +178,4 @@ class UsageRow(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    client_request_id: Mapped[str | None] = mapped_column(String(128))

@@ -167,6 +167,9 @@ class UsageRecord:
     outcome: Outcome
     created_at: datetime
     finished_at: datetime | None
+    # The id the client gave its request (x-client-request-id), kept beside the platform's
+    # own `request_id`, which alone keys the ledger.
+    client_request_id: str | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -12,8 +12,11 @@ from serving.tenancy.errors import Invalid
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 _NAME = re.compile(NAME_PATTERN)
-# Request ids come from clients (x-request-id) as well as from the gateway.
+# The ledger's request ids are the gateway's own; a client's id for its request is kept
+# beside them: visible ASCII, a letter or digit first (no CSV formula), at most 128 characters.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+CLIENT_REQUEST_ID_PATTERN = r"^[A-Za-z0-9][\x21-\x7e]{0,127}$"
+_CLIENT_REQUEST_ID = re.compile(CLIENT_REQUEST_ID_PATTERN)
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$")
 
 # Upper bounds well past any real partition, low enough to catch a typo or a unit mix-up.
@@ -92,6 +95,15 @@ def request_id(value: object) -> str:
     if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
         raise Invalid("request_id", "must be a letter or digit, then up to 127 of "
                                     f"[A-Za-z0-9._:-], got {_shown(value)}")
+    return value
+
+
+def client_request_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CLIENT_REQUEST_ID.fullmatch(value):
+        raise Invalid("client_request_id", "must be a letter or digit, then up to 127 visible "
+                                           f"ASCII characters, got {_shown(value)}")
     return value
 
 

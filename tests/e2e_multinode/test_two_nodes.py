@@ -32,7 +32,7 @@ def test_completion_through_head_is_served_by_worker_and_accounted(platform, sto
     request_id = f"multinode-{uuid.uuid4().hex[:12]}"
     reply = client.chat.completions.create(
         model="remote", messages=[{"role": "user", "content": "hello from the head"}],
-        max_tokens=8, extra_headers={"x-request-id": request_id})
+        max_tokens=8, extra_headers={"x-client-request-id": request_id})
     assert reply.choices[0].message.content
     assert reply.usage.completion_tokens > 0
 
@@ -45,7 +45,7 @@ def test_completion_through_head_is_served_by_worker_and_accounted(platform, sto
 
     records = store.usage_records("acme", started - timedelta(minutes=1),
                                   datetime.now(UTC) + timedelta(minutes=1))
-    [record] = [r for r in records if r.request_id == request_id]
+    [record] = [r for r in records if r.client_request_id == request_id]
     assert record.outcome == Outcome.OK and record.endpoint == "remote"
     assert (record.prompt_tokens, record.completion_tokens) == (
         reply.usage.prompt_tokens, reply.usage.completion_tokens)

@@ -62,7 +62,7 @@ def run_stream(platform, key: str, stream: Stream) -> None:
     try:
         with httpx.Client(base_url=platform["url"], timeout=RECOVERY_S,
                           headers={"authorization": f"Bearer {key}",
-                                   "x-request-id": stream.request_id}) as http:
+                                   "x-client-request-id": stream.request_id}) as http:
             with http.stream("POST", "/v1/completions", json={
                     "model": "remote", "prompt": "a long story", "max_tokens": MAX_TOKENS,
                     "stream": True, "stream_options": {"include_usage": True},
@@ -139,7 +139,7 @@ def engine_replicas() -> list[dict]:
 def ledger(store, streams: list[Stream], since: datetime) -> dict[str, object]:
     ids = {s.request_id for s in streams}
     records = store.usage_records("acme", since, datetime.now(UTC) + timedelta(minutes=1))
-    return {r.request_id: r for r in records if r.request_id in ids}
+    return {r.client_request_id: r for r in records if r.client_request_id in ids}
 
 
 def check_clients_and_ledger(store, streams: list[Stream], since: datetime) -> dict:

@@ -111,6 +111,10 @@ GAUGES = {"aifactory_tenant_slo_objective_ratio": 0.99,
           "aifactory_partition_capacity_accelerators": 8, "aifactory_endpoint_guaranteed_replicas": 1}
 
 
+# Counters that stay flat on a healthy platform (any increase is an alert).
+FLAT_WHEN_HEALTHY = {"aifactory_ledger_dead_letters"}
+
+
 def _labels(values: dict[str, str]) -> str:
     # Ray's per-process label rides along, as it does on the real series.
     return "{" + ",".join(f'{k}="{v}"' for k, v in {**values, "WorkerId": "w1"}.items()) + "}"
@@ -126,8 +130,9 @@ def synthetic_series() -> list[dict[str, str]]:
         for extra, per_minute in variants:
             labels = {**fixed, **extra}
             if spec.kind is Kind.COUNTER:
+                rate = 0 if spec.name in FLAT_WHEN_HEALTHY else per_minute
                 series.append({"series": spec.exposed + _labels(labels),
-                               "values": f"0+{per_minute:g}x20"})
+                               "values": f"0+{rate:g}x20"})
             elif spec.kind is Kind.GAUGE:
                 value = per_minute if choices else GAUGES.get(spec.name, 1)
                 series.append({"series": spec.exposed + _labels(labels),

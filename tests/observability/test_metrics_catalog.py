@@ -37,6 +37,7 @@ CONTRACT = {
     "aifactory_endpoint_replicas_target": "ray_aifactory_endpoint_replicas_target",
     "aifactory_endpoint_replicas_actual": "ray_aifactory_endpoint_replicas_actual",
     "aifactory_autoscaler_decisions": "ray_aifactory_autoscaler_decisions_total",
+    "aifactory_ledger_dead_letters": "ray_aifactory_ledger_dead_letters_total",
 }
 
 ALLOWED_LABELS = {"tenant", "endpoint", "model", "outcome", "code", "slo", "sli", "replica",

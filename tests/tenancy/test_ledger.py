@@ -54,6 +54,10 @@ def test_a_large_batch_goes_in_whole(store: Store) -> None:
     ("request_id", "-leading-dash"),  # would start a CSV cell as a formula
     ("request_id", "id'); DROP TABLE usage_records; --"),
     ("request_id", "r" * 129),
+    ("client_request_id", "=cmd|' /C calc'!A0"),
+    ("client_request_id", "c" * 129),
+    ("client_request_id", "tab\tinside"),
+    ("client_request_id", "caf\u00e9"),
     ("tenant", "Acme"),
     ("endpoint", "=HYPERLINK()"),
     ("key_prefix", "@evil"),
@@ -154,7 +158,8 @@ def test_csv_export_of_a_time_window(store: Store) -> None:
     store.record_usage([
         record("early", at=T - timedelta(seconds=1)),
         record("x2", at=T + timedelta(minutes=2), tenant="beta", outcome="error"),
-        record("x1", at=T + timedelta(minutes=1), prompt=7, completion=3),
+        replace(record("x1", at=T + timedelta(minutes=1), prompt=7, completion=3),
+                client_request_id="job-7/line=3"),
         replace(record("x3", at=T + timedelta(minutes=3)), ttft_s=None, finished_at=None,
                 duration_s=None, outcome=Outcome.CLIENT_CANCELLED),
         record("late", at=T + timedelta(hours=1)),
@@ -164,9 +169,10 @@ def test_csv_export_of_a_time_window(store: Store) -> None:
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[1] == ["x1", "acme", "afk_AbCdEfGh", "llama", "7", "3", "10", "0.25", "1.5",
-                       "ok", "2025-03-14T09:01:00Z", "2025-03-14T09:01:01.500000Z"]
+                       "ok", "2025-03-14T09:01:00Z", "2025-03-14T09:01:01.500000Z",
+                       "job-7/line=3"]
     assert [row[0] for row in rows[1:]] == ["x1", "x2", "x3"]  # oldest first
-    assert rows[3][7:] == ["", "", "client_cancelled", "2025-03-14T09:03:00Z", ""]
+    assert rows[3][7:] == ["", "", "client_cancelled", "2025-03-14T09:03:00Z", "", ""]
     only_beta = io.StringIO()
     assert store.export_csv(only_beta, T, T + timedelta(hours=1), tenant="beta") == 1
     assert "x2" in only_beta.getvalue() and "x1" not in only_beta.getvalue()

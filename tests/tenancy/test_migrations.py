@@ -28,7 +28,7 @@ def test_upgrade_creates_the_tables_on_an_empty_database(empty_database_url: str
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
     head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
-    assert revision(engine) == head == "0003"
+    assert revision(engine) == head == "0004"
     engine.dispose()
 
 
@@ -41,7 +41,7 @@ def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     tables = set(sa.inspect(engine).get_table_names())
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == tables
-    assert revision(engine) == "0003"
+    assert revision(engine) == "0004"
     engine.dispose()
     reopened = Store(empty_database_url)
     assert [t.name for t in reopened.list_tenants()] == ["acme"]
@@ -93,3 +93,21 @@ def test_an_endpoint_keeps_its_deployment(empty_database_url: str) -> None:
     assert {e.name: e.deployment for e in store.list_endpoints()} == {
         "configured": None, "popup": spec}
     store.close()
+
+
+def test_a_ledger_of_0003_upgrades_keeping_its_rows(empty_database_url: str) -> None:
+    """0004: the client's request id beside the platform's; earlier rows have none."""
+    from alembic import command
+
+    command.upgrade(alembic_config(empty_database_url), "0003")
+    engine = sa.create_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO usage_records (request_id, tenant, key_prefix, endpoint, prompt_tokens,"
+            " completion_tokens, outcome, created_at) VALUES ('old-1', 'acme', 'afk_x', 'demo',"
+            " 3, 4, 'ok', '2026-11-01 10:00:00')"))
+    upgrade(empty_database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT request_id, client_request_id FROM usage_records")).all() == [("old-1", None)]
+    engine.dispose()

@@ -1,24 +1,76 @@
 """What a request claims from its quotas before the engine counts: bounded by what the engine
 would run, whatever the body asks (fuzzing sent max_tokens 2**64, which overflowed the
-Redis counters into a 503)."""
+Redis counters into a 503), and counting every prompt of a prompt list."""
 
 from __future__ import annotations
 
 import pytest
 
-from serving.gateway.access import MAX_CHOICES, MAX_CLAIM_TOKENS, requested_max_tokens
+from serving.gateway.claim import (
+    MAX_CHOICES,
+    MAX_CLAIM_TOKENS,
+    estimate_prompt_tokens,
+    requested_max_tokens,
+)
+from serving.gateway.shape import RequestLimits, bad_shape, json_depth_exceeds
+
+P = "x" * 48  # 48 bytes: 12 tokens by the estimate
 
 
-@pytest.mark.parametrize("body,context,prompt,claim", [
-    ({}, 512, 12, 500),                                  # what the context leaves
-    ({"max_tokens": 7}, 512, 12, 7),
-    ({"max_completion_tokens": 5, "max_tokens": 9}, 512, 12, 5),
-    ({"max_tokens": 10**12}, 512, 12, 512),              # never beyond the context
-    ({"max_tokens": 2**64}, 0, 12, MAX_CLAIM_TOKENS),    # context unknown: a hard ceiling
-    ({"max_tokens": 4, "n": 3}, 512, 12, 12),            # every choice generates
-    ({"max_tokens": 4, "n": 10**9}, 512, 12, 4 * MAX_CHOICES),
-    ({"max_tokens": True, "n": "3"}, 512, 12, 500),      # mistyped: the engine refuses them
-    ({"max_tokens": -1, "n": 0}, 512, 12, 500),
+@pytest.mark.parametrize("body,context,claim", [
+    ({"prompt": P}, 512, 500),                                  # what the context leaves
+    ({"prompt": P, "max_tokens": 7}, 512, 7),
+    ({"prompt": P, "max_completion_tokens": 5, "max_tokens": 9}, 512, 5),
+    ({"prompt": P, "max_tokens": 10**12}, 512, 512),              # never beyond the context
+    ({"prompt": P, "max_tokens": 2**64}, 0, MAX_CLAIM_TOKENS),    # context unknown: a ceiling
+    ({"prompt": P, "max_tokens": 4, "n": 3}, 512, 12),            # every choice generates
+    ({"prompt": P, "max_tokens": 4, "n": 10**9}, 512, 4 * MAX_CHOICES),
+    ({"prompt": P, "max_tokens": True, "n": "3"}, 512, 500),      # mistyped: vLLM refuses them
+    ({"prompt": P, "max_tokens": -1, "n": 0}, 512, 500),
+    # A prompt list claims for every prompt: 3 prompts x 4 tokens x 2 choices = 24.
+    ({"prompt": [P, P, P], "max_tokens": 4, "n": 2}, 512, 24),
+    # Without max_tokens each prompt may fill what the context leaves it: 500 + 506.
+    ({"prompt": [P, "x" * 24]}, 512, 500 + 506),
+    ({"prompt": [[1, 2, 3], [4, 5]], "max_tokens": 4}, 512, 8),   # token-id lists, one each
+    ({"prompt": [1, 2, 3], "max_tokens": 4}, 512, 4),             # one prompt of token ids
+    ({"prompt": [P] * 1000, "max_tokens": 16}, 512, 16_000),      # not what one prompt claims
+    ({"messages": [{"role": "user", "content": P}], "max_tokens": 4, "n": 2}, 512, 8),
 ])
-def test_claim(body, context, prompt, claim):
-    assert requested_max_tokens(body, context, prompt) == claim
+def test_claim(body, context, claim):
+    assert requested_max_tokens(body, context) == claim
+
+
+def test_every_prompt_is_estimated():
+    assert estimate_prompt_tokens({"prompt": P}) == 12
+    assert estimate_prompt_tokens({"prompt": [P, P, [1, 2, 3]]}) == 12 + 12 + 3
+    assert estimate_prompt_tokens({"messages": [{"role": "user", "content": P}]}) == 13 + 8
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"prompt": [P] * 2049}, "prompt"),
+    ({"prompt": []}, "prompt"),
+    ({"prompt": P, "stream": True, "stream_options": "yes"}, "stream_options"),
+    ({"prompt": P, "stream_options": [1]}, "stream_options"),
+    ({"messages": [{"role": "user", "content": {"a": {"b": {"c": {}}}}}]}, None),
+])
+def test_bodies_the_gateway_cannot_count_are_refused(body, param):
+    limits = RequestLimits(max_prompts=2048, max_json_depth=5)
+    bad = bad_shape(body, limits)
+    assert bad is not None and bad.param == param
+
+
+def test_bodies_within_the_limits_pass():
+    limits = RequestLimits()
+    assert bad_shape({"prompt": [P] * 2048, "stream_options": {"include_usage": True}},
+                     limits) is None
+    assert bad_shape({"messages": [{"role": "user", "content": "hi"}],
+                      "stream_options": None}, limits) is None
+
+
+def test_json_depth_is_measured_without_recursion():
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert json_depth_exceeds(deep, 64)
+    assert not json_depth_exceeds({"a": [{"b": 1}]}, 3)
+    assert json_depth_exceeds({"a": [{"b": []}]}, 3)

@@ -58,7 +58,7 @@ def test_spool_round_trips_records(tmp_path):
     records = [record(n) for n in range(5)]
     path = spool.append(records)
     assert spool.batches() == [path]
-    assert LedgerSpool.read(path) == records
+    assert spool.read(path) == records
     assert not list((tmp_path / "spool").glob("*.partial"))
 
 
@@ -106,3 +106,49 @@ async def test_a_new_writer_replays_what_an_earlier_one_left(tmp_path, store, mo
 async def test_without_a_spool_the_caller_sees_the_failure(store):
     with pytest.raises(ConnectionError):
         await LedgerWriter(Flaky(store)).write(record(1))
+
+
+def bad(n: int) -> UsageRecord:
+    """A record the store refuses for good (a request id no ledger row may carry)."""
+    from dataclasses import replace
+
+    return replace(record(n), request_id="\x00" + "x" * 300)
+
+
+async def test_a_refused_record_is_dead_lettered_and_the_rest_of_its_batch_lands(tmp_path,
+                                                                                   store):
+    spool = LedgerSpool(tmp_path / "spool")
+    told = []
+    writer = LedgerWriter(store.record_usage, spool=spool, on_dead_letter=told.append)
+    records = [record(n) for n in range(7)]
+    records.insert(3, bad(59))
+    # One batch: the writes arrive while no transaction runs, and go in together.
+    await asyncio.gather(*(writer.write(r) for r in records))
+    assert ledger_ids(store) == sorted(f"req-{n}" for n in range(7))
+    assert writer.dead_letters == 1 and [r.request_id for r in told] == [bad(59).request_id]
+    (kept,) = spool.dead_letters()
+    assert kept["record"]["request_id"] == bad(59).request_id and "request_id" in kept["reason"]
+    assert spool.batches() == []  # nothing left to replay: the ledger is not stalled
+    await writer.write(record(8))
+    assert "req-8" in ledger_ids(store)
+
+
+async def test_replay_lands_what_it_can_and_dead_letters_the_rest(tmp_path, store, monkeypatch):
+    from serving.gateway import ledger_writer
+
+    monkeypatch.setattr(ledger_writer, "REPLAY_FIRST_S", 0.01)
+    spool = LedgerSpool(tmp_path / "spool")
+    spool.append([record(1), bad(2), record(3)])
+    with open(spool.append([record(4)]), "a", encoding="utf-8") as batch:
+        batch.write('{"request_id": "torn\n')  # a line cut short by a crash or an editor
+    writer = LedgerWriter(store.record_usage, spool=spool)
+    writer.start_replay()
+    for _ in range(200):
+        if not spool.batches():
+            break
+        await asyncio.sleep(0.01)
+    assert spool.batches() == []
+    assert ledger_ids(store) == ["req-1", "req-3", "req-4"]
+    kept = spool.dead_letters()
+    assert len(kept) == 2 and {"record" in k or "line" in k for k in kept} == {True}
+    assert writer.dead_letters == 1  # the record; the torn line was no record

@@ -1,0 +1,79 @@
+"""What a request claims from its tenant's quotas before the engine has counted anything:
+its prompt tokens, estimated, and every token it may generate. Pure functions of the body.
+
+A claim never exceeds what the engine would run (it refuses a larger max_tokens or n), so the
+counters never take an absurd number (max_tokens: 2**64 overflowed Redis's integers); and it
+counts every prompt of a prompt list and every choice of each, so 1,000 prompts in one
+request claim what 1,000 requests would."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# A prompt's tokens are estimated before the engine tokenizes it (about 4 bytes per token for
+# BPE vocabularies, plus a few per chat message for the template); the reservation is settled
+# with the engine's exact count when the request ends.
+BYTES_PER_TOKEN = 4
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+MAX_CLAIM_TOKENS = 2**31 - 1
+MAX_CHOICES = 16384  # vLLM's default VLLM_MAX_N_SEQUENCES
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        return math.ceil(len(value.encode("utf-8", "replace")) / BYTES_PER_TOKEN)
+    if isinstance(value, list):
+        if value and all(isinstance(v, int) for v in value):
+            return len(value)  # already token ids
+        return sum(_size(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_size(v) for v in value.values())
+    return 0
+
+
+def prompts_of(body: dict[str, Any]) -> list[Any]:
+    """The separate prompts a completion body asks for: a string or one list of token ids is
+    one prompt; a list of strings or of token-id lists is one prompt each. A chat is one."""
+    if "messages" in body:
+        return [body["messages"]]
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list) and prompt and not all(isinstance(p, int) for p in prompt):
+        return prompt
+    return [prompt]
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """All of the request's prompts together."""
+    if "messages" in body:
+        messages = body["messages"] if isinstance(body["messages"], list) else []
+        return _size(messages) + TEMPLATE_TOKENS_PER_MESSAGE * len(messages)
+    return sum(_size(p) for p in prompts_of(body))
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def requested_max_tokens(body: dict[str, Any], context_len: int) -> int:
+    """What the request may generate: for each prompt, its max_tokens, else what the context
+    leaves that prompt (at most the context), for each of its `n` choices. E.g. 3 prompts,
+    max_tokens 4, n 2: 3 x 4 x 2 = 24."""
+    limit = None
+    for key in ("max_completion_tokens", "max_tokens"):
+        limit = _positive_int(body.get(key))
+        if limit is not None:
+            break
+    choices = min(_positive_int(body.get("n")) or 1, MAX_CHOICES)
+    if "messages" in body:
+        prompts = [estimate_prompt_tokens(body)]
+    else:
+        prompts = [_size(p) for p in prompts_of(body)]
+    total = 0
+    for prompt_tokens in prompts:
+        if limit is not None:
+            per_choice = min(limit, context_len if context_len > 0 else MAX_CLAIM_TOKENS)
+        else:
+            per_choice = max(1, context_len - prompt_tokens)
+        total += per_choice * choices
+    return min(total, MAX_CLAIM_TOKENS)

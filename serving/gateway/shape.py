@@ -1,0 +1,62 @@
+"""The shape a body must have before admission counts it: the fields the gateway itself reads
+(what it claims from the quotas, whether it streams) are checked here; everything else is
+vLLM's to validate. A pure function: the pipeline turns its answer into a 400."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from serving.gateway.claim import prompts_of
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Bounds on one request body. `max_prompts`: prompts in one completion request
+    (OpenAI's batch limit); `max_json_depth`: nesting of objects and lists, far beyond any
+    tool schema, far below what recursive validators survive."""
+
+    max_prompts: int = 2048
+    max_json_depth: int = 64
+
+
+@dataclass(frozen=True)
+class BadShape:
+    message: str
+    param: str | None
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and lists nest deeper than `limit` (iteratively: no recursion here)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def bad_shape(body: dict[str, Any], limits: RequestLimits) -> BadShape | None:
+    if json_depth_exceeds(body, limits.max_json_depth):
+        return BadShape(f"request body is nested deeper than {limits.max_json_depth} levels",
+                        None)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return BadShape("stream_options must be an object, e.g. {\"include_usage\": true}",
+                        "stream_options")
+    if "messages" not in body:
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and not prompt:
+            return BadShape("prompt must not be an empty list", "prompt")
+        count = len(prompts_of(body))
+        if count > limits.max_prompts:
+            return BadShape(f"at most {limits.max_prompts} prompts per request, got {count}",
+                            "prompt")
+    return None
