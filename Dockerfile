@@ -15,6 +15,11 @@ COPY observability ./observability
 RUN bash deployments/install.sh "${ENGINE}" --no-cache-dir
 ENV PATH=/opt/aifactory/.venv/bin:$PATH \
     AIFACTORY_HOME=/var/lib/aifactory
+# The platform runs as a user of its own: its data directory (store, keys, spool) is that
+# user's alone (0700), and the installed code is not writable by it.
+RUN useradd --system --uid 10001 --home-dir /var/lib/aifactory --shell /usr/sbin/nologin aifactory \
+ && install -d -m 0700 -o aifactory -g aifactory /var/lib/aifactory
+USER aifactory
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s CMD curl -fs http://127.0.0.1:8000/ready || exit 1
 # `aifactory up` without --detach stays in the foreground and stops everything on SIGTERM.

@@ -201,9 +201,20 @@ def _base_url(config: PlatformConfig) -> str:
     return f"http://{host}:{config.server.port}"
 
 
-def _get_json(url: str, timeout: float = 5) -> tuple[int, dict | None]:
+def _admin_authorization() -> dict[str, str]:
+    """The operator's admin key, if this machine has one: /ready then names each endpoint."""
+    from deployments.admin_cli import ADMIN_KEY_ENV, ADMIN_KEY_FILE, read_key_file
+
+    key = os.environ.get(ADMIN_KEY_ENV, "").strip() or read_key_file(
+        data.home() / ADMIN_KEY_FILE)
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
+def _get_json(url: str, timeout: float = 5,
+              headers: dict[str, str] | None = None) -> tuple[int, dict | None]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        request = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:
@@ -390,7 +401,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from deployments.app import APP_NAME
 
     app = serve.status().applications.get(APP_NAME)
-    code, ready = _get_json(f"{state['url']}/ready")
+    code, ready = _get_json(f"{state['url']}/ready", headers=_admin_authorization())
     if args.json:
         out = {
             "url": state["url"],

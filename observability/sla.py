@@ -4,8 +4,11 @@ Pure: records, targets and the window in, a report out; the store and the clock 
 How each figure counts (the report's `definitions` repeats this for its readers):
 
 - requests: every record created in [since, until), whatever its outcome.
-- availability = ok / (ok + error). Rejections (the tenant's own rate limits and quotas) and
-  client cancellations are left out of both: neither is the platform failing to answer.
+- availability = ok / (ok + platform faults). A platform fault is an error the platform owes
+  the tenant: no engine reachable, the engine's own failure (its 5xx, a stream broken mid-way),
+  or an error of a row from before the ledger kept its class. The tenant's own bad requests
+  (the engine's 4xx), its rate limits and quotas, the documented overload refusal (503 with
+  Retry-After) and client cancellations count in neither.
 - TTFT percentiles: ok requests with a measured time to first token.
 - ITL (inter-token latency) per request = (duration - ttft) / (completion_tokens - 1): the
   mean gap between the tokens after the first. Defined for ok requests with both timings and at
@@ -34,8 +37,8 @@ PERCENTILES = (50, 95, 99)
 HOURLY_UP_TO = timedelta(days=2)
 
 DEFINITIONS = {
-    "availability": "ok / (ok + error); rejections (rate limits, quotas) and client "
-                    "cancellations count in neither",
+    "availability": "ok / (ok + platform faults); the tenant's own bad requests, rate "
+                    "limits, quotas, overload refusals and cancellations count in neither",
     "itl": "per request: (duration - ttft) / (completion_tokens - 1), for ok requests with "
            "at least 2 completion tokens",
     "percentiles": "nearest-rank over per-request values",
@@ -134,6 +137,7 @@ class _Tally:
 
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         (o.value for o in Outcome), 0))
+    faults: int = 0
     ttft: list[float] = field(default_factory=list)
     itl: list[float] = field(default_factory=list)
     judged: int = 0
@@ -143,6 +147,7 @@ class _Tally:
 
     def add(self, record: UsageRecord, targets: SloTargets) -> None:
         self.outcomes[record.outcome.value] += 1
+        self.faults += record.is_platform_fault
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
         if record.outcome is not Outcome.OK or record.ttft_s is None:
@@ -161,8 +166,8 @@ class _Tally:
 
     @property
     def availability(self) -> float | None:
-        ok, error = self.outcomes[Outcome.OK], self.outcomes[Outcome.ERROR]
-        return _ratio(ok, ok + error)
+        ok = self.outcomes[Outcome.OK]
+        return _ratio(ok, ok + self.faults)
 
 
 def _bucket_start(moment: datetime, by: str) -> datetime:

@@ -124,7 +124,7 @@ def render_html(report: dict[str, Any]) -> str:
     outcomes = report["outcomes"]
     rows = [
         ("Requests", f"{report['requests']:,}", ""),
-        ("Availability (ok / (ok + error))", _share(report["availability"]), ""),
+        ("Availability (ok / (ok + platform faults))", _share(report["availability"]), ""),
         ("Compliant requests", f"{_share(report['compliance'])} of {report['judged']:,}",
          f"objective {_share(report['objective'])}: {_verdict(report['objective_met'])}"),
         ("Rejections (rate limits, quotas)", f"{report['rejections']:,}", ""),
@@ -155,7 +155,8 @@ def render_html(report: dict[str, Any]) -> str:
         f'<td class="num">{_seconds(p95)}</td><td class="num">{_seconds(p99)}</td>'
         f'<td class="num">{_seconds(target)}</td><td>{_verdict(met)}</td></tr>'
         for name, n, p50, p95, p99, target, met in latency_rows)
-    figures = "".join(f"<h2>{escape(title)} per {by}</h2>{svg}" for title, svg in charts)
+    figures = "".join(f"<h2>{escape(title)} per {escape(by)}</h2>{svg}"
+                      for title, svg in charts)
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>SLA report: {tenant}</title>'

@@ -36,7 +36,9 @@ DEAD_LETTERS = exposed_name("aifactory_ledger_dead_letters")
 # Every window a burn-rate alert reads (long and short windows of the four pairs below).
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 # Availability counts only what the platform answered: rejections are the tenant's own
-# quota at work and cancellations the client's choice (the SLA report counts the same way).
+# quota at work and cancellations the client's choice; errors that are no platform fault (the
+# tenant's bad request, the documented overload refusal) carry their class as their outcome
+# label (client_error, overloaded). The SLA report counts the same way.
 ANSWERED = 'outcome=~"ok|error"'
 
 # Recording rule names (level:metric:operations, Prometheus's convention).

@@ -23,6 +23,9 @@ from serving.tenancy import (
 from serving.tenancy import validation as check
 
 DEFAULT_WINDOW = timedelta(days=1)
+# An SLA report reads every record of its window (percentiles cannot be summed): a quarter at
+# most, so one report cannot make a replica load a tenant's whole history.
+SLA_MAX_WINDOW = timedelta(days=93)
 # Key ids are 32-bit integers in the database; PostgreSQL refuses to compare the column with a
 # larger number (an error, not "no row"), so such an id is known to be missing up front.
 MAX_KEY_ID = 2**31 - 1
@@ -76,6 +79,9 @@ def usage_buckets(store: Store, tenant: str, since: datetime, until: datetime,
 
 def sla_report(store: Store, tenant: str, since: datetime, until: datetime) -> SlaReport:
     """The tenant's SLA report for the window, against its targets as they are now."""
+    if until - since > SLA_MAX_WINDOW:
+        raise Invalid("since", f"an SLA report covers at most {SLA_MAX_WINDOW.days} days; "
+                               f"ask for several windows")
     targets = store.get_tenant(tenant).slo  # an unknown tenant is a 404, not an empty report
     return sla.sla_report(store.usage_records(tenant, since, until), tenant=tenant,
                           targets=targets, since=since, until=until)

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from observability.sla import SlaReport
 from serving.admin import operations
+from serving.admin.bootstrap import ADMIN_TENANT
 from serving.admin.errors import AdminRoute
 from serving.admin.protocol import (
     CreatedKeyOut,
@@ -45,7 +46,9 @@ _bearer = HTTPBearer(auto_error=False, description="An admin-scoped key: afk_...
 
 def admin_principal(store: Store) -> Callable[..., Awaitable[Principal]]:
     """The dependency every admin route runs first: 401 without a usable key, 403 for a key
-    that is not admin-scoped or whose tenant is suspended."""
+    that is not a platform admin's or whose tenant is suspended. A platform admin's key is an
+    admin-scoped key of the platform's own tenant (`admin`, made by bootstrap); another
+    tenant's admin-scoped key administers that tenant only (its /tenant/v1 routes)."""
 
     async def require_admin(
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -56,6 +59,10 @@ def admin_principal(store: Store) -> Callable[..., Awaitable[Principal]]:
         if principal.scope != KeyScope.ADMIN:
             raise Forbidden(f"key {principal.key_prefix}... is {principal.scope}-scoped; the "
                             "admin API needs an admin-scoped key")
+        if principal.tenant != ADMIN_TENANT:
+            raise Forbidden(f"key {principal.key_prefix}... administers tenant "
+                            f"{principal.tenant!r} only; the admin API needs a key of the "
+                            f"platform's tenant {ADMIN_TENANT!r}")
         return principal
 
     return require_admin

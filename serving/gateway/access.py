@@ -19,7 +19,9 @@ from serving.tenancy import (
     AdmissionCounters,
     AdmissionRequest,
     Decision,
+    ErrorClass,
     Limits,
+    MonthUnknown,
     Outcome,
     Principal,
     Reservation,
@@ -37,9 +39,14 @@ logger = logging.getLogger(__name__)
 # within this long, and the store is not read three times for every request.
 STORE_CACHE_TTL_S = 1.0
 
-# How often a replica checks that the counters still hold each monthly budget's spend (Redis
-# may have restarted empty); within this long after such a loss, the ledger's sum is back.
-MONTH_SEED_TTL_S = 60.0
+# Attempts to reserve while month counters are seeded from the ledger (a second loss of the
+# counters in between is the only reason for more than two).
+SEED_ATTEMPTS = 3
+# A release the counters did not take (Redis unreachable) is retried this often, backing off,
+# before the reservation's lease is left to end it.
+RELEASE_RETRY_FIRST_S = 0.5
+RELEASE_RETRY_MAX_S = 30.0
+RELEASE_RETRIES = 10
 
 class _TtlCache:
     """A small time-bounded memo; entries older than `ttl_s` are read again. Requests that
@@ -79,6 +86,15 @@ class _TtlCache:
         return value
 
 
+# What a record's status and class are when the caller does not say: an error's class is
+# unknown (a platform fault, for the SLA) unless its caller knows better.
+IMPLIED: dict[Outcome, tuple[int | None, ErrorClass | None]] = {
+    Outcome.OK: (200, None),
+    Outcome.REJECTED: (429, ErrorClass.RATE_LIMITED),
+    Outcome.CLIENT_CANCELLED: (None, ErrorClass.CANCELLED),
+    Outcome.ERROR: (None, ErrorClass.UNKNOWN),
+}
+
 # Refused before the tenant's limits were consulted: none refused it, none reserved.
 NOT_ADMITTED = Decision(admitted=False, refused=(), reason="", retry_after_s=None,
                         reserved_tokens=0)
@@ -107,6 +123,10 @@ class Admitted:
     client_request_id: str | None = None
 
 
+class NotGranted(LookupError):
+    """The tenant may not call the endpoint (any more)."""
+
+
 class Access:
     """The tenancy side of the gateway. The store is synchronous and runs in threads; the
     counters are shared by all gateway replicas (Redis) or local to one."""
@@ -128,15 +148,27 @@ class Access:
         self._clock = clock
         self._principals = _TtlCache(cache_ttl_s)
         self._grants = _TtlCache(cache_ttl_s)
-        self._seeded = _TtlCache(MONTH_SEED_TTL_S)
+        # Requests that find the same month counter missing share one read of the ledger.
+        self._seeding = _TtlCache(0.0)
+        self._releasing: set[asyncio.Task] = set()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("missing")
-        return await self._principals.get_or_read(
-            token, lambda: asyncio.to_thread(self.store.authenticate, token))
+        def read() -> Principal | Unauthenticated:
+            # A refusal is cached like a principal: a client retrying a wrong or revoked key
+            # reads the store once a period, not once a request. Store errors are not.
+            try:
+                return self.store.authenticate(token)
+            except Unauthenticated as refused:
+                return refused
+
+        known = await self._principals.get_or_read(token, lambda: asyncio.to_thread(read))
+        if isinstance(known, Unauthenticated):
+            raise Unauthenticated(str(known))
+        return known
 
     async def visible_endpoints(self, principal: Principal) -> set[str]:
         endpoints = await asyncio.to_thread(self.store.list_endpoints, usable_by=principal.tenant)
@@ -159,22 +191,28 @@ class Access:
                                               lambda: asyncio.to_thread(read))
 
     async def _seed_months(self, scopes, now: float) -> None:
-        """Start each monthly budget's counter from the ledger when the counters do not have
-        it: Redis restarted empty, or this replica's own counters are new. Checked once a
-        MONTH_SEED_TTL_S per scope and replica; an existing counter is never overwritten."""
+        """Start each monthly budget's counter the counters do not have (Redis restarted
+        empty, the month or this replica's own counters are new) at the ledger's sum; an
+        existing counter is never overwritten."""
         month = month_of(now)
         year, number = divmod(month, 100)
         for scope in scopes:
-            if scope.limits.tokens_per_month is None:
-                continue
-
             async def seed(scope=scope) -> bool:
+                # The reading's start time: what ended before it is in the sum (see release).
+                began = self._clock()
                 spent = await asyncio.to_thread(self.store.monthly_tokens, scope.tenant, year,
                                                 number, endpoint=scope.endpoint)
-                await self.counters.seed_month(scope, spent, now)
-                return True
+                return await self.counters.seed_month(scope, spent, began)
 
-            await self._seeded.get_or_read((scope.key, month), seed)
+            await self._seeding.get_or_read((scope.key, month), seed)
+
+    async def _reserve(self, scopes, claim: AdmissionRequest, now: float):
+        for _ in range(SEED_ATTEMPTS):
+            try:
+                return await self.counters.reserve(scopes, claim, now)
+            except MonthUnknown as unknown:
+                await self._seed_months(unknown.scopes, now)
+        raise RuntimeError("monthly budget counters vanish as fast as they are seeded")
 
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
                     body: dict[str, Any], context_len: int, model: str = "unknown",
@@ -185,10 +223,11 @@ class Access:
         prompt = estimate_prompt_tokens(body)
         claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len))
         grant = await self._grant(principal.tenant, endpoint)
-        tenant_limits, endpoint_limits = grant if grant is not None else (Limits(), Limits())
+        if grant is None:  # revoked since routing: refused, never admitted without limits
+            raise NotGranted(endpoint)
+        tenant_limits, endpoint_limits = grant
         scopes = scopes_for(principal.tenant, endpoint, tenant_limits, endpoint_limits)
-        await self._seed_months(scopes, now)
-        decision, reservation = await self.counters.reserve(scopes, claim, now)
+        decision, reservation = await self._reserve(scopes, claim, now)
         if decision.admitted:
             self.metrics.started(principal.tenant, endpoint, model)
         return Admitted(request_id, principal, endpoint, decision, reservation, prompt,
@@ -205,20 +244,25 @@ class Access:
                         client_request_id=client_request_id)
 
     async def finish(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int | None = None,
-                     completion_tokens: int = 0) -> None:
-        """Settle the reservation with the real count and commit the usage record."""
+                     completion_tokens: int = 0, *, http_status: int | None = None,
+                     error_class: ErrorClass | None = None) -> None:
+        """Settle the reservation with the real count and commit the usage record. The
+        status and class default to what the outcome implies (an error's must be given)."""
         if admitted.finished:
             return
         admitted.finished = True
         prompt = admitted.prompt_tokens_estimate if prompt_tokens is None else prompt_tokens
         if admitted.reservation is not None:
-            await self.counters.release(admitted.reservation, prompt + completion_tokens)
+            await self._release(admitted.reservation, prompt + completion_tokens)
         ended = time.monotonic()
         ttft = (admitted.first_token_at - admitted.started
                 if admitted.first_token_at is not None else None)
         recorded_prompt = prompt if outcome is not Outcome.REJECTED else 0
+        implied_status, implied_class = IMPLIED[outcome]
+        http_status = implied_status if http_status is None else http_status
+        error_class = implied_class if error_class is None else error_class
         self._observe(admitted, outcome, recorded_prompt, completion_tokens, ttft,
-                      ended - admitted.started)
+                      ended - admitted.started, error_class)
         await self.ledger.write(UsageRecord(
             request_id=admitted.request_id,
             tenant=admitted.principal.tenant,
@@ -232,17 +276,47 @@ class Access:
             created_at=admitted.created_at,
             finished_at=datetime.now(UTC),
             client_request_id=admitted.client_request_id,
+            http_status=http_status,
+            error_class=error_class,
         ))
 
+    async def _release(self, reservation: Reservation, spent: int) -> None:
+        """Free the slot and settle the tokens. The counters failing here must cost neither
+        the usage record (written next, whatever happens here) nor the slot for a lease's
+        hour: the release is retried in the background."""
+        try:
+            await self.counters.release(reservation, spent)
+        except Exception as exc:
+            logger.warning("releasing reservation %s failed (%r); retrying in the background",
+                           reservation.id, exc)
+            retry = asyncio.get_running_loop().create_task(
+                self._release_later(reservation, spent))
+            self._releasing.add(retry)
+            retry.add_done_callback(self._releasing.discard)
+
+    async def _release_later(self, reservation: Reservation, spent: int) -> None:
+        delay = RELEASE_RETRY_FIRST_S
+        for _ in range(RELEASE_RETRIES):
+            await asyncio.sleep(delay)
+            try:
+                await self.counters.release(reservation, spent)
+                return
+            except Exception:
+                delay = min(delay * 2, RELEASE_RETRY_MAX_S)
+        logger.error("reservation %s could not be released; its lease ends it",
+                     reservation.id)
+
     def _observe(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int,
-                 completion_tokens: int, ttft: float | None, duration: float) -> None:
+                 completion_tokens: int, ttft: float | None, duration: float,
+                 error_class: ErrorClass | None = None) -> None:
         """Metrics and span attributes of a finished request: the same figures as its usage
         record. Telemetry never fails a request."""
         try:
             principal = admitted.principal
             done = telemetry.Finished(
                 tenant=principal.tenant, endpoint=admitted.endpoint, model=admitted.model,
-                outcome=outcome, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                outcome=outcome, error_class=error_class, prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
                 duration_s=duration, ttft_s=ttft,
                 itl_s=telemetry.inter_token_latency(
                     admitted.first_token_at, admitted.last_token_at, admitted.content_events),

@@ -19,8 +19,19 @@ from serving.gateway.pipeline import Gateway
 from serving.gateway.routes import build_openai_router
 from serving.gateway.shape import RequestLimits
 from serving.targets import EndpointTarget
+from serving.tenancy import KeyScope
 
 READY_TIMEOUT_S = 5.0
+
+
+async def _is_admin(access: Access, request: Request) -> bool:
+    header = request.headers.get("authorization")
+    if not header:
+        return False
+    try:
+        return (await access.authenticate(header)).scope == KeyScope.ADMIN
+    except Exception:  # unknown, revoked, store away: not an operator, as far as /ready knows
+        return False
 
 
 def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
@@ -48,7 +59,7 @@ def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
         return {"status": "ok"}
 
     @app.get("/ready")
-    async def ready() -> JSONResponse:
+    async def ready(request: Request) -> JSONResponse:
         async def check(target: EndpointTarget) -> bool:
             try:
                 return await asyncio.wait_for(target.ready(), READY_TIMEOUT_S)
@@ -56,8 +67,11 @@ def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
                 return False
 
         results = await asyncio.gather(*(check(t) for t in endpoints.values()))
-        state = dict(zip(endpoints, results))
         ok = all(results)
-        return JSONResponse({"ready": ok, "endpoints": state}, 200 if ok else 503)
+        body: dict = {"ready": ok}
+        # Which endpoints exist is for operators: anyone else learns the aggregate only.
+        if await _is_admin(access, request):
+            body["endpoints"] = dict(zip(endpoints, results))
+        return JSONResponse(body, 200 if ok else 503)
 
     return app

@@ -20,7 +20,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from serving.tenancy import Outcome, UsageRecord
+from serving.tenancy import ErrorClass, Outcome, UsageRecord
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +149,10 @@ def _to_json(record: UsageRecord) -> dict:
 
 def _from_json(raw: dict) -> UsageRecord:
     finished = raw.get("finished_at")
+    error_class = raw.get("error_class")
     return UsageRecord(**{**raw, "outcome": Outcome(raw["outcome"]),
+                          "error_class": None if error_class is None
+                          else ErrorClass(error_class),
                           "created_at": datetime.fromisoformat(raw["created_at"]),
                           "finished_at": None if finished is None
                           else datetime.fromisoformat(finished)})

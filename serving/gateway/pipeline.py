@@ -11,6 +11,7 @@ every request that reached admission ends in exactly one record."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -27,7 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from observability.metrics import model_label
 from serving.gateway import telemetry
-from serving.gateway.access import Access, Admitted
+from serving.gateway.access import Access, Admitted, NotGranted
 from serving.gateway.errors import error_response, from_engine_error
 from serving.gateway.relay import relay, settle_reply
 from serving.gateway.shape import RequestLimits, bad_shape
@@ -38,7 +39,14 @@ from serving.targets import (
     EngineCall,
 )
 from serving.targets.bound import spread_retry
-from serving.tenancy import Forbidden, Outcome, Principal, TenancyError, Unauthenticated
+from serving.tenancy import (
+    ErrorClass,
+    Forbidden,
+    Outcome,
+    Principal,
+    TenancyError,
+    Unauthenticated,
+)
 from serving.tenancy.validation import CLIENT_REQUEST_ID_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -166,15 +174,21 @@ async def route(endpoints: Mapping[str, EndpointTarget], access: Access, princip
             400, "you must provide a model parameter (a string)", param="model"))
     target = endpoints.get(model)
     try:
-        allowed = target is not None and await access.may_use(principal, model)
+        # Asked for a missing endpoint too: the answer takes the same path, and the same time,
+        # whether the endpoint is another tenant's or does not exist.
+        allowed = await access.may_use(principal, model) and target is not None
         card = await target.card() if allowed else None
     except Exception as exc:
         raise store_unavailable(exc) from None
     if not allowed:
-        raise Refusal(error_response(
-            404, f"The model `{model}` does not exist or you do not have access to it.",
-            param="model", code="model_not_found"))
+        raise model_not_found(model)
     return Route(model, target, card)
+
+
+def model_not_found(model: str) -> Refusal:
+    return Refusal(error_response(
+        404, f"The model `{model}` does not exist or you do not have access to it.",
+        param="model", code="model_not_found"))
 
 
 async def refuse_if_full(access: Access, principal: Principal, chosen: Route,
@@ -198,6 +212,8 @@ async def admit(access: Access, principal: Principal, chosen: Route, body: dict[
                                       chosen.card.get("max_model_len", 0),
                                       model=chosen.model_label, span=exchange.span,
                                       client_request_id=exchange.client_request_id)
+    except NotGranted:
+        raise model_not_found(chosen.model) from None
     except Exception as exc:
         raise store_unavailable(exc) from None
     exchange.headers.update(admitted.decision.headers())
@@ -211,9 +227,19 @@ async def admit(access: Access, principal: Principal, chosen: Route, body: dict[
     return admitted
 
 
-def engine_body(body: dict[str, Any], span: Any) -> tuple[dict[str, Any], bool]:
+def tenant_cache_salt(tenant: str, given: str | None) -> str:
+    """vLLM's `cache_salt` for a tenant's request: prefix-cache blocks are shared only between
+    requests with the same salt, so one tenant never hits (and never times) another's cached
+    prompts (the class of CVE-2025-46570). A client's own salt narrows it further within its
+    tenant; it never replaces the tenant's part, so no salt a client picks is another's."""
+    return hashlib.sha256(f"{tenant}\0{given or ''}".encode()).hexdigest()
+
+
+def engine_body(body: dict[str, Any], span: Any, tenant: str) -> tuple[dict[str, Any], bool]:
     """The body the engine gets, and whether the client wants the stream's usage event: the
-    ledger needs the engine's exact counts, so the engine is always asked for it."""
+    ledger needs the engine's exact counts, so the engine is always asked for it. Its
+    prefix-cache salt is the tenant's."""
+    body = {**body, "cache_salt": tenant_cache_salt(tenant, body.get("cache_salt"))}
     if body.get("stream") is not True:
         return telemetry.with_trace_context(span, body), True
     options = body.get("stream_options") or {}  # an object, or absent (check_shape)
@@ -235,7 +261,8 @@ async def call_engine(access: Access, chosen: Route, admitted: Admitted, body: d
         raise
     except EndpointUnavailable as exc:
         call.cancel()
-        await access.finish(admitted, Outcome.ERROR)
+        await access.finish(admitted, Outcome.ERROR, http_status=503,
+                            error_class=ErrorClass.PLATFORM_ERROR)
         raise Refusal(error_response(503, str(exc), code="endpoint_unavailable",
                                      headers={"retry-after": str(exc.retry_after_s)})) from None
     except EndpointOverloaded as exc:
@@ -245,7 +272,8 @@ async def call_engine(access: Access, chosen: Route, admitted: Admitted, body: d
     except Exception as exc:
         call.cancel()
         logger.warning("endpoint %s failed: %r", chosen.model, exc)
-        await access.finish(admitted, Outcome.ERROR)
+        await access.finish(admitted, Outcome.ERROR, http_status=503,
+                            error_class=ErrorClass.PLATFORM_ERROR)
         raise Refusal(error_response(
             503, f"endpoint `{chosen.model}` is unavailable: {type(exc).__name__}")) from None
 
@@ -255,8 +283,10 @@ async def respond(access: Access, chosen: Route, admitted: Admitted, call: Engin
                   exchange: Exchange) -> Response:
     """The engine's JSON reply (settled now), or its stream, relayed and settled at its end."""
     if head["status"] != HTTPStatus.OK:
-        await access.finish(admitted, Outcome.ERROR)
         status, err = from_engine_error(head.get("body") or {})
+        await access.finish(admitted, Outcome.ERROR, http_status=status,
+                            error_class=ErrorClass.CLIENT_ERROR if status < 500
+                            else ErrorClass.ENGINE_ERROR)
         return JSONResponse(err, status, headers=exchange.headers)
     if not head.get("stream"):
         result = head["body"]
@@ -271,7 +301,8 @@ async def respond(access: Access, chosen: Route, admitted: Admitted, call: Engin
 async def overloaded(access: Access, admitted: Admitted, model: str, why: str) -> Refusal:
     """503 at once for an endpoint too loaded to serve the request in time: no engine saw
     it, its usage record counts no tokens."""
-    await access.finish(admitted, Outcome.ERROR, 0, 0)
+    await access.finish(admitted, Outcome.ERROR, 0, 0, http_status=503,
+                        error_class=ErrorClass.OVERLOADED)
     return Refusal(error_response(503, f"endpoint `{model}` is overloaded: {why}; retry shortly",
                                   code="endpoint_overloaded",
                                   headers=spread_retry(1, random.random())))
@@ -327,7 +358,7 @@ class Gateway:
             await refuse_if_full(access, principal, chosen, exchange)
             with telemetry.step(span, "admission"):
                 admitted = await admit(access, principal, chosen, body, exchange)
-            body, client_wants_usage = engine_body(body, span)
+            body, client_wants_usage = engine_body(body, span, principal.tenant)
             call, head = await call_engine(access, chosen, admitted, body, exchange)
         except Refusal as refusal:
             refusal.response.headers.update(exchange.headers)

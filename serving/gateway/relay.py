@@ -16,7 +16,7 @@ from serving.gateway import telemetry
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import sse_error_event
 from serving.targets import EngineCall, InFlightBound
-from serving.tenancy import Outcome
+from serving.tenancy import ErrorClass, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,17 @@ async def settle_reply(access: Access, admitted: Admitted, result: dict[str, Any
 
 async def settle_stream(access: Access, admitted: Admitted, outcome: Outcome,
                         usage: dict | None, events: int) -> None:
+    # The client got 200 and the stream's head: a stream that broke is the engine's fault.
+    status, error_class = ((200, ErrorClass.ENGINE_ERROR) if outcome is Outcome.ERROR
+                           else (200 if outcome is Outcome.OK else None, None))
     try:
         if usage is not None:
             await access.finish(admitted, outcome, usage["prompt_tokens"],
-                                usage["completion_tokens"])
+                                usage["completion_tokens"], http_status=status,
+                                error_class=error_class)
         else:  # no usage event (cancelled or broken): one token per content event, as streamed
-            await access.finish(admitted, outcome, None, events)
+            await access.finish(admitted, outcome, None, events, http_status=status,
+                                error_class=error_class)
     finally:
         # The response went out as 200; a stream that broke says so in error.type.
         telemetry.end_span(admitted.span, HTTPStatus.OK, error=None if outcome in (

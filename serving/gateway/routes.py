@@ -40,6 +40,9 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
             entry = {"id": name, "object": "model", "created": started, "owned_by": "aifactory"}
             if isinstance(card, dict):
                 entry.update(card)
+            # The endpoint's name is its identity to tenants; where its weights lie on the
+            # partition's disks is not theirs to know.
+            entry["root"] = name
             data.append(entry)
         return JSONResponse({"object": "list", "data": data})
 

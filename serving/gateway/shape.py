@@ -47,6 +47,9 @@ def bad_shape(body: dict[str, Any], limits: RequestLimits) -> BadShape | None:
     if json_depth_exceeds(body, limits.max_json_depth):
         return BadShape(f"request body is nested deeper than {limits.max_json_depth} levels",
                         None)
+    salt = body.get("cache_salt")
+    if salt is not None and not (isinstance(salt, str) and 0 < len(salt) <= 128):
+        return BadShape("cache_salt must be a string of 1 to 128 characters", "cache_salt")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         return BadShape("stream_options must be an object, e.g. {\"include_usage\": true}",

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from observability import metrics, tracing
-from serving.tenancy import Outcome
+from serving.tenancy import ErrorClass, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,17 @@ class Finished:
     ttft_s: float | None = None
     itl_s: float | None = None
     rejected_code: str | None = None
+    error_class: ErrorClass | None = None
+
+    @property
+    def outcome_label(self) -> str:
+        """The `outcome` label: an error that is no platform fault (the client's bad request,
+        the documented overload refusal) by its class, so that availability, which counts
+        `ok` and `error`, counts platform faults only (as the SLA report does)."""
+        if (self.outcome is Outcome.ERROR and self.error_class is not None
+                and not ErrorClass(self.error_class).is_platform_fault):
+            return str(self.error_class)
+        return str(self.outcome)
 
 
 def inter_token_latency(first_at: float | None, last_at: float | None, events: int) -> float | None:
@@ -85,7 +96,7 @@ class RequestMetrics:
         sink = self._sink
         if was_in_flight:
             self._move_in_flight((done.tenant, done.endpoint, done.model), -1)
-        sink.inc("aifactory_requests", {**tags, "outcome": str(done.outcome)})
+        sink.inc("aifactory_requests", {**tags, "outcome": done.outcome_label})
         if done.outcome is Outcome.REJECTED:
             sink.inc("aifactory_rate_limited", {**tags, "code": done.rejected_code or "unknown"})
             return

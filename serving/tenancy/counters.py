@@ -1,4 +1,11 @@
-"""Admission counters: the interface gateway replicas share, and an in-process version of it."""
+"""Admission counters: the interface gateway replicas share, and an in-process version of it.
+
+A monthly budget's counter that does not exist is never read as zero: Redis restarted empty,
+or the month or the replica is new. `reserve` then raises MonthUnknown for the scopes whose
+counters must first be seeded from the ledger (`seed_month`, once, the first seeder wins).
+Reservations made before the counters were lost are not in the ledger yet; when they end,
+`release` finds their lease gone and a counter seeded after they were made, and adds what
+they really spent, so the seeded counter ends up as if nothing had been lost."""
 
 from __future__ import annotations
 
@@ -62,6 +69,15 @@ class Reservation:
     window: int
     month: int
     tokens: int
+    made_at: float = 0.0
+
+
+class MonthUnknown(Exception):
+    """Budgeted scopes whose month counter does not exist: seed them, then reserve again."""
+
+    def __init__(self, scopes: Sequence[Scope]) -> None:
+        super().__init__(f"month counters to seed: {[s.key for s in scopes]}")
+        self.scopes = tuple(scopes)
 
 
 class AdmissionCounters(Protocol):
@@ -70,12 +86,15 @@ class AdmissionCounters(Protocol):
 
     async def reserve(self, scopes: Sequence[Scope], request: AdmissionRequest,
                       now: float) -> tuple[Decision, Reservation | None]:
-        """Admit and count the request in every scope, or count nothing and say why not."""
+        """Admit and count the request in every scope, or count nothing and say why not.
+        Raises MonthUnknown when a budgeted scope's month counter must be seeded first."""
         ...
 
     async def release(self, reservation: Reservation, actual_tokens: int) -> bool:
         """Free the concurrency slot and settle the tokens (see `admission.settle`). Only the
-        first release of a reservation counts; returns whether this one did."""
+        first release of a reservation counts; returns whether this one did. A reservation
+        whose lease was lost with the counters adds `actual_tokens` to month counters seeded
+        after it was made (the ledger they were seeded from did not have it)."""
         ...
 
     async def read(self, scopes: Sequence[Scope], now: float) -> list[Usage]:
@@ -83,8 +102,8 @@ class AdmissionCounters(Protocol):
         ...
 
     async def seed_month(self, scope: Scope, tokens: int, now: float) -> bool:
-        """Start the month's token counter at `tokens` (the ledger's sum) unless it exists;
-        for after the counters were lost. Returns whether it was set."""
+        """Start the month's token counter at `tokens` (the ledger's sum when its reading
+        began at `now`) unless it exists. Returns whether it was set."""
         ...
 
 
@@ -97,20 +116,27 @@ class LocalAdmissionCounters:
         self._windows: dict[tuple[str, int], list[int]] = {}  # (scope, window) -> [reqs, tokens]
         self._months: dict[tuple[str, int], int] = {}
         self._leases: dict[str, dict[str, float]] = {}  # scope -> reservation id -> deadline
+        self._seeded_at: dict[tuple[str, int], float] = {}
         self._pruned_at = 0
 
     async def reserve(self, scopes: Sequence[Scope], request: AdmissionRequest,
                       now: float) -> tuple[Decision, Reservation | None]:
         # No await from the read to the writes: on one event loop that is one atomic step.
+        month = month_of(now)
+        unknown = [s for s in scopes if s.limits.tokens_per_month is not None
+                   and (s.key, month) not in self._months]
+        if unknown:
+            raise MonthUnknown(unknown)
         usages = self._read(scopes, now)
         limits, usage = effective(zip((s.limits for s in scopes), usages, strict=True),
                                   request, now)
         decision = admit(limits, usage, request, now)
         if not decision.admitted:
             return decision, None
-        window, month = window_of(now), month_of(now)
+        window = window_of(now)
         self._forget_before(window)
-        reservation = Reservation(uuid.uuid4().hex, tuple(scopes), window, month, request.tokens)
+        reservation = Reservation(uuid.uuid4().hex, tuple(scopes), window, month, request.tokens,
+                                  now)
         for scope in scopes:
             counts = self._windows.setdefault((scope.key, window), [0, 0])
             counts[0] += 1
@@ -124,6 +150,11 @@ class LocalAdmissionCounters:
         delta = settle(reservation.tokens, actual_tokens)
         first = reservation.scopes[0].key if reservation.scopes else ""
         if self._leases.get(first, {}).get(reservation.id) is None:
+            for scope in reservation.scopes:  # lost with the counters, or released before
+                month_key = (scope.key, reservation.month)
+                if (self._seeded_at.get(month_key, -1.0) > reservation.made_at
+                        and month_key in self._months):
+                    self._months[month_key] += check.count("tokens", actual_tokens)
             return False
         for scope in reservation.scopes:
             self._leases.get(scope.key, {}).pop(reservation.id, None)
@@ -143,6 +174,7 @@ class LocalAdmissionCounters:
         if key in self._months:
             return False
         self._months[key] = check.count("tokens", tokens)
+        self._seeded_at[key] = now
         return True
 
     def _read(self, scopes: Sequence[Scope], now: float) -> list[Usage]:
@@ -170,3 +202,4 @@ class LocalAdmissionCounters:
         oldest_month = (year - 1) * 100 + 12 if month == 1 else year * 100 + month - 1
         for key in [key for key in self._months if key[1] < oldest_month]:
             del self._months[key]
+            self._seeded_at.pop(key, None)

@@ -27,13 +27,14 @@ def database_url_from_env(home: Path, environ: Mapping[str, str] | None = None) 
 def make_engine(database_url: str) -> Engine:
     """An engine for the URL. SQLite gets its parent folder made, foreign keys enforced (off by
     default there, and the cascades rely on them), WAL so readers never wait for the writer,
-    and a busy timeout so concurrent writers queue instead of failing."""
+    and a busy timeout so concurrent writers queue instead of failing. Errors never carry the
+    statement's parameters (key hashes, client ids) into logs."""
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if url.database and url.database != ":memory:":
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:

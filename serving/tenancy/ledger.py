@@ -13,12 +13,12 @@ from sqlalchemy.orm import Session
 from serving.tenancy import validation as check
 from serving.tenancy.errors import Invalid
 from serving.tenancy.models import UsageRow
-from serving.tenancy.records import Outcome, UsageBucket, UsageRecord
+from serving.tenancy.records import ErrorClass, Outcome, UsageBucket, UsageRecord
 
 CSV_COLUMNS = (
     "request_id", "tenant", "key_prefix", "endpoint", "prompt_tokens", "completion_tokens",
     "total_tokens", "ttft_s", "duration_s", "outcome", "created_at", "finished_at",
-    "client_request_id",
+    "client_request_id", "http_status", "error_class",
 )
 _BUCKET_FORMATS = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
 
@@ -46,6 +46,9 @@ def validated(record: UsageRecord) -> dict[str, Any]:
         "created_at": created,
         "finished_at": finished,
         "client_request_id": check.client_request_id(record.client_request_id),
+        "http_status": check.http_status(record.http_status),
+        "error_class": None if record.error_class is None
+        else check.choice("error_class", ErrorClass, record.error_class).value,
     }
 
 
@@ -120,7 +123,8 @@ def records(s: Session, tenant: str, start: datetime, end: datetime) -> list[Usa
     return [UsageRecord(row.request_id, row.tenant, row.key_prefix, row.endpoint,
                         row.prompt_tokens, row.completion_tokens, row.ttft_s, row.duration_s,
                         Outcome(row.outcome), row.created_at, row.finished_at,
-                        row.client_request_id)
+                        row.client_request_id, row.http_status,
+                        None if row.error_class is None else ErrorClass(row.error_class))
             for row in s.scalars(query.execution_options(yield_per=1000))]
 
 
@@ -138,7 +142,8 @@ def export_csv(s: Session, out: TextIO, start: datetime, end: datetime,
             row.request_id, row.tenant, row.key_prefix, row.endpoint, row.prompt_tokens,
             row.completion_tokens, row.prompt_tokens + row.completion_tokens,
             _cell(row.ttft_s), _cell(row.duration_s), row.outcome, _iso(row.created_at),
-            _iso(row.finished_at), row.client_request_id or "",
+            _iso(row.finished_at), row.client_request_id or "", _cell(row.http_status),
+            row.error_class or "",
         ])
         written += 1
     return written

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -179,3 +180,5 @@ class UsageRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     client_request_id: Mapped[str | None] = mapped_column(String(128))
+    http_status: Mapped[int | None] = mapped_column(SmallInteger)
+    error_class: Mapped[str | None] = mapped_column(String(16))

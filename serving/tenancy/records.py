@@ -39,6 +39,22 @@ class Outcome(StrEnum):
     CLIENT_CANCELLED = "client_cancelled"
 
 
+class ErrorClass(StrEnum):
+    """Why a request did not end well, for the SLA: only platform faults count against it."""
+
+    CLIENT_ERROR = "client_error"  # the request itself was wrong (the engine's 4xx)
+    RATE_LIMITED = "rate_limited"  # the tenant's own quota
+    OVERLOADED = "overloaded"  # the documented 503 with Retry-After of a full endpoint
+    CANCELLED = "cancelled"  # the client went away
+    PLATFORM_ERROR = "platform_error"  # no engine could be reached
+    ENGINE_ERROR = "engine_error"  # the engine failed (its 5xx, a stream broken mid-way)
+    UNKNOWN = "unknown"  # rows from before the ledger kept the class
+
+    @property
+    def is_platform_fault(self) -> bool:
+        return self in (ErrorClass.PLATFORM_ERROR, ErrorClass.ENGINE_ERROR, ErrorClass.UNKNOWN)
+
+
 @dataclass(frozen=True)
 class SloTargets:
     """The latency a tenant is promised: p95 time to first token and p95 inter-token latency
@@ -170,6 +186,18 @@ class UsageRecord:
     # The id the client gave its request (x-client-request-id), kept beside the platform's
     # own `request_id`, which alone keys the ledger.
     client_request_id: str | None = None
+    # The HTTP status the client got (200 for a stream that broke after it started) and, for
+    # anything but ok, why (ErrorClass).
+    http_status: int | None = None
+    error_class: ErrorClass | None = None
+
+    @property
+    def is_platform_fault(self) -> bool:
+        """An error the platform owes the tenant; rows from before the class was kept count
+        as such."""
+        if self.outcome is not Outcome.ERROR:
+            return False
+        return self.error_class is None or ErrorClass(self.error_class).is_platform_fault
 
     @property
     def total_tokens(self) -> int:

@@ -30,17 +30,26 @@ from serving.tenancy.admission import (
     settle,
     window_of,
 )
-from serving.tenancy.counters import DEFAULT_LEASE_S, Reservation, Scope
+from serving.tenancy.counters import DEFAULT_LEASE_S, MonthUnknown, Reservation, Scope
 
 # KEYS, three per scope: the minute window (hash: r = requests, t = tokens), the in-flight
 # leases (sorted set: reservation id scored by its deadline), the month's tokens (string).
 # ARGV: now, reservation id, lease deadline, tokens asked, window TTL, month TTL, lease TTL,
 # then per scope its rpm, tpm, concurrency, month budget (-1 = unlimited).
+# Returns {1 or 0, then per scope r, t, c, m}, or {-1, then the 0-based indexes of budgeted
+# scopes whose month counter does not exist}: those are seeded first, never read as zero.
 _RESERVE = """
 -- Numbers go back to Redis as the strings they came in: Lua would print them with 14 digits.
 local now, id, deadline, ask = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local asked = tonumber(ask)
 local window_ttl, month_ttl, lease_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local unknown = {-1}
+for i = 0, #KEYS / 3 - 1 do
+  if tonumber(ARGV[11 + 4 * i]) >= 0 and redis.call('EXISTS', KEYS[3 * i + 3]) == 0 then
+    table.insert(unknown, i)
+  end
+end
+if #unknown > 1 then return unknown end
 local out = {1}
 for i = 0, #KEYS / 3 - 1 do
   local win, leases, month = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
@@ -73,15 +82,27 @@ end
 return out
 """
 
-# KEYS as for _RESERVE; ARGV: reservation id, token correction. The lease is the guard: only
-# the release that removes it settles, so a retried release cannot refund twice. Counters
-# whose keys expired are left alone, and none goes below zero.
+# KEYS, four per scope: those of _RESERVE and the month's seeding time; ARGV: reservation id,
+# token correction, tokens really spent, when the reservation was made. The lease is the
+# guard: only the release that removes it settles, so a retried release cannot refund twice.
+# A lease that is gone while a month counter was seeded after the reservation was made was
+# lost with the counters: the ledger that seeded them did not have this request, so what it
+# spent is added. Counters whose keys expired are left alone, and none goes below zero.
 _RELEASE = """
-local id, delta = ARGV[1], ARGV[2]
-if redis.call('ZREM', KEYS[2], id) == 0 then return 0 end
+local id, delta, spent, made_at = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('ZREM', KEYS[2], id) == 0 then
+  for i = 0, #KEYS / 4 - 1 do
+    local month, seeded = KEYS[4 * i + 3], KEYS[4 * i + 4]
+    if tonumber(redis.call('GET', seeded) or '-1') > made_at
+        and redis.call('EXISTS', month) == 1 then
+      redis.call('INCRBY', month, spent)
+    end
+  end
+  return 0
+end
 local settling = tonumber(delta) ~= 0
-for i = 0, #KEYS / 3 - 1 do
-  local win, leases, month = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+for i = 0, #KEYS / 4 - 1 do
+  local win, leases, month = KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 3]
   redis.call('ZREM', leases, id)
   if settling and redis.call('EXISTS', win) == 1 then
     if redis.call('HINCRBY', win, 't', delta) < 0 then redis.call('HSET', win, 't', 0) end
@@ -91,6 +112,15 @@ for i = 0, #KEYS / 3 - 1 do
   end
 end
 return 1
+"""
+
+# The month's counter and when it was seeded, together, once: the first seeder wins.
+_SEED = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
 """
 
 # A window's counts outlive it by one window, for requests that settle after it ended.
@@ -120,12 +150,16 @@ class RedisAdmissionCounters:
         self._lease_s = lease_s
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
+        self._seed = client.register_script(_SEED)
 
     def keys(self, scope: Scope, window: int, month: int) -> tuple[str, str, str]:
         """The window, lease and month keys of a scope, e.g. "p:{acme}:e:llama:w:29000000"."""
         base = f"{self._prefix}:{{{scope.tenant}}}:" + (
             "t" if scope.endpoint is None else f"e:{scope.endpoint}")
         return f"{base}:w:{window}", f"{base}:inflight", f"{base}:m:{month}"
+
+    def seeded_key(self, scope: Scope, month: int) -> str:
+        return self.keys(scope, 0, month)[2] + ":seeded"
 
     async def reserve(self, scopes: Sequence[Scope], request: AdmissionRequest,
                       now: float) -> tuple[Decision, Reservation | None]:
@@ -139,12 +173,14 @@ class RedisAdmissionCounters:
         for scope in scopes:
             args.extend(_unlimited_as_minus_one(scope.limits))
         ok, *seen = await self._reserve(keys=keys, args=args)
+        if ok == -1:
+            raise MonthUnknown([scopes[i] for i in seen])
         usages = [Usage(window, *seen[i:i + 3], month, seen[i + 3])
                   for i in range(0, len(seen), 4)]
         limits, usage = effective(zip((s.limits for s in scopes), usages, strict=True),
                                   request, now)
         decision = admit(limits, usage, request, now)
-        reservation = (Reservation(rid, tuple(scopes), window, month, request.tokens)
+        reservation = (Reservation(rid, tuple(scopes), window, month, request.tokens, now)
                        if ok else None)
         if decision.admitted != bool(ok):
             if reservation is not None:
@@ -157,10 +193,13 @@ class RedisAdmissionCounters:
     async def release(self, reservation: Reservation, actual_tokens: int) -> bool:
         delta = settle(reservation.tokens, actual_tokens)
         keys = [key for scope in reservation.scopes
-                for key in self.keys(scope, reservation.window, reservation.month)]
+                for key in (*self.keys(scope, reservation.window, reservation.month),
+                            self.seeded_key(scope, reservation.month))]
         if not keys:
             return False
-        return bool(await self._release(keys=keys, args=[reservation.id, delta]))
+        return bool(await self._release(keys=keys, args=[
+            reservation.id, delta, check.count("tokens", actual_tokens),
+            repr(reservation.made_at)]))
 
     async def read(self, scopes: Sequence[Scope], now: float) -> list[Usage]:
         window, month = window_of(now), month_of(now)
@@ -180,9 +219,10 @@ class RedisAdmissionCounters:
         return usages
 
     async def seed_month(self, scope: Scope, tokens: int, now: float) -> bool:
-        _, _, month_key = self.keys(scope, window_of(now), month_of(now))
-        return bool(await self._client.set(month_key, check.count("tokens", tokens), nx=True,
-                                           ex=_month_ttl(now)))
+        month = month_of(now)
+        _, _, month_key = self.keys(scope, window_of(now), month)
+        return bool(await self._seed(keys=[month_key, self.seeded_key(scope, month)], args=[
+            check.count("tokens", tokens), repr(now), _month_ttl(now)]))
 
 
 def _unlimited_as_minus_one(limits: Limits) -> list[int]:

@@ -107,6 +107,14 @@ def client_request_id(value: object) -> str | None:
     return value
 
 
+def http_status(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+        raise Invalid("http_status", f"must be an HTTP status in [100, 599], got {_shown(value)}")
+    return value
+
+
 def key_prefix(value: object) -> str:
     if not isinstance(value, str) or not _KEY_PREFIX.fullmatch(value):
         raise Invalid("key_prefix", "must be a letter or digit, then up to 15 of "

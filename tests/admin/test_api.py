@@ -81,11 +81,23 @@ def test_a_key_is_shown_once_then_only_as_metadata(api: Api) -> None:
 
 
 def test_an_admin_key_made_through_the_api_works_on_the_api(api: Api) -> None:
+    key = api.client.post("/tenants/admin/keys", json={"scope": "admin"}).json()
+    assert key["scope"] == "admin" and key["expires_at"] is None
+    with api.as_key(key["key"]) as second_admin:
+        assert second_admin.get("/tenants").status_code == 200
+
+
+def test_another_tenants_admin_key_administers_that_tenant_only(api: Api) -> None:
+    """Admin scope on a customer's tenant is no platform admin: before, any tenant's
+    admin-scoped key could read and change every tenant."""
     api.client.post("/tenants", json={"name": "ops"})
     key = api.client.post("/tenants/ops/keys", json={"scope": "admin"}).json()
-    assert key["scope"] == "admin" and key["expires_at"] is None
     with api.as_key(key["key"]) as ops:
-        assert ops.get("/tenants").status_code == 200
+        for method, path in (("GET", "/tenants"), ("POST", "/tenants/ops/keys"),
+                             ("GET", "/usage.csv")):
+            refused = ops.request(method, path, json={} if method == "POST" else None)
+            assert refused.status_code == 403, (path, refused.text)
+            assert "administers tenant 'ops' only" in refused.json()["error"]["message"]
 
 
 def test_a_revoked_key_stays_revoked(api: Api) -> None:
@@ -256,7 +268,7 @@ def test_usage_csv_export(ledger: Api) -> None:
         "prompt_tokens": "10", "completion_tokens": "20", "total_tokens": "30",
         "ttft_s": "0.05", "duration_s": "0.5", "outcome": "ok",
         "created_at": "2025-03-14T09:05:00Z", "finished_at": "2025-03-14T09:05:01Z",
-        "client_request_id": ""}
+        "client_request_id": "", "http_status": "", "error_class": ""}
 
     beta = ledger.client.get("/usage.csv", params={**window, "tenant": "beta"}).text
     assert [r["request_id"] for r in csv.DictReader(io.StringIO(beta))] == ["r5"]

@@ -147,6 +147,8 @@ def test_a_tenant_without_traffic_gets_an_empty_report(seeded: Api) -> None:
      "until: must be after since"),
     ("/tenants/acme/sla?by=day", 400, "Extra inputs"),
     ("/tenants/BAD/sla", 400, "tenant: must match"),
+    ("/tenants/acme/sla?since=2024-01-01T00:00:00Z&until=2025-03-14T00:00:00Z", 400,
+     "at most 93 days"),
 ])
 def test_bad_requests_are_refused(seeded: Api, path: str, status: int, words: str) -> None:
     error = error_of(seeded.client.get(path), status)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.conftest import ENDPOINTS
+from tests.e2e.conftest import ADMIN_KEY, ENDPOINTS
 
 GOOD = {"prompt": "hello", "max_tokens": 3}
 
@@ -92,4 +92,8 @@ def test_health_and_ready(platform, auth):
         assert http.get("/health").json() == {"status": "ok"}
         ready = http.get("/ready")
         assert ready.status_code == 200
-        assert ready.json() == {"ready": True, "endpoints": {e: True for e in ENDPOINTS}}
+        # A tenant's key (or none) learns the aggregate only; an operator's names endpoints.
+        assert ready.json() == {"ready": True}
+        assert http.get("/ready", headers={"authorization": ""}).json() == {"ready": True}
+        admin = http.get("/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+        assert admin.json() == {"ready": True, "endpoints": {e: True for e in ENDPOINTS}}

@@ -144,3 +144,33 @@ def test_json_nested_past_the_parser_is_a_400(platform, auth):
                        headers={**auth, "content-type": "application/json"})
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_models_and_readiness_show_no_paths_or_other_tenants_endpoints(platform, keys):
+    with httpx.Client(base_url=platform["url"], timeout=30) as http:
+        models = http.get("/v1/models", headers={"authorization": f"Bearer {keys['globex']}"})
+        assert [(m["id"], m["root"]) for m in models.json()["data"]] == [
+            ("demo-remote", "demo-remote")]
+        assert "/" not in models.text  # no folder of the partition's disks
+        anonymous = http.get("/ready")
+    assert anonymous.json() == {"ready": True}  # not which endpoints exist, nor whose
+
+
+def test_a_tenants_bad_requests_do_not_lower_its_availability(platform, store):
+    """The ledger keeps the status and why; the SLA counts only the platform's faults."""
+    since = datetime.now(UTC)
+    name, key = new_tenant(store)
+    headers = {"authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=platform["url"], timeout=60, headers=headers) as http:
+        ok = http.post("/v1/completions", json={"model": "demo-remote", **SMALL})
+        # Longer than the engine's context of 512: the engine's own 400.
+        bad = http.post("/v1/completions", json={"model": "demo-remote", "prompt": "x",
+                                                   "max_tokens": 100_000})
+        assert (ok.status_code, bad.status_code) == (200, 400), bad.text
+        kept = {r.request_id: r for r in wait_for_records(store, name, since, 2)}
+        record = kept[bad.headers["x-request-id"]]
+        assert (record.http_status, record.error_class) == (400, "client_error")
+        assert kept[ok.headers["x-request-id"]].http_status == 200
+        sla = http.get("/tenant/v1/sla")
+    assert sla.status_code == 200, sla.text
+    assert sla.json()["availability"] == 1.0 and sla.json()["outcomes"]["error"] == 1

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio
 
 from serving.tenancy import AdmissionRequest, Limit, Limits, Scope, scopes_for
 from serving.tenancy.admission import window_of
-from serving.tenancy.counters import AdmissionCounters, LocalAdmissionCounters
+from serving.tenancy.counters import AdmissionCounters, LocalAdmissionCounters, MonthUnknown
 from serving.tenancy.redis_counters import RedisAdmissionCounters
 
 T0 = 1_740_787_200.0  # 2025-03-01T00:00:00Z, the start of a minute window
@@ -51,6 +51,7 @@ async def test_a_new_window_starts_empty(make_counters: MakeCounters) -> None:
 async def test_release_frees_the_slot_and_settles_tokens(make_counters: MakeCounters) -> None:
     counters = make_counters()
     scope = [tenant(concurrent_requests=1, tokens_per_minute=1000, tokens_per_month=5000)]
+    assert await counters.seed_month(scope[0], 0, NOW)
     decision, held = await counters.reserve(scope, ASK, NOW)
     assert decision.admitted and held is not None
     assert not (await counters.reserve(scope, ASK, NOW))[0].admitted  # the one slot is taken
@@ -86,6 +87,57 @@ async def test_the_month_budget_refuses_as_insufficient_quota(
     assert (await counters.reserve(scope, AdmissionRequest(100, 400), NOW))[0].admitted
 
 
+async def test_a_missing_month_counter_is_never_read_as_zero(
+        make_counters: MakeCounters) -> None:
+    counters = make_counters()
+    budgeted = Scope("acme", "llama", Limits(tokens_per_month=1000))
+    scopes = [tenant(requests_per_minute=9), budgeted]
+    with pytest.raises(MonthUnknown) as unknown:
+        await counters.reserve(scopes, ASK, NOW)
+    assert unknown.value.scopes == (budgeted,)
+    [usage, _] = await counters.read(scopes, NOW)
+    assert usage.requests == 0  # nothing was counted in any scope
+    assert await counters.seed_month(budgeted, 700, NOW)  # the ledger's sum, say
+    decision, _ = await counters.reserve(scopes, ASK, NOW)  # 700 + 600 > 1000
+    assert decision.insufficient_quota
+
+
+async def lost_and_seeded_again(before: AdmissionCounters, after: AdmissionCounters,
+                                forget: Callable[[], Awaitable[None]]) -> int:
+    """One reservation ends before the counters are lost (its 50 tokens reach the ledger),
+    one after they were seeded again from that ledger (spending 120): the month's count."""
+    scope = [tenant(tokens_per_month=10_000)]
+    await before.seed_month(scope[0], 0, NOW)
+    _, lost = await before.reserve(scope, ASK, NOW)
+    _, settled = await before.reserve(scope, ASK, NOW)
+    assert await before.release(settled, actual_tokens=50)
+    await forget()
+    assert await after.seed_month(scope[0], 50, NOW + 1)  # the ledger: the settled one's 50
+    assert not await after.release(lost, actual_tokens=120)  # its lease went with the rest
+    [usage] = await after.read(scope, NOW + 2)
+    return usage.month_tokens
+
+
+async def test_a_reservation_lost_with_local_counters_counts_when_it_ends() -> None:
+    async def new_process() -> None:  # whose counters start empty by themselves
+        pass
+
+    counted = await lost_and_seeded_again(LocalAdmissionCounters(), LocalAdmissionCounters(),
+                                          new_process)
+    assert counted == 170
+
+
+async def test_a_reservation_lost_with_redis_counts_when_it_ends(
+        redis_client_factory: ClientFactory, counter_prefix: str) -> None:
+    client = redis_client_factory()
+
+    async def flush() -> None:  # Redis restarted empty, as far as this tenant can tell
+        await client.delete(*[k async for k in client.scan_iter(match=f"{counter_prefix}:*")])
+
+    counters = RedisAdmissionCounters(client, prefix=counter_prefix)
+    assert await lost_and_seeded_again(counters, counters, flush) == 170
+
+
 async def test_a_lease_ends_a_lost_reservation(make_counters: MakeCounters) -> None:
     counters = make_counters(lease_s=30.0)
     scope = [tenant(concurrent_requests=1)]
@@ -115,6 +167,10 @@ async def test_redis_decides_as_admit_does(name: str, redis_client_factory: Clie
     local = LocalAdmissionCounters()
     shared = RedisAdmissionCounters(redis_client_factory(), prefix=f"{counter_prefix}:{name}")
     scopes = [Scope("acme", None if i == 0 else f"ep{i}", lim) for i, lim in enumerate(limits)]
+    for scope in scopes:
+        if scope.limits.tokens_per_month is not None:
+            await local.seed_month(scope, 0, NOW)
+            await shared.seed_month(scope, 0, NOW)
     for prompt, max_tokens in asks:
         ask = AdmissionRequest(prompt, max_tokens)
         expected, _ = await local.reserve(scopes, ask, NOW)
@@ -176,7 +232,7 @@ async def test_every_key_expires(redis_client_factory: ClientFactory,
     await counters.reserve(scopes, ASK, NOW)
     await counters.seed_month(Scope("beta", None, Limits()), 10, NOW)
     keys = [key async for key in client.scan_iter(match=f"{counter_prefix}:*")]
-    assert len(keys) == 3 * 2 + 1
+    assert len(keys) == 3 * 2 + 2  # beta's month counter and when it was seeded
     ttls = {key.decode(): await client.ttl(key) for key in keys}
     assert all(ttl > 0 for ttl in ttls.values()), ttls
     window_key = counters.keys(scopes[0], window_of(NOW), 202503)[0]

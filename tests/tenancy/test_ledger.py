@@ -58,6 +58,9 @@ def test_a_large_batch_goes_in_whole(store: Store) -> None:
     ("client_request_id", "c" * 129),
     ("client_request_id", "tab\tinside"),
     ("client_request_id", "caf\u00e9"),
+    ("http_status", 99),
+    ("http_status", "200"),
+    ("error_class", "oops"),
     ("tenant", "Acme"),
     ("endpoint", "=HYPERLINK()"),
     ("key_prefix", "@evil"),
@@ -170,9 +173,9 @@ def test_csv_export_of_a_time_window(store: Store) -> None:
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[1] == ["x1", "acme", "afk_AbCdEfGh", "llama", "7", "3", "10", "0.25", "1.5",
                        "ok", "2025-03-14T09:01:00Z", "2025-03-14T09:01:01.500000Z",
-                       "job-7/line=3"]
+                       "job-7/line=3", "", ""]
     assert [row[0] for row in rows[1:]] == ["x1", "x2", "x3"]  # oldest first
-    assert rows[3][7:] == ["", "", "client_cancelled", "2025-03-14T09:03:00Z", "", ""]
+    assert rows[3][7:] == ["", "", "client_cancelled", "2025-03-14T09:03:00Z", "", "", "", ""]
     only_beta = io.StringIO()
     assert store.export_csv(only_beta, T, T + timedelta(hours=1), tenant="beta") == 1
     assert "x2" in only_beta.getvalue() and "x1" not in only_beta.getvalue()

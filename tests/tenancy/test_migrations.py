@@ -28,7 +28,7 @@ def test_upgrade_creates_the_tables_on_an_empty_database(empty_database_url: str
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
     head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
-    assert revision(engine) == head == "0004"
+    assert revision(engine) == head == "0005"
     engine.dispose()
 
 
@@ -41,7 +41,7 @@ def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     tables = set(sa.inspect(engine).get_table_names())
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == tables
-    assert revision(engine) == "0004"
+    assert revision(engine) == "0005"
     engine.dispose()
     reopened = Store(empty_database_url)
     assert [t.name for t in reopened.list_tenants()] == ["acme"]
@@ -110,4 +110,28 @@ def test_a_ledger_of_0003_upgrades_keeping_its_rows(empty_database_url: str) -> 
     with engine.connect() as conn:
         assert conn.execute(sa.text(
             "SELECT request_id, client_request_id FROM usage_records")).all() == [("old-1", None)]
+    engine.dispose()
+
+
+def test_a_ledger_of_0004_upgrades_with_the_class_its_outcomes_imply(
+        empty_database_url: str) -> None:
+    """0005: errors from before are `unknown` (still faults), the rest as their outcome says."""
+    from alembic import command
+
+    command.upgrade(alembic_config(empty_database_url), "0004")
+    engine = sa.create_engine(empty_database_url)
+    with engine.begin() as conn:
+        for n, outcome in enumerate(("ok", "error", "rejected", "client_cancelled")):
+            conn.execute(sa.text(
+                "INSERT INTO usage_records (request_id, tenant, key_prefix, endpoint,"
+                " prompt_tokens, completion_tokens, outcome, created_at) VALUES (:id, 'acme',"
+                " 'afk_x', 'demo', 1, 1, :outcome, '2026-11-01 10:00:00')"),
+                {"id": f"old-{n}", "outcome": outcome})
+    upgrade(empty_database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT outcome, http_status, error_class FROM "
+                                    "usage_records ORDER BY request_id")).all()
+    assert [tuple(r) for r in rows] == [("ok", 200, None), ("error", None, "unknown"),
+                                        ("rejected", 429, "rate_limited"),
+                                        ("client_cancelled", None, "cancelled")]
     engine.dispose()

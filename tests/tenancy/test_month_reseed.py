@@ -5,6 +5,7 @@ real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -65,3 +66,66 @@ async def test_an_existing_counter_is_not_overwritten(store, acme, redis_client_
     assert refused.decision.error_code == "insufficient_quota"
     await first.finish(held, Outcome.OK, 1, 600)
     await second.finish(refused, Outcome.REJECTED)
+
+
+async def test_requests_that_find_the_counter_missing_share_one_ledger_read(
+        store, acme, redis_client_factory, counter_prefix):
+    """Fifty requests arriving on empty counters: one read of the ledger, and the budget
+    (900 spent of 1,000) admits what fits, not fifty requests' worth."""
+    spent_this_month(store, 900)
+    reads = []
+    monthly_tokens = store.monthly_tokens
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return monthly_tokens(*args, **kwargs)
+
+    store.monthly_tokens = counted
+    counters = RedisAdmissionCounters(redis_client_factory(), prefix=counter_prefix)
+    access = Access(store, counters, clock=NOW.timestamp)
+    principal = await access.authenticate(f"Bearer {acme}")
+    body = {"prompt": "hi", "max_tokens": 19}  # 20 tokens claimed
+    admitted = await asyncio.gather(*(access.admit(principal, "demo", f"r{i}", body, 512)
+                                      for i in range(50)))
+    assert sum(a.decision.admitted for a in admitted) == 5  # 900 + 5 x 20 = 1,000
+    assert len(reads) == 1  # the tenant's budget; the endpoint has none
+    for one in admitted:
+        await access.finish(one, Outcome.OK if one.decision.admitted else Outcome.REJECTED)
+
+
+class ReleaseFailsFirst(LocalAdmissionCounters):
+    """Local counters whose first releases fail, as when Redis does not answer."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def release(self, reservation, actual_tokens):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("counters unreachable")
+        return await super().release(reservation, actual_tokens)
+
+
+async def test_a_failed_release_keeps_the_record_and_frees_the_slot_later(
+        store, acme, monkeypatch):
+    from serving.gateway import access as access_module
+
+    monkeypatch.setattr(access_module, "RELEASE_RETRY_FIRST_S", 0.01)
+    store.set_quota("acme", concurrent_requests=1)
+    counters = ReleaseFailsFirst(failures=2)
+    access = Access(store, counters, clock=NOW.timestamp)
+    principal = await access.authenticate(f"Bearer {acme}")
+    held = await access.admit(principal, "demo", "r1", {"prompt": "hi", "max_tokens": 5}, 512)
+    assert held.decision.admitted
+    await access.finish(held, Outcome.OK, 1, 5)  # the release fails; the record is kept
+    assert [r.request_id for r in store.usage_records("acme", NOW, NOW.replace(hour=13))] == \
+        ["r1"]
+    for _ in range(100):  # retried in the background until the counters answer
+        if counters.failures == 0 and (await counters.read(held.reservation.scopes,
+                                                           NOW.timestamp()))[0].in_flight == 0:
+            break
+        await asyncio.sleep(0.01)
+    again = await access.admit(principal, "demo", "r2", {"prompt": "hi", "max_tokens": 5}, 512)
+    assert again.decision.admitted, "the one slot stayed held"
+    await access.finish(again, Outcome.OK, 1, 5)

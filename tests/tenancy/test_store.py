@@ -350,3 +350,18 @@ def test_the_database_enforces_one_tenant_wide_quota(store: Store) -> None:
 def test_unsupported_backend() -> None:
     with pytest.raises(Invalid, match="database_url"):
         Store("mysql+pymysql://nobody@127.0.0.1/none")
+
+
+def test_store_errors_do_not_carry_statement_parameters(empty_database_url: str) -> None:
+    """A failing query's exception (which gets logged) hides its parameters: a key's hash is
+    one of them when authentication fails."""
+    import sqlalchemy as sa
+
+    from serving.tenancy.database import make_engine
+
+    secret = "4f7e1c0b9a8d" * 5
+    engine = make_engine(empty_database_url)
+    with pytest.raises(sa.exc.DBAPIError) as failed, engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM no_such_table WHERE key_hash = :h"), {"h": secret})
+    engine.dispose()
+    assert secret not in str(failed.value) and "hidden" in str(failed.value)

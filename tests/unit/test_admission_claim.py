@@ -51,6 +51,9 @@ def test_every_prompt_is_estimated():
     ({"prompt": []}, "prompt"),
     ({"prompt": P, "stream": True, "stream_options": "yes"}, "stream_options"),
     ({"prompt": P, "stream_options": [1]}, "stream_options"),
+    ({"prompt": P, "cache_salt": ""}, "cache_salt"),
+    ({"prompt": P, "cache_salt": 7}, "cache_salt"),
+    ({"prompt": P, "cache_salt": "s" * 129}, "cache_salt"),
     ({"messages": [{"role": "user", "content": {"a": {"b": {"c": {}}}}}]}, None),
 ])
 def test_bodies_the_gateway_cannot_count_are_refused(body, param):

@@ -25,7 +25,7 @@ from serving.gateway.pipeline import (
     route,
 )
 from serving.targets import EndpointUnavailable, InFlightBound
-from serving.tenancy import LocalAdmissionCounters, Outcome
+from serving.tenancy import ErrorClass, LocalAdmissionCounters, Outcome
 from tests.unit.stores import sqlite_store
 
 
@@ -157,6 +157,24 @@ async def test_route_needs_a_model_string(access, principal, model):
     assert refusal_of(refused)[0:1] == (400,) and refusal_of(refused)[1]["param"] == "model"
 
 
+async def test_a_grant_revoked_between_route_and_admission_is_refused(store, principal):
+    """The grant is read again at admission; gone by then, the request is a 404, never
+    admitted without limits (it failed open before)."""
+    store.create_endpoint("shared")
+    store.grant("shared", "t")
+    store.set_quota("t", requests_per_minute=1)
+    access = Access(store, LocalAdmissionCounters(), cache_ttl_s=0.0)  # read each time
+    endpoints = {"shared": Target("shared")}
+    chosen = await route(endpoints, access, principal, {"model": "shared"})
+    store.revoke_grant("shared", "t")
+    with pytest.raises(Refusal) as refused:
+        await admit(access, principal, chosen, {"prompt": "hi"},
+                    Exchange("completion", "r1", None))
+    status, error = refusal_of(refused)
+    assert (status, error["code"]) == (404, "model_not_found")
+    assert records(store) == []
+
+
 async def test_another_tenants_endpoint_answers_as_a_missing_one(access, principal):
     endpoints = {"m": Target("m"), "theirs": Target("theirs")}
     answers = []
@@ -232,8 +250,20 @@ async def test_admit_sets_the_headers_and_refuses_over_quota_with_429(store, acc
     ({"stream": False}, None, True),
 ])
 def test_the_engine_is_always_asked_for_the_streams_usage(body, sent_options, client_wants):
-    sent, wants = engine_body(body, None)
+    sent, wants = engine_body(body, None, "t")
     assert sent.get("stream_options") == sent_options and wants is client_wants
+
+
+def test_each_tenant_has_its_own_prefix_cache_salt():
+    """A tenant's salt is never one another tenant can send: a client's salt is mixed into
+    its tenant's, not used as given."""
+    salts = {(tenant, given): engine_body({"cache_salt": given} if given else {}, None,
+                                          tenant)[0]["cache_salt"]
+             for tenant in ("acme", "globex") for given in (None, "s1")}
+    assert len(set(salts.values())) == 4
+    acme = salts["acme", None]
+    assert engine_body({"cache_salt": acme}, None, "globex")[0]["cache_salt"] != acme
+    assert engine_body({}, None, "acme")[0]["cache_salt"] == acme  # stable: acme shares its own
 
 
 async def test_an_unavailable_endpoint_settles_its_record_and_answers_503(store, access,
@@ -284,4 +314,20 @@ async def test_an_engine_error_is_reshaped_as_openais_and_recorded(store, access
     assert json.loads(response.body)["error"] == {
         "message": "max_tokens must be at least 1", "type": "invalid_request_error",
         "param": "max_tokens", "code": None}
-    assert [r.outcome for r in records(store)] == [Outcome.ERROR]
+    # The tenant's own bad request: kept with its status, and no platform fault.
+    [record] = records(store)
+    assert (record.outcome, record.http_status, record.error_class) == (
+        Outcome.ERROR, 400, ErrorClass.CLIENT_ERROR)
+    assert not record.is_platform_fault
+
+
+async def test_an_engine_failure_is_recorded_as_the_platforms_fault(store, access, principal):
+    error = {"error": {"message": "engine dead", "type": "InternalServerError", "code": 500}}
+    chosen = Route("m", Target(reply={"status": 500, "body": error}), {"max_model_len": 64})
+    exchange = Exchange("completion", "r1", None)
+    admitted = await admit(access, principal, chosen, {"prompt": "hi"}, exchange)
+    call, head = await call_engine(access, chosen, admitted, {}, exchange)
+    assert (await respond(access, chosen, admitted, call, head, True, exchange)).status_code == 500
+    [record] = records(store)
+    assert (record.http_status, record.error_class) == (500, ErrorClass.ENGINE_ERROR)
+    assert record.is_platform_fault

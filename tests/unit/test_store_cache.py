@@ -86,10 +86,15 @@ async def test_one_waiter_cancelled_leaves_the_read_to_the_others(store):
     assert store.reads["authenticate"] == 1
 
 
-async def test_an_unknown_key_is_refused_by_its_own_read(store):
-    access = Access(store, LocalAdmissionCounters())
+async def test_an_unknown_key_is_refused_from_the_cache_too(store):
+    """A client retrying a wrong key (or guessing with one) reads the store once a period."""
+    access = Access(store, LocalAdmissionCounters(), cache_ttl_s=0.5)
+    wrong = "Bearer afk_" + "x" * 32
+    for _ in range(20):
+        with pytest.raises(Unauthenticated):
+            await access.authenticate(wrong)
+    assert store.reads["authenticate"] == 1
+    await asyncio.sleep(0.6)
     with pytest.raises(Unauthenticated):
-        await access.authenticate("Bearer sk-not-a-key")
-    with pytest.raises(Unauthenticated):
-        await access.authenticate("Bearer sk-not-a-key")
+        await access.authenticate(wrong)
     assert store.reads["authenticate"] == 2
