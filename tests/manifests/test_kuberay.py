@@ -57,8 +57,9 @@ def test_core_objects_are_valid_kubernetes():
             continue
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
         kinds.append(doc["kind"])
-    assert sorted(kinds) == ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Secret",
-                             "Service", "Service", "Service", "StatefulSet"]
+    assert sorted(kinds) == ["ConfigMap", "Deployment", "NetworkPolicy",
+                             "PersistentVolumeClaim", "Service", "Service", "Service",
+                             "StatefulSet"]
 
 
 def test_rayservice_is_valid_for_the_crd(rayservice_validator):
