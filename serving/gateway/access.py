@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -148,8 +149,11 @@ class Access:
         self._clock = clock
         self._principals = _TtlCache(cache_ttl_s)
         self._grants = _TtlCache(cache_ttl_s)
-        # Requests that find the same month counter missing share one read of the ledger.
+        # Requests that find the same month counter missing share one read of the ledger;
+        # when each counter was last seeded (monotonic), so a request whose reserve was
+        # answered "missing" before a seed finished does not read the ledger again.
         self._seeding = _TtlCache(0.0)
+        self._seeded_at: dict[tuple[str, int], float] = {}
         self._releasing: set[asyncio.Task] = set()
 
     async def authenticate(self, authorization: str | None) -> Principal:
@@ -190,28 +194,38 @@ class Access:
         return await self._grants.get_or_read((tenant, endpoint),
                                               lambda: asyncio.to_thread(read))
 
-    async def _seed_months(self, scopes, now: float) -> None:
+    async def _seed_months(self, scopes, now: float, asked_at: float) -> None:
         """Start each monthly budget's counter the counters do not have (Redis restarted
         empty, the month or this replica's own counters are new) at the ledger's sum; an
-        existing counter is never overwritten."""
+        existing counter is never overwritten. A counter seeded since `asked_at` (when the
+        reserve that found it missing was sent) is there now: it is not read again."""
         month = month_of(now)
         year, number = divmod(month, 100)
         for scope in scopes:
+            if self._seeded_at.get((scope.key, month), -math.inf) >= asked_at:
+                continue
             async def seed(scope=scope) -> bool:
                 # The reading's start time: what ended before it is in the sum (see release).
                 began = self._clock()
                 spent = await asyncio.to_thread(self.store.monthly_tokens, scope.tenant, year,
                                                 number, endpoint=scope.endpoint)
-                return await self.counters.seed_month(scope, spent, began)
+                seeded = await self.counters.seed_month(scope, spent, began)
+                # Noted inside the shared read, before any waiter resumes: a request whose
+                # "missing" answer comes back in between must already see it.
+                if len(self._seeded_at) >= 10_000:
+                    self._seeded_at.clear()
+                self._seeded_at[(scope.key, month)] = time.monotonic()
+                return seeded
 
             await self._seeding.get_or_read((scope.key, month), seed)
 
     async def _reserve(self, scopes, claim: AdmissionRequest, now: float):
         for _ in range(SEED_ATTEMPTS):
+            asked_at = time.monotonic()
             try:
                 return await self.counters.reserve(scopes, claim, now)
             except MonthUnknown as unknown:
-                await self._seed_months(unknown.scopes, now)
+                await self._seed_months(unknown.scopes, now, asked_at)
         raise RuntimeError("monthly budget counters vanish as fast as they are seeded")
 
     async def admit(self, principal: Principal, endpoint: str, request_id: str,

@@ -47,7 +47,7 @@ from serving.tenancy import (
     TenancyError,
     Unauthenticated,
 )
-from serving.tenancy.validation import CLIENT_REQUEST_ID_PATTERN
+from serving.tenancy.validation import CLIENT_REQUEST_ID_PATTERN, NAME_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ REQUEST_ID_HEADER = "x-request-id"
 # platform's id and echoed, never the ledger's key.
 CLIENT_REQUEST_ID_HEADER = "x-client-request-id"
 CLIENT_REQUEST_ID = re.compile(CLIENT_REQUEST_ID_PATTERN)
+ENDPOINT_NAME = re.compile(NAME_PATTERN)
 REPLICA_HEADER = "x-aifactory-replica"
 
 
@@ -172,6 +173,10 @@ async def route(endpoints: Mapping[str, EndpointTarget], access: Access, princip
     if not isinstance(model, str) or not model:
         raise Refusal(error_response(
             400, "you must provide a model parameter (a string)", param="model"))
+    if not ENDPOINT_NAME.fullmatch(model):
+        # No endpoint can have such a name: the store is not asked (a lone surrogate or a NUL
+        # is not even a value it can take), and the answer is the one for any missing name.
+        raise model_not_found(model)
     target = endpoints.get(model)
     try:
         # Asked for a missing endpoint too: the answer takes the same path, and the same time,
@@ -186,8 +191,11 @@ async def route(endpoints: Mapping[str, EndpointTarget], access: Access, princip
 
 
 def model_not_found(model: str) -> Refusal:
+    # The name as given when it is a possible name; otherwise escaped and cut short, so an
+    # unencodable or huge name can neither break the answer nor flood it.
+    shown = model if ENDPOINT_NAME.fullmatch(model) else ascii(model)[1:-1][:64]
     return Refusal(error_response(
-        404, f"The model `{model}` does not exist or you do not have access to it.",
+        404, f"The model `{shown}` does not exist or you do not have access to it.",
         param="model", code="model_not_found"))
 
 

@@ -190,6 +190,23 @@ async def test_another_tenants_endpoint_answers_as_a_missing_one(access, princip
     assert chosen.model_label == "m"
 
 
+@pytest.mark.parametrize("model", ["\ud800", "m\x00", "M", "m" * 64, "m" * 100_000, "../m"])
+async def test_a_name_no_endpoint_can_have_is_a_404_without_asking_the_store(
+        store, access, principal, monkeypatch, model):
+    """A lone surrogate (valid JSON: "\\ud800") cannot even be sent to SQLite; it answered
+    503 "store unavailable" before. The answer is a plain 404 whose body encodes."""
+    def asked(*_):
+        raise AssertionError("the store was asked about an impossible name")
+
+    monkeypatch.setattr(store, "can_use", asked)
+    with pytest.raises(Refusal) as refused:
+        await route({"m": Target()}, access, principal, {"model": model})
+    status, error = refusal_of(refused)
+    assert (status, error["code"]) == (404, "model_not_found")
+    assert len(error["message"]) < 200
+    refused.value.response.body.decode("utf-8")  # encodable, whatever the name was
+
+
 async def test_a_store_that_fails_answers_503_with_retry_after(store, access, principal,
                                                                monkeypatch):
     def broken(*_):
