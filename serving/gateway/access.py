@@ -15,6 +15,7 @@ from typing import Any
 from serving.gateway import telemetry
 from serving.gateway.claim import estimate_prompt_tokens, requested_max_tokens
 from serving.gateway.ledger_writer import LedgerSpool, LedgerWriter
+from serving.gateway.refusal_records import RefusalRecords
 from serving.tenancy import (
     DEFAULT_SLO,
     AdmissionCounters,
@@ -96,6 +97,10 @@ IMPLIED: dict[Outcome, tuple[int | None, ErrorClass | None]] = {
     Outcome.ERROR: (None, ErrorClass.UNKNOWN),
 }
 
+# Requests refused without engine work (their quota, a full endpoint): their ledger rows are
+# sampled per tenant (refusal_records), so a flood of them cannot flood the store.
+REFUSALS = (ErrorClass.RATE_LIMITED, ErrorClass.OVERLOADED)
+
 # Refused before the tenant's limits were consulted: none refused it, none reserved.
 NOT_ADMITTED = Decision(admitted=False, refused=(), reason="", retry_after_s=None,
                         reserved_tokens=0)
@@ -155,6 +160,7 @@ class Access:
         self._seeding = _TtlCache(0.0)
         self._seeded_at: dict[tuple[str, int], float] = {}
         self._releasing: set[asyncio.Task] = set()
+        self.refusal_records = RefusalRecords()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
@@ -277,6 +283,9 @@ class Access:
         error_class = implied_class if error_class is None else error_class
         self._observe(admitted, outcome, recorded_prompt, completion_tokens, ttft,
                       ended - admitted.started, error_class)
+        if error_class in REFUSALS and not self.refusal_records.keep(
+                admitted.principal.tenant, ended):
+            return  # a refusal past its tenant's allowance: counted by the metrics only
         await self.ledger.write(UsageRecord(
             request_id=admitted.request_id,
             tenant=admitted.principal.tenant,

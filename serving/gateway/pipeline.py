@@ -32,6 +32,7 @@ from serving.gateway.access import Access, Admitted, NotGranted
 from serving.gateway.errors import error_response, from_engine_error
 from serving.gateway.relay import relay, settle_reply
 from serving.gateway.shape import RequestLimits, bad_shape
+from serving.gateway.stream_usage import StreamWants, stream_wants
 from serving.targets import (
     EndpointOverloaded,
     EndpointTarget,
@@ -243,18 +244,20 @@ def tenant_cache_salt(tenant: str, given: str | None) -> str:
     return hashlib.sha256(f"{tenant}\0{given or ''}".encode()).hexdigest()
 
 
-def engine_body(body: dict[str, Any], span: Any, tenant: str) -> tuple[dict[str, Any], bool]:
-    """The body the engine gets, and whether the client wants the stream's usage event: the
-    ledger needs the engine's exact counts, so the engine is always asked for it. Its
-    prefix-cache salt is the tenant's."""
+def engine_body(body: dict[str, Any], span: Any, tenant: str) -> tuple[dict[str, Any],
+                                                                       StreamWants]:
+    """The body the engine gets, and what the client asked of the stream's usage. The ledger
+    needs the engine's exact counts, also of a stream cut short, so the engine is always
+    asked for the final usage event and for running counts in every event. Its prefix-cache
+    salt is the tenant's."""
     body = {**body, "cache_salt": tenant_cache_salt(tenant, body.get("cache_salt"))}
     if body.get("stream") is not True:
-        return telemetry.with_trace_context(span, body), True
+        return telemetry.with_trace_context(span, body), StreamWants(usage=True)
     options = body.get("stream_options") or {}  # an object, or absent (check_shape)
-    wants_usage = options.get("include_usage") is True
-    if not wants_usage:
-        body = {**body, "stream_options": {**options, "include_usage": True}}
-    return telemetry.with_trace_context(span, body), wants_usage
+    wants = stream_wants(options, body.get("n"))
+    body = {**body, "stream_options": {**options, "include_usage": True,
+                                       "continuous_usage_stats": True}}
+    return telemetry.with_trace_context(span, body), wants
 
 
 async def call_engine(access: Access, chosen: Route, admitted: Admitted, body: dict[str, Any],
@@ -287,7 +290,7 @@ async def call_engine(access: Access, chosen: Route, admitted: Admitted, body: d
 
 
 async def respond(access: Access, chosen: Route, admitted: Admitted, call: EngineCall,
-                  head: dict[str, Any], client_wants_usage: bool,
+                  head: dict[str, Any], wants: StreamWants,
                   exchange: Exchange) -> Response:
     """The engine's JSON reply (settled now), or its stream, relayed and settled at its end."""
     if head["status"] != HTTPStatus.OK:
@@ -301,8 +304,7 @@ async def respond(access: Access, chosen: Route, admitted: Admitted, call: Engin
         await settle_reply(access, admitted, result)
         return JSONResponse(result, headers=exchange.headers)
     return StreamingResponse(
-        relay(call, head.get("first"), access, admitted, client_wants_usage,
-              chosen.target.bound),
+        relay(call, head.get("first"), access, admitted, wants, chosen.target.bound),
         media_type="text/event-stream", headers=exchange.headers)
 
 
@@ -366,9 +368,9 @@ class Gateway:
             await refuse_if_full(access, principal, chosen, exchange)
             with telemetry.step(span, "admission"):
                 admitted = await admit(access, principal, chosen, body, exchange)
-            body, client_wants_usage = engine_body(body, span, principal.tenant)
+            body, wants = engine_body(body, span, principal.tenant)
             call, head = await call_engine(access, chosen, admitted, body, exchange)
         except Refusal as refusal:
             refusal.response.headers.update(exchange.headers)
             return refusal.response
-        return await respond(access, chosen, admitted, call, head, client_wants_usage, exchange)
+        return await respond(access, chosen, admitted, call, head, wants, exchange)

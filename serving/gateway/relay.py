@@ -1,6 +1,7 @@
 """The last steps of the token path: relay a stream's SSE events to the client as the engine
 makes them, and settle the request (its reservation and its one usage record) with the
-engine's own token counts."""
+engine's own token counts: its final usage event, or for a stream cut short the running
+counts of its last relayed event (stream_usage)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from serving.gateway import telemetry
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import sse_error_event
+from serving.gateway.stream_usage import RunningUsage, StreamWants
 from serving.targets import EngineCall, InFlightBound
 from serving.tenancy import ErrorClass, Outcome
 
@@ -44,18 +46,18 @@ async def settle_reply(access: Access, admitted: Admitted, result: dict[str, Any
 
 
 async def settle_stream(access: Access, admitted: Admitted, outcome: Outcome,
-                        usage: dict | None, events: int) -> None:
+                        usage: dict | None, running: RunningUsage) -> None:
     # The client got 200 and the stream's head: a stream that broke is the engine's fault.
     status, error_class = ((200, ErrorClass.ENGINE_ERROR) if outcome is Outcome.ERROR
                            else (200 if outcome is Outcome.OK else None, None))
+    if usage is not None:
+        prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    else:  # cut short (cancelled or broken): the engine's counts at the last relayed event
+        # (one token per event only if the engine gave none, which vLLM always does)
+        prompt, completion = running.totals() or (None, admitted.content_events)
     try:
-        if usage is not None:
-            await access.finish(admitted, outcome, usage["prompt_tokens"],
-                                usage["completion_tokens"], http_status=status,
-                                error_class=error_class)
-        else:  # no usage event (cancelled or broken): one token per content event, as streamed
-            await access.finish(admitted, outcome, None, events, http_status=status,
-                                error_class=error_class)
+        await access.finish(admitted, outcome, prompt, completion, http_status=status,
+                            error_class=error_class)
     finally:
         # The response went out as 200; a stream that broke says so in error.type.
         telemetry.end_span(admitted.span, HTTPStatus.OK, error=None if outcome in (
@@ -63,12 +65,13 @@ async def settle_stream(access: Access, admitted: Admitted, outcome: Outcome,
 
 
 async def relay(call: EngineCall, first: str | None, access: Access, admitted: Admitted,
-                client_wants_usage: bool, bound: InFlightBound) -> AsyncIterator[str]:
+                wants: StreamWants, bound: InFlightBound) -> AsyncIterator[str]:
     """Forward each SSE event as the engine yields it, take the token counts from the usage
     event, and commit the usage record before the stream's last event. A broken stream ends
     with an error event; a client that goes away cancels the engine request. The first
     token's delay goes to the endpoint's `bound` (is its queue standing?)."""
     usage: dict | None = None
+    running = RunningUsage(wants)
     events = 0
     outcome = Outcome.OK
     try:
@@ -86,11 +89,12 @@ async def relay(call: EngineCall, first: str | None, access: Access, admitted: A
                 break
             if is_usage_event(event):
                 usage = json.loads(event[len("data: "):])["usage"]
-                if not client_wants_usage:
+                if not wants.usage:
                     continue
             elif event.startswith('data: {"error"'):
                 outcome = Outcome.ERROR
             else:
+                event = running.take(event)
                 events += 1
                 now = time.monotonic()
                 if admitted.first_token_at is None:
@@ -101,18 +105,18 @@ async def relay(call: EngineCall, first: str | None, access: Access, admitted: A
                 admitted.last_token_at = now
                 admitted.content_events = events
             yield event
-        await settle_stream(access, admitted, outcome, usage, events)
+        await settle_stream(access, admitted, outcome, usage, running)
         yield DONE
     except asyncio.CancelledError:
         call.cancel()
         # The client is gone: still settle and record, outside this cancelled task.
         asyncio.get_running_loop().create_task(
-            settle_stream(access, admitted, Outcome.CLIENT_CANCELLED, usage, events))
+            settle_stream(access, admitted, Outcome.CLIENT_CANCELLED, usage, running))
         raise
     except Exception as exc:  # the engine failed mid-stream: say so instead of cutting silently
         logger.warning("stream broke: %r", exc)
         call.cancel()
-        await settle_stream(access, admitted, Outcome.ERROR, usage, events)
+        await settle_stream(access, admitted, Outcome.ERROR, usage, running)
         yield sse_error_event(HTTPStatus.SERVICE_UNAVAILABLE,
                               f"the engine failed mid-stream: {exc}")
         yield DONE

@@ -5,6 +5,7 @@ kept, never in a lost record, a leaked slot or another tenant's data."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -13,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from tests.e2e.test_tenancy import new_tenant
+from tests.e2e.test_tenancy import new_tenant, post
 
 SMALL = {"prompt": "hello", "max_tokens": 2}
 
@@ -174,3 +175,126 @@ def test_a_tenants_bad_requests_do_not_lower_its_availability(platform, store):
         sla = http.get("/tenant/v1/sla")
     assert sla.status_code == 200, sla.text
     assert sla.json()["availability"] == 1.0 and sla.json()["outcomes"]["error"] == 1
+
+
+@pytest.mark.parametrize("model", ["demo", "demo-remote"])
+def test_a_stream_its_client_abandons_is_billed_the_engines_counts(platform, store, keys,
+                                                                   model):
+    """M3: a client that reads a few events of a stream and leaves is billed the tokens the
+    engine made up to the last relayed event (vLLM's running counts), prompt tokens exact,
+    not estimated from the body's characters. Two prompts and n=2: four choices, each
+    prompt counted once."""
+    tenant, key = ("acme", keys["acme"]) if model == "demo" else new_tenant(store)
+    prompts = ["x" * 40, "1 2 3 4 5 6 7 8"]  # the estimate would be far from either count
+    headers = {"authorization": f"Bearer {key}"}
+    exact = httpx.post(platform["url"] + "/v1/completions", timeout=60, headers=headers,
+                       json={"model": model, "prompt": prompts, "max_tokens": 1})
+    assert exact.status_code == 200, exact.text
+    prompt_tokens = exact.json()["usage"]["prompt_tokens"]
+    since = datetime.now(UTC)
+    received = 0
+    with httpx.Client(base_url=platform["url"], timeout=60, headers=headers) as http:
+        with http.stream("POST", "/v1/completions", json={
+                "model": model, "prompt": prompts, "n": 2, "max_tokens": 400,
+                "ignore_eos": True, "stream": True, "logprobs": 0}) as reply:
+            assert reply.status_code == 200
+            request_id = reply.headers["x-request-id"]
+            for line in reply.iter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[len("data: "):])
+                    assert "usage" not in chunk  # the running counts are the gateway's
+                    received += len(chunk["choices"][0]["logprobs"]["tokens"])
+                if received >= 12:
+                    break
+    for _ in range(100):
+        [record] = [r for r in records_of(store, tenant, since)
+                    if r.request_id == request_id] or [None]
+        if record is not None:
+            break
+        time.sleep(0.1)
+    assert record is not None and record.outcome.value == "client_cancelled"
+    assert record.prompt_tokens == prompt_tokens
+    # At least what the client read, at most what 4 choices could make before the engine
+    # heard of the disconnect (well under 400 each).
+    assert received <= record.completion_tokens < 4 * 400
+
+
+def test_a_flood_of_refusals_does_not_flood_the_ledger(platform, store):
+    """M5: 300 requests over a 1-request-a-minute quota: 299 answers 429, and the ledger
+    keeps the tenant's refusals up to its burst, then at the steady rate, not one row each."""
+    import asyncio
+
+    from serving.gateway.refusal_records import REFUSAL_ROWS_BURST, REFUSAL_ROWS_PER_S
+
+    tenant, key = new_tenant(store, requests_per_minute=1)
+    since = datetime.now(UTC)
+    began = time.monotonic()
+
+    async def flood() -> list[int]:
+        async with httpx.AsyncClient(base_url=platform["url"], timeout=60, headers={
+                "authorization": f"Bearer {key}"}) as http:
+            async def one() -> int:
+                reply = await http.post("/v1/completions",
+                                        json={"model": "demo-remote", **SMALL})
+                return reply.status_code
+            return await asyncio.gather(*(one() for _ in range(300)))
+
+    statuses = asyncio.run(flood())
+    took_s = time.monotonic() - began
+    assert sorted(statuses) == [200] + [429] * 299
+    time.sleep(2)  # the ledger writer's batches
+    rows = records_of(store, tenant, since)
+    refused_rows = sum(r.outcome.value == "rejected" for r in rows)
+    assert sum(r.outcome.value == "ok" for r in rows) == 1
+    assert REFUSAL_ROWS_BURST <= refused_rows <= REFUSAL_ROWS_BURST + REFUSAL_ROWS_PER_S * took_s
+
+
+def every_operator_and_tenant_route(store) -> list[tuple[str, str]]:
+    """(method, path) of every admin and self-service route, read off the routers the
+    platform mounts: a route added later is probed without editing this test."""
+    from serving.admin.autoscaler import build_autoscaler_router
+    from serving.admin.router import build_admin_router
+    from serving.admin.self_service import build_tenant_router
+
+    mounted = [("/admin/v1", build_admin_router(store)),
+               ("/admin/v1", build_autoscaler_router(store, None)),
+               ("/tenant/v1", build_tenant_router(store))]
+    return sorted({(method, prefix + route.path) for prefix, router in mounted
+                   for route in router.routes for method in route.methods})
+
+
+def test_no_route_lets_one_tenant_see_or_change_another(platform, store):
+    """Cross-tenant probes on every admin and self-service route, with the attacker's
+    inference key and its own tenant-admin key, the victim's names and ids in the path and
+    in a `tenant` query: admin routes refuse (403), self-service answers about the caller
+    only, and the victim's key, endpoint grant and quota are as they were."""
+    victim, victim_key = new_tenant(store, requests_per_minute=77)
+    attacker, attacker_key = new_tenant(store)
+    attacker_admin = store.create_key(attacker, scope="admin").plaintext
+    victim_key_id = store.list_keys(victim)[0].id
+    post(platform, victim_key, {"model": "demo-remote", **SMALL})  # usage to be seen or not
+    routes = every_operator_and_tenant_route(store)
+    assert len(routes) >= 25
+    filled = {"{name}": victim, "{tenant}": victim, "{endpoint}": "demo-remote",
+              "{key_id}": str(victim_key_id)}
+    for method, template in routes:
+        path = template
+        for slot, value in filled.items():
+            path = path.replace(slot, value)
+        if "/endpoints/" in template and "{name}" in template and "tenants" not in template:
+            path = template.replace("{name}", "demo-remote").replace("{tenant}", victim)
+        for key in (None, attacker_key, attacker_admin):
+            reply = httpx.request(method, platform["url"] + path, params={"tenant": victim},
+                                  json={"name": victim, "requests_per_minute": 1},
+                                  headers={"authorization": f"Bearer {key}"} if key else {},
+                                  timeout=30)
+            said = f"{method} {path} with {'no key' if key is None else 'a key'}"
+            if key is None:
+                assert reply.status_code == 401, said
+            elif template.startswith("/admin/v1"):
+                assert reply.status_code == 403, (said, reply.text)
+            else:
+                assert reply.status_code < 500 and victim not in reply.text, (said, reply.text)
+    assert post(platform, victim_key, {"model": "demo-remote", **SMALL}).status_code == 200
+    assert store.get_quota(victim).requests_per_minute == 77
+    assert [k.id for k in store.list_keys(victim) if k.revoked_at is None] == [victim_key_id]

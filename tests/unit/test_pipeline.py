@@ -24,6 +24,7 @@ from serving.gateway.pipeline import (
     respond,
     route,
 )
+from serving.gateway.stream_usage import StreamWants
 from serving.targets import EndpointUnavailable, InFlightBound
 from serving.tenancy import ErrorClass, LocalAdmissionCounters, Outcome
 from tests.unit.stores import sqlite_store
@@ -259,16 +260,24 @@ async def test_admit_sets_the_headers_and_refuses_over_quota_with_429(store, acc
 # -- engine body, call, respond --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("body", "sent_options", "client_wants"), [
-    ({"stream": True}, {"include_usage": True}, False),
-    ({"stream": True, "stream_options": {"include_usage": True}}, {"include_usage": True}, True),
-    ({"stream": True, "stream_options": {"continuous_usage_stats": True}},
-     {"continuous_usage_stats": True, "include_usage": True}, False),
-    ({"stream": False}, None, True),
+RUNNING = {"include_usage": True, "continuous_usage_stats": True}
+
+
+@pytest.mark.parametrize(("body", "wants"), [
+    ({"stream": True}, StreamWants()),
+    ({"stream": True, "stream_options": {"include_usage": True}}, StreamWants(usage=True)),
+    ({"stream": True, "stream_options": {"continuous_usage_stats": True}, "n": 3},
+     StreamWants(running=True, choices_per_prompt=3)),
+    ({"stream": True, "n": "3"}, StreamWants()),  # the engine refuses such an n
 ])
-def test_the_engine_is_always_asked_for_the_streams_usage(body, sent_options, client_wants):
-    sent, wants = engine_body(body, None, "t")
-    assert sent.get("stream_options") == sent_options and wants is client_wants
+def test_the_engine_is_always_asked_for_the_streams_running_usage(body, wants):
+    sent, asked = engine_body(body, None, "t")
+    assert sent["stream_options"] == RUNNING and asked == wants
+
+
+def test_a_reply_that_is_not_a_stream_keeps_its_usage():
+    sent, wants = engine_body({"stream": False}, None, "t")
+    assert "stream_options" not in sent and wants.usage
 
 
 def test_each_tenant_has_its_own_prefix_cache_salt():
