@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 CHAT = "chat"
 COMPLETION = "completion"
+TOKENIZE = "tokenize"
+DETOKENIZE = "detokenize"
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,8 @@ class EngineHost:
     # -- requests --------------------------------------------------------------------------
 
     async def handle(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> EngineReply:
-        """Answer one chat or completion request body (already JSON-decoded), under the
-        request's engine span when tracing is on."""
+        """Answer one request body (already JSON-decoded) of a kind: chat, completion,
+        tokenize, detokenize; under the request's engine span when tracing is on."""
         body, trace_carrier = telemetry.take_trace_context(body)
         span = telemetry.start_engine_span(trace_carrier, kind, self.served_name, request_id)
         reply = await self._handle(kind, body, request_id)
@@ -150,16 +152,41 @@ class EngineHost:
                                       error.get("type") if isinstance(error, dict) else None)
         return reply
 
-    async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None) -> EngineReply:
+    def _protocol(self, kind: str, body: dict[str, Any]) -> type | None:
+        """vLLM's request model for a kind of request (and body: /tokenize takes either a
+        prompt or chat messages)."""
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.serve.tokenize.protocol import (
+            DetokenizeRequest,
+            TokenizeChatRequest,
+            TokenizeCompletionRequest,
+        )
+
+        if kind == TOKENIZE:
+            return TokenizeChatRequest if "messages" in body else TokenizeCompletionRequest
+        return {CHAT: ChatCompletionRequest, COMPLETION: CompletionRequest,
+                DETOKENIZE: DetokenizeRequest}.get(kind)
+
+    async def _serve(self, kind: str, request):
+        """vLLM's serving object for the kind, as `vllm serve`'s routes call it."""
+        state = self._state
+        if kind == CHAT:
+            return await state.openai_serving_chat.create_chat_completion(request, None)
+        if kind == COMPLETION:
+            return await state.openai_serving_completion.create_completion(request, None)
+        if kind == TOKENIZE:
+            return await state.serving_tokenization.create_tokenize(request, None)
+        return await state.serving_tokenization.create_detokenize(request, None)
+
+    async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None) -> EngineReply:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
         from vllm.entrypoints.serve.exception_handling.error_response import (
             create_error_response,
         )
 
-        protocol = {CHAT: ChatCompletionRequest, COMPLETION: CompletionRequest}.get(kind)
+        protocol = self._protocol(kind, body)
         if protocol is None:
             return _error(HTTPStatus.NOT_FOUND, f"unknown route {kind!r}", "NotFoundError")
         try:
@@ -178,13 +205,10 @@ class EngineHost:
                 "BadRequestError",
                 unknown[0],
             )
-        if request_id:
+        if request_id and hasattr(request, "request_id"):
             request.request_id = request_id
         try:
-            if kind == CHAT:
-                result = await self._state.openai_serving_chat.create_chat_completion(request, None)
-            else:
-                result = await self._state.openai_serving_completion.create_completion(request, None)
+            result = await self._serve(kind, request)
         except Exception as exc:  # vLLM's own mapping of its errors to statuses
             result = create_error_response(exc)
 

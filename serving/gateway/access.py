@@ -236,12 +236,15 @@ class Access:
 
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
                     body: dict[str, Any], context_len: int, model: str = "unknown",
-                    span: Any = None, client_request_id: str | None = None) -> Admitted:
+                    span: Any = None, client_request_id: str | None = None,
+                    counts_tokens: bool = True) -> Admitted:
         """`model` is the endpoint's model label for metrics; `span` the request's span;
-        `client_request_id` the client's own id of the request, for its ledger record."""
+        `client_request_id` the client's own id of the request, for its ledger record. A
+        request that does not `count_tokens` (tokenizing) counts as a request only."""
         now = self._clock()
-        prompt = estimate_prompt_tokens(body)
-        claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len))
+        prompt = estimate_prompt_tokens(body) if counts_tokens else 0
+        claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len)
+                                 if counts_tokens else 0)
         grant = await self._grant(principal.tenant, endpoint)
         if grant is None:  # revoked since routing: refused, never admitted without limits
             raise NotGranted(endpoint)

@@ -48,11 +48,14 @@ def error_response(
 
 def from_engine_error(body: dict) -> tuple[int, dict]:
     """Re-shape vLLM's error body (its `code` is the HTTP status) into OpenAI's."""
-    err = body.get("error", {}) if isinstance(body, dict) else {}
+    err = body.get("error") if isinstance(body, dict) else None
+    err = err if isinstance(err, dict) else {}
     status = err.get("code") if isinstance(err.get("code"), int) else HTTPStatus.BAD_REQUEST
     if status < 400 or status > 599:
         status = HTTPStatus.INTERNAL_SERVER_ERROR
-    return status, error_body(status, str(err.get("message", "engine error")), param=err.get("param"))
+    param = err.get("param")
+    return status, error_body(status, str(err.get("message", "engine error")),
+                              param=param if isinstance(param, str) else None)
 
 
 def sse_error_event(status: int, message: str) -> str:

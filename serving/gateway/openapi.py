@@ -61,10 +61,14 @@ MODELS_LIST = {
     },
 }
 
-# (path, request model, response model)
+MODEL = MODELS_LIST["properties"]["data"]["items"]
+
+# (path, request models (one of), response model)
 INFERENCE_ROUTES = (
-    ("/v1/chat/completions", "ChatCompletionRequest", "ChatCompletionResponse"),
-    ("/v1/completions", "CompletionRequest", "CompletionResponse"),
+    ("/v1/chat/completions", ("ChatCompletionRequest",), "ChatCompletionResponse"),
+    ("/v1/completions", ("CompletionRequest",), "CompletionResponse"),
+    ("/tokenize", ("TokenizeCompletionRequest", "TokenizeChatRequest"), "TokenizeResponse"),
+    ("/detokenize", ("DetokenizeRequest",), "DetokenizeResponse"),
 )
 
 
@@ -80,10 +84,20 @@ def vllm_schemas() -> dict[str, Any]:
         CompletionRequest,
         CompletionResponse,
     )
+    from vllm.entrypoints.serve.tokenize.protocol import (
+        DetokenizeRequest,
+        DetokenizeResponse,
+        TokenizeChatRequest,
+        TokenizeCompletionRequest,
+        TokenizeResponse,
+    )
 
+    requests = (ChatCompletionRequest, CompletionRequest, TokenizeCompletionRequest,
+                TokenizeChatRequest, DetokenizeRequest)
+    responses = (ChatCompletionResponse, CompletionResponse, TokenizeResponse,
+                 DetokenizeResponse)
     _, schema = models_json_schema(
-        [(ChatCompletionRequest, "validation"), (CompletionRequest, "validation"),
-         (ChatCompletionResponse, "serialization"), (CompletionResponse, "serialization")],
+        [*((m, "validation") for m in requests), *((m, "serialization") for m in responses)],
         ref_template=REF)
     return schema["$defs"]
 
@@ -115,20 +129,23 @@ def with_openai_bodies(document: dict[str, Any], schemas: dict[str, Any]) -> dic
         "type": "http", "scheme": "bearer", "description": "an inference API key (afk_...)"}
     security = [{"bearer": []}]
     paths = document.setdefault("paths", {})
-    for path, request, response in INFERENCE_ROUTES:
-        body = defs[request]
-        # The gateway routes by `model` (vLLM's own server defaults it) and, like OpenAI,
-        # refuses fields it does not know.
-        body["properties"]["model"] = {
-            "type": "string", "minLength": 1,
-            "description": "the endpoint to call: one the key's tenant may use"}
-        body["required"] = sorted({*body.get("required", []), "model"})
-        body["additionalProperties"] = False
+    for path, requests, response in INFERENCE_ROUTES:
+        for request in requests:
+            body = defs[request]
+            # The gateway routes by `model` (vLLM's own server defaults it) and, like OpenAI,
+            # refuses fields it does not know.
+            body["properties"]["model"] = {
+                "type": "string", "minLength": 1,
+                "description": "the endpoint to call: one the key's tenant may use"}
+            body["required"] = sorted({*body.get("required", []), "model"})
+            body["additionalProperties"] = False
+        refs = [{"$ref": REF.format(model=request)} for request in requests]
         operation = paths.setdefault(path, {}).setdefault("post", {})
         operation["security"] = security
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=request)}}},
+            "content": {"application/json": {
+                "schema": refs[0] if len(refs) == 1 else {"oneOf": refs}}},
         }
         operation["responses"] = {
             "200": {
@@ -146,6 +163,14 @@ def with_openai_bodies(document: dict[str, Any], schemas: dict[str, Any]) -> dic
         "200": {"description": "the models the key's tenant may use",
                 "content": {"application/json": {"schema": {"$ref": REF.format(model="ModelList")}}}},
         **_errors(("401", "403", "503")),
+    }
+    defs["Model"] = MODEL
+    one = paths.setdefault("/v1/models/{model}", {}).setdefault("get", {})
+    one["security"] = security
+    one["responses"] = {
+        "200": {"description": "one of the models the key's tenant may use",
+                "content": {"application/json": {"schema": {"$ref": REF.format(model="Model")}}}},
+        **_errors(("401", "403", "404", "503")),
     }
     return document
 

@@ -61,6 +61,9 @@ CLIENT_REQUEST_ID_HEADER = "x-client-request-id"
 CLIENT_REQUEST_ID = re.compile(CLIENT_REQUEST_ID_PATTERN)
 ENDPOINT_NAME = re.compile(NAME_PATTERN)
 REPLICA_HEADER = "x-aifactory-replica"
+# Kinds of request that run the model: they claim tokens and salt the prefix cache. The
+# others (tokenize, detokenize) count as requests only.
+GENERATING = frozenset({"chat", "completion"})
 
 
 class Refusal(Exception):
@@ -220,7 +223,8 @@ async def admit(access: Access, principal: Principal, chosen: Route, body: dict[
         admitted = await access.admit(principal, chosen.model, exchange.request_id, body,
                                       chosen.card.get("max_model_len", 0),
                                       model=chosen.model_label, span=exchange.span,
-                                      client_request_id=exchange.client_request_id)
+                                      client_request_id=exchange.client_request_id,
+                                      counts_tokens=exchange.kind in GENERATING)
     except NotGranted:
         raise model_not_found(chosen.model) from None
     except Exception as exc:
@@ -244,12 +248,14 @@ def tenant_cache_salt(tenant: str, given: str | None) -> str:
     return hashlib.sha256(f"{tenant}\0{given or ''}".encode()).hexdigest()
 
 
-def engine_body(body: dict[str, Any], span: Any, tenant: str) -> tuple[dict[str, Any],
-                                                                       StreamWants]:
+def engine_body(body: dict[str, Any], span: Any, tenant: str,
+                kind: str = "completion") -> tuple[dict[str, Any], StreamWants]:
     """The body the engine gets, and what the client asked of the stream's usage. The ledger
     needs the engine's exact counts, also of a stream cut short, so the engine is always
-    asked for the final usage event and for running counts in every event. Its prefix-cache
-    salt is the tenant's."""
+    asked for the final usage event and for running counts in every event. A generating
+    request's prefix-cache salt is the tenant's."""
+    if kind not in GENERATING:
+        return telemetry.with_trace_context(span, body), StreamWants(usage=True)
     body = {**body, "cache_salt": tenant_cache_salt(tenant, body.get("cache_salt"))}
     if body.get("stream") is not True:
         return telemetry.with_trace_context(span, body), StreamWants(usage=True)
@@ -368,7 +374,7 @@ class Gateway:
             await refuse_if_full(access, principal, chosen, exchange)
             with telemetry.step(span, "admission"):
                 admitted = await admit(access, principal, chosen, body, exchange)
-            body, wants = engine_body(body, span, principal.tenant)
+            body, wants = engine_body(body, span, principal.tenant, exchange.kind)
             call, head = await call_engine(access, chosen, admitted, body, exchange)
         except Refusal as refusal:
             refusal.response.headers.update(exchange.headers)

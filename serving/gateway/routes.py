@@ -1,14 +1,24 @@
-"""The OpenAI routes, each one call into the pipeline, and the model list."""
+"""The OpenAI routes (and vLLM's tokenizer routes), each one call into the pipeline, and the
+model list."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from serving.gateway.pipeline import Gateway, Refusal, authenticate, store_unavailable
+from serving.gateway.pipeline import (
+    ENDPOINT_NAME,
+    Gateway,
+    Refusal,
+    authenticate,
+    model_not_found,
+    store_unavailable,
+)
+from serving.tenancy import Principal
 
 
 def build_openai_router(gateway: Gateway) -> APIRouter:
@@ -23,27 +33,57 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     async def completions(request: Request) -> Response:
         return await gateway.handle(request, "completion")
 
+    # vLLM's own shapes (no OpenAI counterpart), as `vllm serve` answers them; `model` is
+    # required here, since it says which of the tenant's endpoints tokenizes.
+    @router.post("/tokenize")
+    async def tokenize(request: Request) -> Response:
+        return await gateway.handle(request, "tokenize")
+
+    @router.post("/detokenize")
+    async def detokenize(request: Request) -> Response:
+        return await gateway.handle(request, "detokenize")
+
+    async def model_card(name: str) -> dict[str, Any]:
+        entry = {"id": name, "object": "model", "created": started, "owned_by": "aifactory"}
+        try:
+            card = await gateway.endpoints[name].card()
+        except Exception:  # an engine away: the model is listed by its name alone
+            card = {}
+        entry.update(card)
+        # The endpoint's name is its identity to tenants; where its weights lie on the
+        # partition's disks is not theirs to know.
+        entry["root"] = name
+        return entry
+
+    async def visible_to(request: Request) -> tuple[Principal, set[str]]:
+        try:
+            principal = await authenticate(gateway.access, request)
+            return principal, await gateway.access.visible_endpoints(principal)
+        except Refusal:
+            raise
+        except Exception as exc:
+            raise store_unavailable(exc) from None
+
     @router.get("/v1/models")
     async def list_models(request: Request) -> Response:
         try:
-            principal = await authenticate(gateway.access, request)
-            visible = await gateway.access.visible_endpoints(principal)
+            _, visible = await visible_to(request)
         except Refusal as refusal:
             return refusal.response
-        except Exception as exc:
-            return store_unavailable(exc).response
-        endpoints = gateway.endpoints
-        names = [name for name in endpoints if name in visible]
-        cards = await asyncio.gather(*(endpoints[n].card() for n in names), return_exceptions=True)
-        data = []
-        for name, card in zip(names, cards):
-            entry = {"id": name, "object": "model", "created": started, "owned_by": "aifactory"}
-            if isinstance(card, dict):
-                entry.update(card)
-            # The endpoint's name is its identity to tenants; where its weights lie on the
-            # partition's disks is not theirs to know.
-            entry["root"] = name
-            data.append(entry)
-        return JSONResponse({"object": "list", "data": data})
+        names = [name for name in gateway.endpoints if name in visible]
+        return JSONResponse({"object": "list",
+                             "data": await asyncio.gather(*map(model_card, names))})
+
+    @router.get("/v1/models/{model:path}")
+    async def retrieve_model(model: str, request: Request) -> Response:
+        """One of the tenant's models; any other name answers as a missing one does."""
+        try:
+            _, visible = await visible_to(request)
+        except Refusal as refusal:
+            return refusal.response
+        if not ENDPOINT_NAME.fullmatch(model) or model not in visible \
+                or model not in gateway.endpoints:
+            return model_not_found(model).response
+        return JSONResponse(await model_card(model))
 
     return router

@@ -32,7 +32,8 @@ TIMEOUT_S = 60
 GOOD = {"prompt": "hello", "max_tokens": 3}
 
 
-OPERATIONS = [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/v1/models", "GET")]
+OPERATIONS = [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/v1/models", "GET"),
+              ("/v1/models/{model}", "GET"), ("/tokenize", "POST"), ("/detokenize", "POST")]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def gateway_schema(platform):
     """The published document, with `model` narrowed to the platform's endpoints: a random
     name would only ever reach the 404 branch, never an engine."""
     document = httpx.get(platform["url"] + "/openapi.json", timeout=120).json()
-    for request in ("ChatCompletionRequest", "CompletionRequest"):
+    for request in ("ChatCompletionRequest", "CompletionRequest", "TokenizeCompletionRequest",
+                    "TokenizeChatRequest", "DetokenizeRequest"):
         document["components"]["schemas"][request]["properties"]["model"] = {"enum": ENDPOINTS}
     return schemathesis.openapi.from_dict(document)
 

@@ -15,7 +15,8 @@ STAND_INS = {
                                             "max_tokens": {"type": "integer"}},
            **({"required": ["messages"]} if name.startswith("Chat") else {})}
     for name in ("ChatCompletionRequest", "CompletionRequest", "ChatCompletionResponse",
-                 "CompletionResponse")
+                 "CompletionResponse", "TokenizeCompletionRequest", "TokenizeChatRequest",
+                 "TokenizeResponse", "DetokenizeRequest", "DetokenizeResponse")
 }
 
 
@@ -38,5 +39,12 @@ def test_document_declares_bodies_responses_and_auth(monkeypatch):
     assert chat["security"] == [{"bearer": []}]
     assert document["paths"]["/v1/models"]["get"]["responses"]["200"]["content"][
         "application/json"]["schema"] == {"$ref": "#/components/schemas/ModelList"}
+    tokenize = document["paths"]["/tokenize"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]
+    assert tokenize == {"oneOf": [{"$ref": "#/components/schemas/TokenizeCompletionRequest"},
+                                  {"$ref": "#/components/schemas/TokenizeChatRequest"}]}
+    assert schemas["DetokenizeRequest"]["required"] == ["model"]
+    one = document["paths"]["/v1/models/{model}"]["get"]["responses"]
+    assert set(one) == {"200", "401", "403", "404", "503"}
     # The stand-ins were not changed in place: the document holds its own copies.
     assert "additionalProperties" not in STAND_INS["CompletionRequest"]
