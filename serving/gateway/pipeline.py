@@ -30,6 +30,7 @@ from observability.metrics import model_label
 from serving.gateway import telemetry
 from serving.gateway.access import Access, Admitted, NotGranted
 from serving.gateway.errors import error_response, from_engine_error
+from serving.gateway.openai_shape import shaped
 from serving.gateway.relay import relay, settle_reply
 from serving.gateway.shape import RequestLimits, bad_shape
 from serving.gateway.stream_usage import StreamWants, stream_wants
@@ -260,7 +261,7 @@ def engine_body(body: dict[str, Any], span: Any, tenant: str,
     if body.get("stream") is not True:
         return telemetry.with_trace_context(span, body), StreamWants(usage=True)
     options = body.get("stream_options") or {}  # an object, or absent (check_shape)
-    wants = stream_wants(options, body.get("n"))
+    wants = stream_wants(options, body.get("n"), body.get("return_token_ids"))
     body = {**body, "stream_options": {**options, "include_usage": True,
                                        "continuous_usage_stats": True}}
     return telemetry.with_trace_context(span, body), wants
@@ -308,6 +309,8 @@ async def respond(access: Access, chosen: Route, admitted: Admitted, call: Engin
     if not head.get("stream"):
         result = head["body"]
         await settle_reply(access, admitted, result)
+        if exchange.kind in GENERATING:
+            result = shaped(result)
         return JSONResponse(result, headers=exchange.headers)
     return StreamingResponse(
         relay(call, head.get("first"), access, admitted, wants, chosen.target.bound),

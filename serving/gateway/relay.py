@@ -16,6 +16,7 @@ from typing import Any
 from serving.gateway import telemetry
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import sse_error_event
+from serving.gateway.openai_shape import shaped_event
 from serving.gateway.stream_usage import RunningUsage, StreamWants
 from serving.targets import EngineCall, InFlightBound
 from serving.tenancy import ErrorClass, Outcome
@@ -94,7 +95,7 @@ async def relay(call: EngineCall, first: str | None, access: Access, admitted: A
             elif event.startswith('data: {"error"'):
                 outcome = Outcome.ERROR
             else:
-                event = running.take(event)
+                event = shaped_event(running.take(event), wants.token_ids)
                 events += 1
                 now = time.monotonic()
                 if admitted.first_token_at is None:

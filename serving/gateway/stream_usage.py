@@ -17,18 +17,20 @@ _DECODER = json.JSONDecoder()
 
 @dataclass(frozen=True)
 class StreamWants:
-    """What the client asked of a stream's usage: the final usage event (`include_usage`)
-    and the running counts in every event (`continuous_usage_stats`)."""
+    """What the client asked of a stream: the final usage event (`include_usage`), the
+    running counts in every event (`continuous_usage_stats`), token ids."""
 
     usage: bool = False
     running: bool = False
     choices_per_prompt: int = 1
+    token_ids: bool = False  # vLLM's `return_token_ids`
 
 
-def stream_wants(options: dict[str, Any], n: Any) -> StreamWants:
+def stream_wants(options: dict[str, Any], n: Any, token_ids: Any = None) -> StreamWants:
     return StreamWants(usage=options.get("include_usage") is True,
                        running=options.get("continuous_usage_stats") is True,
-                       choices_per_prompt=n if isinstance(n, int) and n > 0 else 1)
+                       choices_per_prompt=n if isinstance(n, int) and n > 0 else 1,
+                       token_ids=token_ids is True)
 
 
 @dataclass
