@@ -1,5 +1,6 @@
-"""`aifactory` admin commands: tenants, keys, endpoints, grants, quotas and usage through the
-admin API, and `admin bootstrap`, which makes the first admin key straight in the store."""
+"""`aifactory` admin commands: tenants, keys, endpoints, grants, quotas, usage and the audit
+log through the admin API, and `admin bootstrap`, which makes the first admin key straight in
+the store."""
 
 from __future__ import annotations
 
@@ -676,6 +677,12 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--until", metavar="WHEN", help="default: now")
     parser.add_argument("--html", metavar="FILE",
                         help="also write the report as a self-contained HTML file with charts")
+
+    # Imported here: that module builds on this one's client and helpers.
+    from deployments.admin_audit_cli import add_audit_arguments, audit
+
+    add_audit_arguments(command(subparsers, "audit", audit, "the audit log of admin actions: "
+                                                            "who changed what, when, from where"))
 
     admin = subparsers.add_parser("admin", help="platform administration")
     bootstrap = admin.add_subparsers(dest="action", required=True).add_parser(

@@ -9,6 +9,7 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Field,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -26,6 +27,7 @@ from serving.tenancy import (
     TenantStatus,
     UsageBucket,
 )
+from serving.tenancy.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditEntry, AuditPage, AuditQuery
 
 QUOTA_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests",
                 "tokens_per_month")
@@ -302,3 +304,59 @@ class UsageOut(BaseModel):
                    completion_tokens=sum(b.completion_tokens for b in buckets),
                    total_tokens=sum(b.total_tokens for b in buckets),
                    buckets=[UsageBucketOut.of(b) for b in buckets])
+
+
+# The audit log
+
+
+class TenantAuditQuery(StrictModel):
+    """A page of entries oldest first: those after `after_id` (the previous page's
+    `last_id`), at or after `since` and before `until`."""
+
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    after_id: int = Field(0, ge=0)
+    limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+
+    def query(self, tenant: str | None) -> AuditQuery:
+        return AuditQuery(self.since, self.until, tenant, self.after_id, self.limit)
+
+
+class AuditLogQuery(TenantAuditQuery):
+    """As a tenant's, and `tenant` keeps the entries about that tenant only."""
+
+    tenant: StrictStr | None = None
+
+
+class AuditEntryOut(BaseModel):
+    """Who did what, when, from where: `before` and `after` hold the target's changed fields
+    (null before a create and after a delete). Never a key or its hash."""
+
+    object: Literal["audit_entry"] = "audit_entry"
+    id: int
+    at: datetime
+    actor_tenant: str
+    actor_key_prefix: str
+    actor_scope: str
+    source_address: str | None
+    action: str
+    target: str
+    tenant: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryOut:
+        return cls(**vars(entry))
+
+
+class AuditList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditEntryOut]
+    has_more: bool
+    last_id: int | None  # the next page's after_id
+
+    @classmethod
+    def of(cls, page: AuditPage) -> AuditList:
+        return cls(data=[AuditEntryOut.of(e) for e in page.entries], has_more=page.has_more,
+                   last_id=page.entries[-1].id if page.entries else None)

@@ -1,4 +1,5 @@
-"""The admin API's routes: tenants, keys, endpoints and grants, quotas, usage. Admin keys only."""
+"""The admin API's routes: tenants, keys, endpoints and grants, quotas, usage, the audit log.
+Admin keys only; every write is recorded in the audit log as the calling key's."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations at run
 # time, and `Depends(require_admin)` names a local it could not find in a string.
@@ -8,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -17,6 +18,8 @@ from serving.admin import operations
 from serving.admin.bootstrap import ADMIN_TENANT
 from serving.admin.errors import AdminRoute
 from serving.admin.protocol import (
+    AuditList,
+    AuditLogQuery,
     CreatedKeyOut,
     EndpointCreate,
     EndpointDeleted,
@@ -38,7 +41,7 @@ from serving.admin.protocol import (
     UsageQuery,
     slo_settings,
 )
-from serving.tenancy import Forbidden, Invalid, KeyScope, Principal, Store, Unauthenticated
+from serving.tenancy import Forbidden, Invalid, KeyScope, Principal, Store, Unauthenticated, audit
 from serving.tenancy.store import utc_now
 
 _bearer = HTTPBearer(auto_error=False, description="An admin-scoped key: afk_...")
@@ -68,6 +71,27 @@ def admin_principal(store: Store) -> Callable[..., Awaitable[Principal]]:
     return require_admin
 
 
+def source_address(request: Request) -> str | None:
+    """The address the request came from, as the server gives it (request.client.host).
+    X-Forwarded-For is not read here: any client can send one. The server itself (uvicorn,
+    also under Ray Serve) takes it only from a peer it trusts as a proxy, FORWARDED_ALLOW_IPS,
+    by default loopback: so a local HAProxy's forwarded address counts, a remote client's
+    header does not."""
+    return None if request.client is None else request.client.host
+
+
+def acting_store(store: Store, principal: Callable[..., Awaitable[Principal]],
+                 ) -> Callable[..., Awaitable[Store]]:
+    """A dependency giving the store as the caller's: each write it makes is recorded in the
+    audit log with the caller's key and address."""
+
+    async def acting(request: Request,
+                     caller: Annotated[Principal, Depends(principal)]) -> Store:
+        return store.acting_as(audit.Actor.of(caller, source_address(request)))
+
+    return acting
+
+
 class EndpointDeployer(Protocol):
     """The platform's side of endpoints created with a `deployment` (in deployments/)."""
 
@@ -89,13 +113,15 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
     router = APIRouter(route_class=AdminRoute, dependencies=[Depends(require_admin)],
                        tags=["admin"])
     run = asyncio.to_thread
+    # The store for writes: as the caller's, so each write is recorded in the audit log.
+    Acting = Annotated[Store, Depends(acting_store(store, require_admin))]
 
     # Tenants
 
     @router.post("/tenants", status_code=201)
-    async def create_tenant(body: TenantCreate) -> TenantOut:
+    async def create_tenant(body: TenantCreate, acting: Acting) -> TenantOut:
         slo = None if body.slo is None else slo_settings(body.slo.changes())
-        return TenantOut.of(await run(store.create_tenant, body.name, priority=body.priority,
+        return TenantOut.of(await run(acting.create_tenant, body.name, priority=body.priority,
                                       slo=slo))
 
     @router.get("/tenants")
@@ -107,9 +133,9 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
         return TenantOut.of(await run(store.get_tenant, name))
 
     @router.patch("/tenants/{name}")
-    async def update_tenant(name: str, body: TenantUpdate,
+    async def update_tenant(name: str, body: TenantUpdate, acting: Acting,
                             caller: Annotated[Principal, Depends(require_admin)]) -> TenantOut:
-        return TenantOut.of(await run(operations.update_tenant, store, name,
+        return TenantOut.of(await run(operations.update_tenant, acting, name,
                                       priority=body.priority, status=body.status,
                                       caller_tenant=caller.tenant,
                                       slo_changes=None if body.slo is None
@@ -118,8 +144,8 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
     # API keys
 
     @router.post("/tenants/{name}/keys", status_code=201)
-    async def create_key(name: str, body: KeyCreate) -> CreatedKeyOut:
-        created = await run(store.create_key, name, scope=body.scope, expires_at=body.expires_at)
+    async def create_key(name: str, body: KeyCreate, acting: Acting) -> CreatedKeyOut:
+        created = await run(acting.create_key, name, scope=body.scope, expires_at=body.expires_at)
         return CreatedKeyOut.of_created(created, clock())
 
     @router.get("/tenants/{name}/keys")
@@ -128,25 +154,25 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
         return KeyList(data=[KeyOut.of(key, now) for key in await run(store.list_keys, name)])
 
     @router.delete("/keys/{key_id}")
-    async def revoke_key(key_id: int) -> KeyOut:
-        return KeyOut.of(await run(operations.revoke_key, store, key_id), clock())
+    async def revoke_key(key_id: int, acting: Acting) -> KeyOut:
+        return KeyOut.of(await run(operations.revoke_key, acting, key_id), clock())
 
     # Endpoints and grants
 
     @router.post("/endpoints", status_code=201)
-    async def create_endpoint(body: EndpointCreate) -> EndpointOut:
+    async def create_endpoint(body: EndpointCreate, acting: Acting) -> EndpointOut:
         if body.deployment is None:
-            return EndpointOut.of(await run(store.create_endpoint, body.name, owner=body.owner))
+            return EndpointOut.of(await run(acting.create_endpoint, body.name, owner=body.owner))
         if deployer is None:
             raise Invalid("deployment", "this platform does not deploy endpoints through the "
                                         "admin API; declare it in the platform config")
         deployment = await deployer.check(body.name, body.deployment)
-        endpoint = await run(store.create_endpoint, body.name, owner=body.owner,
+        endpoint = await run(acting.create_endpoint, body.name, owner=body.owner,
                              deployment=deployment)
         try:
             await deployer.deploy(endpoint.name, deployment)
-        except BaseException:
-            await run(store.delete_endpoint, endpoint.name)
+        except BaseException:  # undone, and the log says so: created, then deleted
+            await run(acting.delete_endpoint, endpoint.name)
             raise
         return EndpointOut.of(endpoint)
 
@@ -159,42 +185,44 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
         return EndpointOut.of(await run(store.get_endpoint, name))
 
     @router.delete("/endpoints/{name}")
-    async def delete_endpoint(name: str) -> EndpointDeleted:
+    async def delete_endpoint(name: str, acting: Acting) -> EndpointDeleted:
         endpoint = await run(store.get_endpoint, name)
         # Gone from the store first: new requests answer 404 from here on.
-        await run(store.delete_endpoint, name)
+        await run(acting.delete_endpoint, name)
         if endpoint.deployment is not None and deployer is not None:
             await deployer.remove(name)
         return EndpointDeleted(name=name)
 
     @router.put("/endpoints/{name}/grants/{tenant}")
-    async def grant(name: str, tenant: str) -> EndpointOut:
-        return EndpointOut.of(await run(store.grant, name, tenant))
+    async def grant(name: str, tenant: str, acting: Acting) -> EndpointOut:
+        return EndpointOut.of(await run(acting.grant, name, tenant))
 
     @router.delete("/endpoints/{name}/grants/{tenant}")
-    async def revoke_grant(name: str, tenant: str) -> EndpointOut:
-        return EndpointOut.of(await run(store.revoke_grant, name, tenant))
+    async def revoke_grant(name: str, tenant: str, acting: Acting) -> EndpointOut:
+        return EndpointOut.of(await run(acting.revoke_grant, name, tenant))
 
     # Quotas: the tenant-wide one, and one per endpoint the tenant may use
 
-    async def set_quota(tenant: str, endpoint: str | None, body: QuotaUpdate) -> QuotaOut:
-        return QuotaOut.of(await run(operations.update_quota, store, tenant, endpoint,
+    async def set_quota(acting: Store, tenant: str, endpoint: str | None,
+                        body: QuotaUpdate) -> QuotaOut:
+        return QuotaOut.of(await run(operations.update_quota, acting, tenant, endpoint,
                                      body.changes()))
 
     async def get_quota(tenant: str, endpoint: str | None) -> QuotaOut:
         return QuotaOut.of(await run(store.get_quota, tenant, endpoint))
 
-    async def clear_quota(tenant: str, endpoint: str | None) -> QuotaDeleted:
-        await run(store.clear_quota, tenant, endpoint)
+    async def clear_quota(acting: Store, tenant: str, endpoint: str | None) -> QuotaDeleted:
+        await run(acting.clear_quota, tenant, endpoint)
         return QuotaDeleted(tenant=tenant, endpoint=endpoint)
 
     @router.put("/tenants/{name}/quota")
-    async def set_tenant_quota(name: str, body: QuotaUpdate) -> QuotaOut:
-        return await set_quota(name, None, body)
+    async def set_tenant_quota(name: str, body: QuotaUpdate, acting: Acting) -> QuotaOut:
+        return await set_quota(acting, name, None, body)
 
     @router.put("/tenants/{name}/endpoints/{endpoint}/quota")
-    async def set_endpoint_quota(name: str, endpoint: str, body: QuotaUpdate) -> QuotaOut:
-        return await set_quota(name, endpoint, body)
+    async def set_endpoint_quota(name: str, endpoint: str, body: QuotaUpdate,
+                                 acting: Acting) -> QuotaOut:
+        return await set_quota(acting, name, endpoint, body)
 
     @router.get("/tenants/{name}/quota")
     async def get_tenant_quota(name: str) -> QuotaOut:
@@ -205,12 +233,12 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
         return await get_quota(name, endpoint)
 
     @router.delete("/tenants/{name}/quota")
-    async def clear_tenant_quota(name: str) -> QuotaDeleted:
-        return await clear_quota(name, None)
+    async def clear_tenant_quota(name: str, acting: Acting) -> QuotaDeleted:
+        return await clear_quota(acting, name, None)
 
     @router.delete("/tenants/{name}/endpoints/{endpoint}/quota")
-    async def clear_endpoint_quota(name: str, endpoint: str) -> QuotaDeleted:
-        return await clear_quota(name, endpoint)
+    async def clear_endpoint_quota(name: str, endpoint: str, acting: Acting) -> QuotaDeleted:
+        return await clear_quota(acting, name, endpoint)
 
     # Usage
 
@@ -231,5 +259,11 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
         text = await run(operations.usage_csv, store, since, until, query.tenant)
         return Response(text, media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": 'attachment; filename="usage.csv"'})
+
+    # The audit log
+
+    @router.get("/audit")
+    async def audit_log(query: Annotated[AuditLogQuery, Query()]) -> AuditList:
+        return AuditList.of(await run(audit.read, store.engine, query.query(query.tenant)))
 
     return router

@@ -1,5 +1,6 @@
 """Tenant self-service over HTTP: a tenant's own endpoints, quota and usage, read with any of
-its own keys. Mounted at /tenant/v1; it never shows another tenant's data."""
+its own keys, and the audit log's entries about it, read with its admin-scoped keys. Mounted
+at /tenant/v1; it never shows another tenant's data."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 
@@ -15,8 +16,15 @@ from pydantic import BaseModel
 from observability.sla import SlaReport
 from serving.admin import operations
 from serving.admin.errors import AdminRoute
-from serving.admin.protocol import QuotaOut, SlaQuery, UsageOut, UsageQuery
-from serving.tenancy import Principal, Store, Unauthenticated
+from serving.admin.protocol import (
+    AuditList,
+    QuotaOut,
+    SlaQuery,
+    TenantAuditQuery,
+    UsageOut,
+    UsageQuery,
+)
+from serving.tenancy import Forbidden, KeyScope, Principal, Store, Unauthenticated, audit
 from serving.tenancy.store import utc_now
 
 _bearer = HTTPBearer(auto_error=False, description="Any key of the tenant: afk_...")
@@ -88,5 +96,15 @@ def build_tenant_router(store: Store, *,
         since, until = operations.window(query.since, query.until, clock())
         return await asyncio.to_thread(operations.sla_report, store, caller.tenant, since,
                                        until)
+
+    @router.get("/audit")
+    async def my_audit(caller: Caller, query: Annotated[TenantAuditQuery, Query()]) -> AuditList:
+        """The audit log's entries about this tenant, for its admin-scoped keys."""
+        if caller.scope != KeyScope.ADMIN:
+            raise Forbidden(f"key {caller.key_prefix}... is {caller.scope}-scoped; the audit "
+                            "log needs one of your tenant's admin-scoped keys")
+        page = await asyncio.to_thread(audit.read, store.engine, query.query(caller.tenant))
+        return AuditList.of(audit.AuditPage([e.seen_by(caller.tenant) for e in page.entries],
+                                            page.has_more))
 
     return router

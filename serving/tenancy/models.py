@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -182,3 +183,28 @@ class UsageRow(Base):
     client_request_id: Mapped[str | None] = mapped_column(String(128))
     http_status: Mapped[int | None] = mapped_column(SmallInteger)
     error_class: Mapped[str | None] = mapped_column(String(16))
+
+
+class AuditRow(Base):
+    """The audit log of admin actions (serving/tenancy/audit.py writes and reads it). Rows are
+    only ever appended: migration 0006 adds triggers that refuse UPDATE and DELETE. Tenants
+    and targets are kept by name, not by foreign key: like the ledger, it is history."""
+
+    __tablename__ = "admin_audit"
+    __table_args__ = (
+        Index("ix_admin_audit_tenant_id", "tenant", "id"),
+        Index("ix_admin_audit_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor_tenant: Mapped[str] = mapped_column(String(63))
+    actor_key_prefix: Mapped[str] = mapped_column(String(16))
+    actor_scope: Mapped[str] = mapped_column(String(16))
+    source_address: Mapped[str | None] = mapped_column(String(64))  # IPv6 needs up to 45
+    action: Mapped[str] = mapped_column(String(32))  # e.g. "quota.set"
+    target: Mapped[str] = mapped_column(String(255))  # e.g. "tenant/acme/quota"
+    tenant: Mapped[str | None] = mapped_column(String(63))  # the tenant the change is about
+    # None as SQL NULL, not JSON null: "no state" (before a create, after a delete).
+    before: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
+    after: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hmac
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -13,7 +14,7 @@ from sqlalchemy import Select, make_url, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from serving.tenancy import keys, ledger
+from serving.tenancy import audit, keys, ledger
 from serving.tenancy import validation as check
 from serving.tenancy.admission import Limits
 from serving.tenancy.database import make_engine
@@ -54,15 +55,25 @@ class Store:
         self.engine = make_engine(database_url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._clock = clock
+        self._actor: audit.Actor | None = None
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def acting_as(self, actor: audit.Actor) -> Store:
+        """This store with each of its writes recorded in the audit log as `actor`'s, in the
+        write's own transaction. A view sharing the engine: close the store, not the view."""
+        view = copy.copy(self)
+        view._actor = actor
+        return view
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
         """One transaction; uniqueness races that slipped past the checks become Conflict."""
         try:
             with self._sessions() as session, session.begin():
+                if self._actor is not None:
+                    audit.record_writes(session, self._actor, self._now())
                 yield session
         except IntegrityError as exc:
             raise Conflict(f"the write conflicts with existing data: {exc.orig}") from exc

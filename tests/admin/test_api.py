@@ -296,7 +296,7 @@ def _every_route() -> list[tuple[str, str, dict | None]]:
         ("GET", "/tenants/acme/endpoints/llama/quota", None),
         ("DELETE", "/tenants/acme/endpoints/llama/quota", None),
         ("GET", "/tenants/acme/usage", None), ("GET", "/usage.csv", None),
-        ("GET", "/tenants/acme/sla", None),
+        ("GET", "/tenants/acme/sla", None), ("GET", "/audit", None),
     ]
 
 

@@ -350,6 +350,10 @@ def test_the_current_trace_context_is_sent_as_traceparent(kind, waits) -> None:
     (lambda c: c.admin.endpoints.grant("shared", "acme"),
      "PUT", "/admin/v1/endpoints/shared/grants/acme", None),
     (lambda c: c.tenant.endpoints(), "GET", "/tenant/v1/endpoints", None),
+    # the audit log: only the filters given are sent
+    (lambda c: c.admin.audit(tenant="acme", limit=5), "GET",
+     "/admin/v1/audit?limit=5&tenant=acme", None),
+    (lambda c: c.tenant.audit(after_id=7), "GET", "/tenant/v1/audit?after_id=7", None),
 ])
 def test_calls_go_where_the_platform_routes_them(waits, call, method, path, body) -> None:
     platform = Platform(httpx.Response(500, json={"error": {"message": "stop here"}}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -13,7 +14,8 @@ from serving.tenancy import Store, database_url_from_env, default_database_url, 
 from serving.tenancy.migrate import MIGRATIONS, VERSION_TABLE, alembic_config
 from serving.tenancy.models import Base
 
-TABLES = {"tenants", "api_keys", "endpoints", "endpoint_grants", "quotas", "usage_records"}
+TABLES = {"tenants", "api_keys", "endpoints", "endpoint_grants", "quotas", "usage_records",
+          "admin_audit"}
 
 
 def revision(engine: sa.Engine) -> str | None:
@@ -28,7 +30,7 @@ def test_upgrade_creates_the_tables_on_an_empty_database(empty_database_url: str
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
     head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
-    assert revision(engine) == head == "0005"
+    assert revision(engine) == head == "0006"
     engine.dispose()
 
 
@@ -41,7 +43,7 @@ def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     tables = set(sa.inspect(engine).get_table_names())
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == tables
-    assert revision(engine) == "0005"
+    assert revision(engine) == "0006"
     engine.dispose()
     reopened = Store(empty_database_url)
     assert [t.name for t in reopened.list_tenants()] == ["acme"]
@@ -134,4 +136,28 @@ def test_a_ledger_of_0004_upgrades_with_the_class_its_outcomes_imply(
     assert [tuple(r) for r in rows] == [("ok", 200, None), ("error", None, "unknown"),
                                         ("rejected", 429, "rate_limited"),
                                         ("client_cancelled", None, "cancelled")]
+    engine.dispose()
+
+
+def test_0006_adds_an_append_only_audit_log_and_takes_it_back(empty_database_url: str) -> None:
+    """0006: the audit log, its triggers refusing UPDATE and DELETE; downgraded, nothing of it
+    is left (so upgrading again works: on PostgreSQL its trigger function went too)."""
+    from alembic import command
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0005")
+    upgrade(empty_database_url)
+    engine = sa.create_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO admin_audit (at, actor_tenant, actor_key_prefix, actor_scope, action,"
+            " target) VALUES ('2026-12-03 10:00:00', 'admin', 'afk_x', 'admin', 'tenant.create',"
+            " 'tenant/acme')"))
+    for statement in ("UPDATE admin_audit SET target = 'tenant/other'", "DELETE FROM admin_audit"):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    command.downgrade(config, "0005")
+    assert "admin_audit" not in sa.inspect(engine).get_table_names()
+    upgrade(empty_database_url)
+    assert revision(engine) == "0006"
     engine.dispose()

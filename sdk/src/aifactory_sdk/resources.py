@@ -13,6 +13,7 @@ from aifactory_sdk._core import NOT_GIVEN, Call, NotGiven
 from aifactory_sdk.types import (
     ApiKey,
     ApiKeyList,
+    AuditList,
     ChatCompletion,
     ChatCompletionChunk,
     Completion,
@@ -94,6 +95,11 @@ class Models(Resource):
         return self._send(Call("GET", "/v1/models", ModelList))
 
 
+def _audit_page(since: Moment, until: Moment, after_id: int | None,
+                limit: int | None) -> dict[str, Any]:
+    return {"since": since, "until": until, "after_id": after_id, "limit": limit}
+
+
 # Tenant self-service: what the key's own tenant has and used
 
 
@@ -122,6 +128,13 @@ class TenantSelfService(Resource):
         day before it)."""
         return self._send(Call("GET", "/tenant/v1/sla", SlaReport,
                                params={"since": since, "until": until}))
+
+    def audit(self, *, since: Moment = None, until: Moment = None, after_id: int | None = None,
+              limit: int | None = None) -> Any:
+        """`AuditList`: the admin actions about this tenant, oldest first (an admin-scoped
+        key); the platform's operators appear by tenant and scope only."""
+        return self._send(Call("GET", "/tenant/v1/audit", AuditList,
+                               params=_audit_page(since, until, after_id, limit)))
 
 
 # Administration (an admin-scoped key)
@@ -253,3 +266,10 @@ class Admin(Resource):
         """The ledger's records in the window as CSV text (all tenants, or one)."""
         return self._send(Call("GET", "/admin/v1/usage.csv", str,
                                params={"since": since, "until": until, "tenant": tenant}))
+
+    def audit(self, *, since: Moment = None, until: Moment = None, tenant: str | None = None,
+              after_id: int | None = None, limit: int | None = None) -> Any:
+        """`AuditList`: a page of the audit log of admin actions, oldest first (at most
+        `limit`, 100 by default and 1000 at most), optionally only those about `tenant`."""
+        return self._send(Call("GET", "/admin/v1/audit", AuditList, params={
+            **_audit_page(since, until, after_id, limit), "tenant": tenant}))

@@ -325,6 +325,38 @@ class SlaReport(Result):
     definitions: dict[str, str] = {}
 
 
+# The audit log
+
+
+class AuditEntry(BaseModel):
+    """One admin action: who (`actor_*`, `source_address`), what (`action` on `target`, about
+    `tenant`, the changed fields `before` and `after`; None before a create and after a
+    delete), when (`at`)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    at: datetime
+    actor_tenant: str
+    actor_key_prefix: str
+    actor_scope: str
+    source_address: str | None = None
+    action: str
+    target: str
+    tenant: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+class AuditList(Result):
+    """A page of entries, oldest first; with `has_more`, pass `last_id` as the next
+    `after_id`."""
+
+    object: Literal["list"] = "list"
+    data: list[AuditEntry]
+    has_more: bool
+    last_id: int | None = None
+
+
 def stamped(result: Any, request_id: str | None, rate_limit: RateLimit) -> Any:
     """The result with the response's request id and rate-limit state attached."""
     if isinstance(result, Result):

@@ -1,0 +1,104 @@
+"""`aifactory audit`: the audit log of admin actions through the admin API, as a table for
+people or exported to stdout as JSON lines or CSV (every page of it, oldest first)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from deployments.admin_cli import AdminClient, _iso, _show, _when, parse_moment, print_table
+
+PAGE_SIZE = 1000  # the API's largest page
+TABLE_LIMIT = 100  # what a table shows unless --limit says otherwise; exports take everything
+CSV_COLUMNS = ("id", "at", "actor_tenant", "actor_key_prefix", "actor_scope", "source_address",
+               "action", "target", "tenant", "before", "after")
+
+
+def fetch(client: AdminClient, filters: dict[str, Any],
+          limit: int | None) -> tuple[list[dict], bool]:
+    """Entries oldest first, page after page, at most `limit` (None: all); and whether more
+    match than were fetched."""
+    entries: list[dict] = []
+    after_id = 0
+    while True:
+        want = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(entries))
+        page = client.call("GET", "audit", params={**filters, "after_id": after_id,
+                                                   "limit": want})
+        entries += page["data"]
+        if not page["has_more"] or (limit is not None and len(entries) >= limit):
+            return entries, page["has_more"]
+        after_id = page["last_id"]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _change(entry: dict) -> str:
+    """E.g. '{"status":"active"} -> {"status":"suspended"}'; "-" for no state."""
+    before, after = entry["before"], entry["after"]
+    return f"{'-' if before is None else _json(before)} -> {'-' if after is None else _json(after)}"
+
+
+AUDIT_COLUMNS: list[tuple[str, Callable[[dict], object]]] = [
+    ("ID", lambda e: e["id"]), ("AT", lambda e: _when(e["at"])),
+    ("ACTOR", lambda e: f"{e['actor_tenant']}/{e['actor_key_prefix'] or '?'} "
+                        f"({e['actor_scope']})"),
+    ("FROM", lambda e: e["source_address"]), ("ACTION", lambda e: e["action"]),
+    ("TARGET", lambda e: e["target"]), ("CHANGE", _change)]
+
+
+def write_csv(entries: list[dict]) -> None:
+    """before and after as compact JSON text; an empty cell is no value (null)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for entry in entries:
+        writer.writerow(["" if entry[c] is None else _json(entry[c]) if c in ("before", "after")
+                         else entry[c] for c in CSV_COLUMNS])
+
+
+def audit(client: AdminClient, args: argparse.Namespace) -> None:
+    now = datetime.now(UTC)
+    filters = {"since": None if args.since is None else _iso(parse_moment(args.since, now)),
+               "until": None if args.until is None else _iso(parse_moment(args.until, now)),
+               "tenant": args.tenant}
+    limit = args.limit if args.limit is not None or args.format != "table" else TABLE_LIMIT
+    entries, more = fetch(client, filters, limit)
+    if args.format == "jsonl":
+        for entry in entries:
+            print(_json(entry))
+    elif args.format == "csv":
+        write_csv(entries)
+    else:
+        _show(args, {"object": "list", "data": entries, "has_more": more},
+              lambda out: print_table(AUDIT_COLUMNS, out["data"]))
+        if more and not args.json:
+            print(f"(the first {len(entries)}; more match: raise --limit or narrow --since)",
+                  file=sys.stderr)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", metavar="WHEN", help="e.g. 24h, 7d or an ISO 8601 time "
+                                                        "(default: the beginning)")
+    parser.add_argument("--until", metavar="WHEN", help="default: now")
+    parser.add_argument("--tenant", help="only the entries about this tenant")
+    parser.add_argument("--limit", type=_positive, metavar="N",
+                        help=f"at most N entries (default: {TABLE_LIMIT} in a table, all when "
+                             "exporting)")
+    parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table",
+                        help="jsonl or csv export every matching entry to stdout")
