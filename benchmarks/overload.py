@@ -86,6 +86,10 @@ def main() -> None:
     server = config.setdefault("server", {})
     server["port"] = _free_port()
     url = f"http://{server.get('host', '127.0.0.1')}:{server['port']}"
+    # Completion endpoints only: an embedding endpoint (vLLM's pooling runner) takes none.
+    config["endpoints"] = [e for e in config["endpoints"]
+                           if e.get("engine", {}).get("extra_args", {}).get("runner")
+                           != "pooling"]
     bounds = {e["name"]: e.get("max_ongoing_requests", 256) for e in config["endpoints"]}
     owners = {e["name"]: e.get("owner") for e in config["endpoints"]}
     home = tempfile.mkdtemp(prefix="aifactory-overload-")

@@ -251,7 +251,8 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         link_secret=link_secret)
     settings = GatewaySettings(link_secret, RequestLimits(
         max_prompts=config.server.max_prompts_per_request,
-        max_json_depth=config.server.max_json_depth))
+        max_json_depth=config.server.max_json_depth,
+        response_retention_s=config.server.response_retention_days * 86400))
     return gateway.bind(engines, tenancy, settings, colocated, autoscaling, autoscaler,
                         deployer,
                         {e.name: (e.max_in_flight, e.slots) for e in config.endpoints

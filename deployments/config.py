@@ -64,6 +64,8 @@ class ServerConfig(_Strict):
     # completion request, and nesting of its JSON.
     max_prompts_per_request: Annotated[int, Field(ge=1, le=100_000)] = 2048
     max_json_depth: Annotated[int, Field(ge=8, le=1000)] = 64
+    # Stored Responses API responses (`store: true`) are kept this long, then gone.
+    response_retention_days: Annotated[float, Field(gt=0, le=3650)] = 30
 
     _custom_resources = field_validator("resources")(_custom_only)
 
@@ -345,8 +347,21 @@ def load_config(path: str | os.PathLike) -> PlatformConfig:
     return parse_config(data, str(p))
 
 
+# The demo model run as an embedding model: vLLM's `--convert embed` puts a pooling head
+# (the last token's hidden state, normalised) on the decoder, so the embedded default needs
+# no second checkpoint and no download. Real deployments use a trained embedding model.
+DEMO_EMBED_ENGINE = {
+    "max_model_len": 512,
+    "dtype": "bfloat16",
+    "kv_cache_memory_bytes": 64 * 1024**2,
+    "enforce_eager": True,
+    "extra_args": {"runner": "pooling", "convert": "embed"},
+}
+
+
 def default_config(port: int | None = None) -> PlatformConfig:
-    """The embedded default: the demo model as one CPU endpoint named `demo`."""
+    """The embedded default: the demo model as one CPU endpoint named `demo` (colocated with
+    the gateway), and as an embedding model, `demo-embed` (an engine deployment)."""
     cfg = parse_config(
         {
             "partition": {"accelerator": "cpu", "count": 8},
@@ -362,7 +377,13 @@ def default_config(port: int | None = None) -> PlatformConfig:
                         "dtype": "bfloat16",
                         "kv_cache_memory_bytes": 256 * 1024**2,
                     },
-                }
+                },
+                {
+                    "name": "demo-embed",
+                    "owner": DEFAULT_TENANT,
+                    "model": DEMO_MODEL,
+                    "engine": DEMO_EMBED_ENGINE,
+                },
             ],
         },
         "the embedded default config",

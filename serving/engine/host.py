@@ -27,6 +27,15 @@ CHAT = "chat"
 COMPLETION = "completion"
 TOKENIZE = "tokenize"
 DETOKENIZE = "detokenize"
+EMBEDDING = "embedding"
+RESPONSES = "responses"
+# The serving object each kind needs, as vLLM's app state names it: a pooling model has no
+# chat or completion serving, a generating one no embedding serving.
+SERVING = {CHAT: "openai_serving_chat", COMPLETION: "openai_serving_completion",
+           TOKENIZE: "serving_tokenization", DETOKENIZE: "serving_tokenization",
+           EMBEDDING: "serving_embedding", RESPONSES: "openai_serving_responses"}
+WHAT = {CHAT: "chat completions", COMPLETION: "completions", EMBEDDING: "embeddings",
+        TOKENIZE: "tokenization", DETOKENIZE: "tokenization", RESPONSES: "responses"}
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,17 @@ def _known_fields(protocol: type) -> frozenset[str]:
     return frozenset(names)
 
 
+async def _response_events(events) -> AsyncIterator[str]:
+    """vLLM's Responses stream events as SSE, as its own route writes them. Closed early
+    (the client left), it closes vLLM's generator, which aborts the engine request."""
+    try:
+        async for event in events:
+            kind = getattr(event, "type", "unknown")
+            yield f"event: {kind}\ndata: {event.model_dump_json(indent=None, by_alias=True)}\n\n"
+    finally:
+        await events.aclose()
+
+
 class EngineHost:
     """One AsyncLLM plus the vLLM OpenAI serving objects built on it."""
 
@@ -140,7 +160,8 @@ class EngineHost:
 
     async def handle(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> EngineReply:
         """Answer one request body (already JSON-decoded) of a kind: chat, completion,
-        tokenize, detokenize; under the request's engine span when tracing is on."""
+        embedding, tokenize, detokenize; under the request's engine span when tracing is
+        on."""
         body, trace_carrier = telemetry.take_trace_context(body)
         span = telemetry.start_engine_span(trace_carrier, kind, self.served_name, request_id)
         reply = await self._handle(kind, body, request_id)
@@ -157,6 +178,10 @@ class EngineHost:
         prompt or chat messages)."""
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest
+        from vllm.entrypoints.pooling.embed.protocol import (
+            EmbeddingChatRequest,
+            EmbeddingCompletionRequest,
+        )
         from vllm.entrypoints.serve.tokenize.protocol import (
             DetokenizeRequest,
             TokenizeChatRequest,
@@ -165,19 +190,33 @@ class EngineHost:
 
         if kind == TOKENIZE:
             return TokenizeChatRequest if "messages" in body else TokenizeCompletionRequest
+        if kind == EMBEDDING:
+            return EmbeddingChatRequest if "messages" in body else EmbeddingCompletionRequest
+        if kind == RESPONSES:
+            from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+
+            return ResponsesRequest
         return {CHAT: ChatCompletionRequest, COMPLETION: CompletionRequest,
                 DETOKENIZE: DetokenizeRequest}.get(kind)
 
-    async def _serve(self, kind: str, request):
-        """vLLM's serving object for the kind, as `vllm serve`'s routes call it."""
-        state = self._state
+    async def _serve(self, kind: str, serving, request):
+        """`serving` (vLLM's object for the kind) called as `vllm serve`'s routes call it."""
         if kind == CHAT:
-            return await state.openai_serving_chat.create_chat_completion(request, None)
+            return await serving.create_chat_completion(request, None)
         if kind == COMPLETION:
-            return await state.openai_serving_completion.create_completion(request, None)
+            return await serving.create_completion(request, None)
         if kind == TOKENIZE:
-            return await state.serving_tokenization.create_tokenize(request, None)
-        return await state.serving_tokenization.create_detokenize(request, None)
+            return await serving.create_tokenize(request, None)
+        if kind == DETOKENIZE:
+            return await serving.create_detokenize(request, None)
+        if kind == RESPONSES:
+            result = await serving.create_responses(request, None)
+            if hasattr(result, "model_dump") or not hasattr(result, "__aiter__"):
+                return result
+            return EngineReply(status=HTTPStatus.OK, stream=_response_events(result))
+        # The pooling servings answer with a finished HTTP response.
+        response = await serving(request, None)
+        return EngineReply(status=response.status_code, body=json.loads(response.body))
 
     async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None) -> EngineReply:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
@@ -189,6 +228,11 @@ class EngineHost:
         protocol = self._protocol(kind, body)
         if protocol is None:
             return _error(HTTPStatus.NOT_FOUND, f"unknown route {kind!r}", "NotFoundError")
+        serving = getattr(self._state, SERVING[kind], None)
+        if serving is None:
+            return _error(HTTPStatus.BAD_REQUEST,
+                          f"model `{self.served_name}` does not serve {WHAT[kind]}",
+                          "BadRequestError", "model")
         try:
             # Strict JSON types, as OpenAI checks them: "stream": "yes" is an error, not True.
             request = protocol.model_validate_json(json.dumps(body), strict=True)
@@ -206,16 +250,21 @@ class EngineHost:
                 unknown[0],
             )
         if request_id and hasattr(request, "request_id"):
-            request.request_id = request_id
+            # A response's id is its request's (OpenAI's ids start "resp_").
+            request.request_id = f"resp_{request_id}" if kind == RESPONSES else request_id
         try:
-            result = await self._serve(kind, request)
+            result = await self._serve(kind, serving, request)
         except Exception as exc:  # vLLM's own mapping of its errors to statuses
             result = create_error_response(exc)
 
+        if isinstance(result, EngineReply):
+            return result
         if isinstance(result, ErrorResponse):
             return self._error_from(result)
         if hasattr(result, "model_dump"):
-            return EngineReply(status=HTTPStatus.OK, body=result.model_dump(mode="json"))
+            # by_alias: the Responses objects' wire names (as vLLM's own route writes them).
+            return EngineReply(status=HTTPStatus.OK,
+                               body=result.model_dump(mode="json", by_alias=kind == RESPONSES))
         return EngineReply(status=HTTPStatus.OK, stream=result)
 
     @staticmethod

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from serving.gateway import telemetry
-from serving.gateway.claim import estimate_prompt_tokens, requested_max_tokens
+from serving.gateway.claim import Claims, claimed_tokens
 from serving.gateway.ledger_writer import LedgerSpool, LedgerWriter
 from serving.gateway.refusal_records import RefusalRecords
 from serving.tenancy import (
@@ -237,14 +237,13 @@ class Access:
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
                     body: dict[str, Any], context_len: int, model: str = "unknown",
                     span: Any = None, client_request_id: str | None = None,
-                    counts_tokens: bool = True) -> Admitted:
+                    claims: Claims = Claims.GENERATION) -> Admitted:
         """`model` is the endpoint's model label for metrics; `span` the request's span;
-        `client_request_id` the client's own id of the request, for its ledger record. A
-        request that does not `count_tokens` (tokenizing) counts as a request only."""
+        `client_request_id` the client's own id of the request, for its ledger record;
+        `claims` what its kind claims from the token quotas."""
         now = self._clock()
-        prompt = estimate_prompt_tokens(body) if counts_tokens else 0
-        claim = AdmissionRequest(prompt, requested_max_tokens(body, context_len)
-                                 if counts_tokens else 0)
+        prompt, max_tokens = claimed_tokens(claims, body, context_len)
+        claim = AdmissionRequest(prompt, max_tokens)
         grant = await self._grant(principal.tenant, endpoint)
         if grant is None:  # revoked since routing: refused, never admitted without limits
             raise NotGranted(endpoint)

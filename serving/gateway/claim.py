@@ -9,6 +9,7 @@ request claim what 1,000 requests would."""
 from __future__ import annotations
 
 import math
+from enum import Enum
 from typing import Any
 
 # A prompt's tokens are estimated before the engine tokenizes it (about 4 bytes per token for
@@ -32,12 +33,18 @@ def _size(value: Any) -> int:
     return 0
 
 
+def prompt_field(body: dict[str, Any]) -> str:
+    """Where a body's prompts are: `prompt` (completions, tokenize), `input` (embeddings)."""
+    return "input" if "prompt" not in body and "input" in body else "prompt"
+
+
 def prompts_of(body: dict[str, Any]) -> list[Any]:
-    """The separate prompts a completion body asks for: a string or one list of token ids is
-    one prompt; a list of strings or of token-id lists is one prompt each. A chat is one."""
+    """The separate prompts a completion (or embedding) body asks for: a string or one list
+    of token ids is one prompt; a list of strings or of token-id lists is one prompt each. A
+    chat is one."""
     if "messages" in body:
         return [body["messages"]]
-    prompt = body.get("prompt", "")
+    prompt = body.get(prompt_field(body), "")
     if isinstance(prompt, list) and prompt and not all(isinstance(p, int) for p in prompt):
         return prompt
     return [prompt]
@@ -60,7 +67,7 @@ def requested_max_tokens(body: dict[str, Any], context_len: int) -> int:
     leaves that prompt (at most the context), for each of its `n` choices. E.g. 3 prompts,
     max_tokens 4, n 2: 3 x 4 x 2 = 24."""
     limit = None
-    for key in ("max_completion_tokens", "max_tokens"):
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         limit = _positive_int(body.get(key))
         if limit is not None:
             break
@@ -77,3 +84,22 @@ def requested_max_tokens(body: dict[str, Any], context_len: int) -> int:
             per_choice = max(1, context_len - prompt_tokens)
         total += per_choice * choices
     return min(total, MAX_CLAIM_TOKENS)
+
+
+class Claims(Enum):
+    """What a kind of request claims from token quotas: its prompt and all it may generate
+    (chat, completions), its prompt (embeddings), or nothing but the request (tokenizing)."""
+
+    GENERATION = "generation"
+    PROMPT = "prompt"
+    NOTHING = "nothing"
+
+
+def claimed_tokens(claims: Claims, body: dict[str, Any], context_len: int) -> tuple[int, int]:
+    """(prompt tokens estimated, tokens it may generate) that a request claims."""
+    if claims is Claims.NOTHING:
+        return 0, 0
+    prompt = estimate_prompt_tokens(body)
+    if claims is Claims.PROMPT:
+        return prompt, 0
+    return prompt, requested_max_tokens(body, context_len)

@@ -67,6 +67,9 @@ MODEL = MODELS_LIST["properties"]["data"]["items"]
 INFERENCE_ROUTES = (
     ("/v1/chat/completions", ("ChatCompletionRequest",), "ChatCompletionResponse"),
     ("/v1/completions", ("CompletionRequest",), "CompletionResponse"),
+    ("/v1/responses", ("ResponsesRequest",), "ResponsesResponse"),
+    ("/v1/embeddings", ("EmbeddingCompletionRequest", "EmbeddingChatRequest"),
+     "EmbeddingResponse"),
     ("/tokenize", ("TokenizeCompletionRequest", "TokenizeChatRequest"), "TokenizeResponse"),
     ("/detokenize", ("DetokenizeRequest",), "DetokenizeResponse"),
 )
@@ -84,6 +87,15 @@ def vllm_schemas() -> dict[str, Any]:
         CompletionRequest,
         CompletionResponse,
     )
+    from vllm.entrypoints.openai.responses.protocol import (
+        ResponsesRequest,
+        ResponsesResponse,
+    )
+    from vllm.entrypoints.pooling.embed.protocol import (
+        EmbeddingChatRequest,
+        EmbeddingCompletionRequest,
+        EmbeddingResponse,
+    )
     from vllm.entrypoints.serve.tokenize.protocol import (
         DetokenizeRequest,
         DetokenizeResponse,
@@ -92,10 +104,13 @@ def vllm_schemas() -> dict[str, Any]:
         TokenizeResponse,
     )
 
-    requests = (ChatCompletionRequest, CompletionRequest, TokenizeCompletionRequest,
-                TokenizeChatRequest, DetokenizeRequest)
-    responses = (ChatCompletionResponse, CompletionResponse, TokenizeResponse,
-                 DetokenizeResponse)
+    requests = (ChatCompletionRequest, CompletionRequest, ResponsesRequest,
+                EmbeddingCompletionRequest,
+                EmbeddingChatRequest, TokenizeCompletionRequest, TokenizeChatRequest,
+                DetokenizeRequest)
+    responses = (ChatCompletionResponse, CompletionResponse, ResponsesResponse,
+                 EmbeddingResponse,
+                 TokenizeResponse, DetokenizeResponse)
     _, schema = models_json_schema(
         [*((m, "validation") for m in requests), *((m, "serialization") for m in responses)],
         ref_template=REF)
@@ -172,6 +187,17 @@ def with_openai_bodies(document: dict[str, Any], schemas: dict[str, Any]) -> dic
                 "content": {"application/json": {"schema": {"$ref": REF.format(model="Model")}}}},
         **_errors(("401", "403", "404", "503")),
     }
+    stored = paths.setdefault("/v1/responses/{response_id}", {})
+    for method, description, schema in (
+            ("get", "a response the key's tenant stored", REF.format(model="ResponsesResponse")),
+            ("delete", "the response is deleted", None)):
+        operation = stored.setdefault(method, {})
+        operation["security"] = security
+        content = ({"application/json": {"schema": {"$ref": schema}}} if schema else
+                   {"application/json": {"schema": {"type": "object", "required": [
+                       "id", "object", "deleted"]}}})
+        operation["responses"] = {"200": {"description": description, "content": content},
+                                  **_errors(("401", "403", "404", "503"))}
     return document
 
 

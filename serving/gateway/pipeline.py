@@ -1,7 +1,11 @@
 """The gateway's token path, one request at a time, as named steps:
 
-    authenticate -> read body -> check its shape -> route -> refuse if full -> admit
-      -> call the engine -> respond (JSON, or relay the SSE stream) -> settle and record
+    authenticate -> read body -> check its shape -> route -> [continue the conversation]
+      -> refuse if full -> admit -> call the engine -> respond (JSON, or relay the SSE
+      stream) -> settle and record
+
+The steps up to admission are here; the engine's (engine_steps) and the Responses API's
+own (responses) beside it; what a request carries between them is in exchange.
 
 Authentication comes before the body is read, so an anonymous client cannot make the gateway
 read 8 MiB. Each step returns what the next one needs, or raises Refusal with the response
@@ -10,39 +14,26 @@ every request that reached admission ends in exactly one record."""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import logging
-import random
 import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from observability.metrics import model_label
-from serving.gateway import telemetry
+from serving.gateway import responses, telemetry
 from serving.gateway.access import Access, Admitted, NotGranted
-from serving.gateway.errors import error_response, from_engine_error
-from serving.gateway.openai_shape import shaped
-from serving.gateway.relay import relay, settle_reply
+from serving.gateway.claim import Claims
+from serving.gateway.engine_steps import call_engine, engine_body, overloaded, respond
+from serving.gateway.errors import error_response
+from serving.gateway.exchange import Exchange, Refusal, Route, store_unavailable
 from serving.gateway.shape import RequestLimits, bad_shape
-from serving.gateway.stream_usage import StreamWants, stream_wants
-from serving.targets import (
-    EndpointOverloaded,
-    EndpointTarget,
-    EndpointUnavailable,
-    EngineCall,
-)
-from serving.targets.bound import spread_retry
+from serving.targets import EndpointTarget
 from serving.tenancy import (
-    ErrorClass,
     Forbidden,
     Outcome,
     Principal,
@@ -62,49 +53,10 @@ CLIENT_REQUEST_ID_HEADER = "x-client-request-id"
 CLIENT_REQUEST_ID = re.compile(CLIENT_REQUEST_ID_PATTERN)
 ENDPOINT_NAME = re.compile(NAME_PATTERN)
 REPLICA_HEADER = "x-aifactory-replica"
-# Kinds of request that run the model: they claim tokens and salt the prefix cache. The
-# others (tokenize, detokenize) count as requests only.
-GENERATING = frozenset({"chat", "completion"})
-
-
-class Refusal(Exception):
-    """A request refused before it reached an engine, as the response to send."""
-
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
-@dataclass
-class Exchange:
-    """One request on its way through the steps, and the headers its response will carry
-    whatever it turns out to be."""
-
-    kind: str
-    request_id: str
-    span: Any
-    arrived: float = field(default_factory=time.perf_counter)
-    headers: dict[str, str] = field(default_factory=dict)
-    client_request_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Route:
-    """The endpoint a request names, which its tenant may call."""
-
-    model: str
-    target: EndpointTarget
-    card: dict[str, Any]
-
-    @property
-    def model_label(self) -> str:
-        return model_label(self.card.get("root"))
-
-
-def store_unavailable(exc: Exception) -> Refusal:
-    logger.warning("tenancy store or counters unavailable: %r", exc)
-    return Refusal(error_response(
-        503, "the platform's tenancy store is unavailable; retry shortly",
-        headers={"retry-after": "1"}))
+# What each kind claims from the token quotas (see claim.Claims).
+CLAIMS = {"chat": Claims.GENERATION, "completion": Claims.GENERATION,
+          "responses": Claims.GENERATION, "embedding": Claims.PROMPT,
+          "tokenize": Claims.NOTHING, "detokenize": Claims.NOTHING}
 
 
 # -- the steps -------------------------------------------------------------------------------
@@ -195,6 +147,20 @@ async def route(endpoints: Mapping[str, EndpointTarget], access: Access, princip
     return Route(model, target, card)
 
 
+async def continue_conversation(access: Access, principal: Principal, body: dict[str, Any],
+                                exchange: Exchange, limits: RequestLimits) -> dict[str, Any]:
+    """A Responses API request: the conversation it continues, from the store (see
+    responses.py); the body the engine gets."""
+    try:
+        body, exchange.conversation = await responses.continue_conversation(
+            access, principal, body, limits.response_retention_s)
+    except responses.ConversationRefused as refused:
+        raise Refusal(refused.response) from None
+    except Exception as exc:
+        raise store_unavailable(exc) from None
+    return body
+
+
 def model_not_found(model: str) -> Refusal:
     # The name as given when it is a possible name; otherwise escaped and cut short, so an
     # unencodable or huge name can neither break the answer nor flood it.
@@ -225,7 +191,7 @@ async def admit(access: Access, principal: Principal, chosen: Route, body: dict[
                                       chosen.card.get("max_model_len", 0),
                                       model=chosen.model_label, span=exchange.span,
                                       client_request_id=exchange.client_request_id,
-                                      counts_tokens=exchange.kind in GENERATING)
+                                      claims=CLAIMS[exchange.kind])
     except NotGranted:
         raise model_not_found(chosen.model) from None
     except Exception as exc:
@@ -239,92 +205,6 @@ async def admit(access: Access, principal: Principal, chosen: Route, body: dict[
         await access.finish(admitted, Outcome.REJECTED)
         raise Refusal(error_response(429, decision.reason, code=decision.error_code))
     return admitted
-
-
-def tenant_cache_salt(tenant: str, given: str | None) -> str:
-    """vLLM's `cache_salt` for a tenant's request: prefix-cache blocks are shared only between
-    requests with the same salt, so one tenant never hits (and never times) another's cached
-    prompts (the class of CVE-2025-46570). A client's own salt narrows it further within its
-    tenant; it never replaces the tenant's part, so no salt a client picks is another's."""
-    return hashlib.sha256(f"{tenant}\0{given or ''}".encode()).hexdigest()
-
-
-def engine_body(body: dict[str, Any], span: Any, tenant: str,
-                kind: str = "completion") -> tuple[dict[str, Any], StreamWants]:
-    """The body the engine gets, and what the client asked of the stream's usage. The ledger
-    needs the engine's exact counts, also of a stream cut short, so the engine is always
-    asked for the final usage event and for running counts in every event. A generating
-    request's prefix-cache salt is the tenant's."""
-    if kind not in GENERATING:
-        return telemetry.with_trace_context(span, body), StreamWants(usage=True)
-    body = {**body, "cache_salt": tenant_cache_salt(tenant, body.get("cache_salt"))}
-    if body.get("stream") is not True:
-        return telemetry.with_trace_context(span, body), StreamWants(usage=True)
-    options = body.get("stream_options") or {}  # an object, or absent (check_shape)
-    wants = stream_wants(options, body.get("n"), body.get("return_token_ids"))
-    body = {**body, "stream_options": {**options, "include_usage": True,
-                                       "continuous_usage_stats": True}}
-    return telemetry.with_trace_context(span, body), wants
-
-
-async def call_engine(access: Access, chosen: Route, admitted: Admitted, body: dict[str, Any],
-                      exchange: Exchange) -> tuple[EngineCall, dict[str, Any]]:
-    """Send the request to the endpoint's engines and wait for the head of the reply."""
-    call = chosen.target.call(exchange.kind, body, exchange.request_id)
-    try:
-        return call, await call.head()
-    except asyncio.CancelledError:
-        call.cancel()
-        await asyncio.shield(access.finish(admitted, Outcome.CLIENT_CANCELLED))
-        raise
-    except EndpointUnavailable as exc:
-        call.cancel()
-        await access.finish(admitted, Outcome.ERROR, http_status=503,
-                            error_class=ErrorClass.PLATFORM_ERROR)
-        raise Refusal(error_response(503, str(exc), code="endpoint_unavailable",
-                                     headers={"retry-after": str(exc.retry_after_s)})) from None
-    except EndpointOverloaded as exc:
-        # The endpoint's bounded queue filled while this request waited for its turn.
-        call.cancel()
-        raise await overloaded(access, admitted, chosen.model, str(exc)) from None
-    except Exception as exc:
-        call.cancel()
-        logger.warning("endpoint %s failed: %r", chosen.model, exc)
-        await access.finish(admitted, Outcome.ERROR, http_status=503,
-                            error_class=ErrorClass.PLATFORM_ERROR)
-        raise Refusal(error_response(
-            503, f"endpoint `{chosen.model}` is unavailable: {type(exc).__name__}")) from None
-
-
-async def respond(access: Access, chosen: Route, admitted: Admitted, call: EngineCall,
-                  head: dict[str, Any], wants: StreamWants,
-                  exchange: Exchange) -> Response:
-    """The engine's JSON reply (settled now), or its stream, relayed and settled at its end."""
-    if head["status"] != HTTPStatus.OK:
-        status, err = from_engine_error(head.get("body") or {})
-        await access.finish(admitted, Outcome.ERROR, http_status=status,
-                            error_class=ErrorClass.CLIENT_ERROR if status < 500
-                            else ErrorClass.ENGINE_ERROR)
-        return JSONResponse(err, status, headers=exchange.headers)
-    if not head.get("stream"):
-        result = head["body"]
-        await settle_reply(access, admitted, result)
-        if exchange.kind in GENERATING:
-            result = shaped(result)
-        return JSONResponse(result, headers=exchange.headers)
-    return StreamingResponse(
-        relay(call, head.get("first"), access, admitted, wants, chosen.target.bound),
-        media_type="text/event-stream", headers=exchange.headers)
-
-
-async def overloaded(access: Access, admitted: Admitted, model: str, why: str) -> Refusal:
-    """503 at once for an endpoint too loaded to serve the request in time: no engine saw
-    it, its usage record counts no tokens."""
-    await access.finish(admitted, Outcome.ERROR, 0, 0, http_status=503,
-                        error_class=ErrorClass.OVERLOADED)
-    return Refusal(error_response(503, f"endpoint `{model}` is overloaded: {why}; retry shortly",
-                                  code="endpoint_overloaded",
-                                  headers=spread_retry(1, random.random())))
 
 
 # -- the pipeline ----------------------------------------------------------------------------
@@ -373,6 +253,9 @@ class Gateway:
             check_shape(body, self.limits)
             with telemetry.step(span, "routing"):
                 chosen = await route(self.endpoints, access, principal, body)
+            if exchange.kind == "responses":
+                body = await continue_conversation(access, principal, body, exchange,
+                                                   self.limits)
             telemetry.describe_request(span, exchange.kind, chosen.model, body, principal.tenant)
             await refuse_if_full(access, principal, chosen, exchange)
             with telemetry.step(span, "admission"):

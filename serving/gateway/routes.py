@@ -10,15 +10,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from serving.gateway import responses
+from serving.gateway.exchange import Refusal, store_unavailable
 from serving.gateway.pipeline import (
     ENDPOINT_NAME,
     Gateway,
-    Refusal,
     authenticate,
     model_not_found,
-    store_unavailable,
 )
-from serving.tenancy import Principal
+from serving.tenancy import Principal, stored_responses
 
 
 def build_openai_router(gateway: Gateway) -> APIRouter:
@@ -32,6 +32,43 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     @router.post("/v1/completions")
     async def completions(request: Request) -> Response:
         return await gateway.handle(request, "completion")
+
+    @router.post("/v1/responses")
+    async def create_response(request: Request) -> Response:
+        return await gateway.handle(request, "responses")
+
+    @router.get("/v1/responses/{response_id:path}")
+    async def retrieve_response(response_id: str, request: Request) -> Response:
+        """A response the caller's tenant stored; any other id answers 404."""
+        try:
+            principal = await authenticate(gateway.access, request)
+            found = await asyncio.to_thread(stored_responses.find, gateway.access.store,
+                                            principal.tenant, response_id)
+        except Refusal as refusal:
+            return refusal.response
+        except Exception as exc:
+            return store_unavailable(exc).response
+        if found is None:
+            return responses.not_found(response_id)
+        return JSONResponse(found.response)
+
+    @router.delete("/v1/responses/{response_id:path}")
+    async def delete_response(response_id: str, request: Request) -> Response:
+        try:
+            principal = await authenticate(gateway.access, request)
+            gone = await asyncio.to_thread(stored_responses.remove, gateway.access.store,
+                                           principal.tenant, response_id)
+        except Refusal as refusal:
+            return refusal.response
+        except Exception as exc:
+            return store_unavailable(exc).response
+        if not gone:
+            return responses.not_found(response_id)
+        return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+
+    @router.post("/v1/embeddings")
+    async def embeddings(request: Request) -> Response:
+        return await gateway.handle(request, "embedding")
 
     # vLLM's own shapes (no OpenAI counterpart), as `vllm serve` answers them; `model` is
     # required here, since it says which of the tenant's endpoints tokenizes.

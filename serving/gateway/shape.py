@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from serving.gateway.claim import prompts_of
+from serving.gateway.claim import prompt_field, prompts_of
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class RequestLimits:
 
     max_prompts: int = 2048
     max_json_depth: int = 64
+    # How long a stored Responses API response is kept (OpenAI keeps them 30 days).
+    response_retention_s: float = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,12 @@ def bad_shape(body: dict[str, Any], limits: RequestLimits) -> BadShape | None:
         return BadShape("stream_options must be an object, e.g. {\"include_usage\": true}",
                         "stream_options")
     if "messages" not in body:
-        prompt = body.get("prompt")
+        field = prompt_field(body)
+        prompt = body.get(field)
         if isinstance(prompt, list) and not prompt:
-            return BadShape("prompt must not be an empty list", "prompt")
+            return BadShape(f"{field} must not be an empty list", field)
         count = len(prompts_of(body))
         if count > limits.max_prompts:
             return BadShape(f"at most {limits.max_prompts} prompts per request, got {count}",
-                            "prompt")
+                            field)
     return None

@@ -208,3 +208,23 @@ class AuditRow(Base):
     # None as SQL NULL, not JSON null: "no state" (before a create, after a delete).
     before: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
     after: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
+
+
+class StoredResponseRow(Base):
+    """A Responses API response stored for its tenant (`store: true`): the response as it
+    was answered and the whole conversation that led to it, so `previous_response_id` can
+    continue it from any gateway replica. Kept until `expires_at` (the retention)."""
+
+    __tablename__ = "stored_responses"
+    __table_args__ = (
+        Index("ix_stored_responses_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # vLLM's resp_... id
+    tenant: Mapped[str] = mapped_column(String(63))
+    endpoint: Mapped[str] = mapped_column(String(63))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The input items the engine was given (the conversation before this response).
+    input: Mapped[list] = mapped_column(JSON)
+    response: Mapped[dict] = mapped_column(JSON)

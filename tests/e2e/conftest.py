@@ -15,7 +15,9 @@ HERE = Path(__file__).parent
 CONFIG = HERE / "platform.yaml"
 PORT = 18000
 BASE_URL = f"http://127.0.0.1:{PORT}"
-ENDPOINTS = ["demo", "demo-remote"]
+ENDPOINTS = ["demo", "demo-remote"]  # the generating endpoints
+EMBED_ENDPOINT = "demo-embed"
+ALL_ENDPOINTS = [*ENDPOINTS, EMBED_ENDPOINT]
 # The first admin key, handed to the platform the way an operator would.
 ADMIN_KEY = "afk_" + uuid.uuid4().hex
 

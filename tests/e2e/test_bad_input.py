@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e.conftest import ADMIN_KEY, ENDPOINTS
+from tests.e2e.conftest import ADMIN_KEY, ALL_ENDPOINTS, ENDPOINTS
 
 GOOD = {"prompt": "hello", "max_tokens": 3}
 
@@ -96,4 +96,4 @@ def test_health_and_ready(platform, auth):
         assert ready.json() == {"ready": True}
         assert http.get("/ready", headers={"authorization": ""}).json() == {"ready": True}
         admin = http.get("/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"})
-        assert admin.json() == {"ready": True, "endpoints": {e: True for e in ENDPOINTS}}
+        assert admin.json() == {"ready": True, "endpoints": {e: True for e in ALL_ENDPOINTS}}

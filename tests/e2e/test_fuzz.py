@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from serving.gateway.pipeline import MAX_BODY_BYTES
-from tests.e2e.conftest import ENDPOINTS
+from tests.e2e.conftest import EMBED_ENDPOINT, ENDPOINTS
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
@@ -33,7 +33,9 @@ GOOD = {"prompt": "hello", "max_tokens": 3}
 
 
 OPERATIONS = [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/v1/models", "GET"),
-              ("/v1/models/{model}", "GET"), ("/tokenize", "POST"), ("/detokenize", "POST")]
+              ("/v1/models/{model}", "GET"), ("/tokenize", "POST"), ("/detokenize", "POST"),
+              ("/v1/responses", "POST"), ("/v1/responses/{response_id}", "GET"),
+              ("/v1/responses/{response_id}", "DELETE"), ("/v1/embeddings", "POST")]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +44,11 @@ def gateway_schema(platform):
     name would only ever reach the 404 branch, never an engine."""
     document = httpx.get(platform["url"] + "/openapi.json", timeout=120).json()
     for request in ("ChatCompletionRequest", "CompletionRequest", "TokenizeCompletionRequest",
-                    "TokenizeChatRequest", "DetokenizeRequest"):
+                    "TokenizeChatRequest", "DetokenizeRequest", "ResponsesRequest"):
         document["components"]["schemas"][request]["properties"]["model"] = {"enum": ENDPOINTS}
+    for request in ("EmbeddingCompletionRequest", "EmbeddingChatRequest"):
+        document["components"]["schemas"][request]["properties"]["model"] = {
+            "enum": [EMBED_ENDPOINT]}
     return schemathesis.openapi.from_dict(document)
 
 

@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from tests.e2e.conftest import ENDPOINTS
+from tests.e2e.conftest import ALL_ENDPOINTS, ENDPOINTS
 
 MESSAGES = [{"role": "user", "content": "Say something about licences."}]
 
 
 def test_models_lists_every_endpoint(client):
     models = {m.id: m for m in client.models.list()}
-    assert sorted(models) == sorted(ENDPOINTS)
+    assert sorted(models) == sorted(ALL_ENDPOINTS)
     assert all(m.object == "model" for m in models.values())
     assert models["demo"].model_extra["max_model_len"] == 512
 
@@ -118,6 +118,6 @@ def test_status_shows_endpoints_replicas_and_readiness(platform):
     status = __import__("json").loads(result.stdout)
     assert status["ready"] is True
     assert status["url"] == platform["url"]
-    assert status["endpoints"] == {e: True for e in ENDPOINTS}
+    assert status["endpoints"] == {e: True for e in ALL_ENDPOINTS}
     assert status["deployments"]["gateway"]["replicas"] == {"RUNNING": 1}
     assert status["deployments"]["engine-demo-remote"]["status"] == "HEALTHY"

@@ -35,7 +35,7 @@ MAX_RSS_GROWTH = 256 * 1024 * 1024
 def _bounds() -> dict[str, tuple[int, int]]:
     config = yaml.safe_load(Path(CONFIG).read_text())
     return {e["name"]: (e["max_ongoing_requests"], e["max_queued_requests"])
-            for e in config["endpoints"]}
+            for e in config["endpoints"] if "max_ongoing_requests" in e}
 
 
 def _gateway_pid() -> int:

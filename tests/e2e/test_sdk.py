@@ -25,6 +25,8 @@ from aifactory_sdk.types import (
     ChatCompletionChunk,
     Completion,
     CompletionChunk,
+    EmbeddingList,
+    ModelCard,
     MyEndpoint,
     SlaReport,
 )
@@ -44,7 +46,16 @@ def sdk(platform, key: str, **options) -> Client:
 def test_inference_with_usage_request_ids_and_typed_streams(platform, keys):
     # The OpenAI base URL works as well as the platform's root.
     with Client(api_key=keys["acme"], base_url=platform["url"] + "/v1") as client:
-        assert sorted(m.id for m in client.models.list().data) == ["demo", "demo-remote"]
+        assert sorted(m.id for m in client.models.list().data) == [
+            "demo", "demo-embed", "demo-remote"]
+        card = client.models.retrieve("demo")
+        assert isinstance(card, ModelCard) and card.max_model_len == 512 and card.request_id
+        with pytest.raises(NotFoundError):
+            client.models.retrieve("no-such-model")
+
+        vectors = client.embeddings.create(model="demo-embed", input=["one", "two"])
+        assert isinstance(vectors, EmbeddingList) and [e.index for e in vectors.data] == [0, 1]
+        assert len(vectors.data[0].embedding) >= 16 and vectors.usage.prompt_tokens > 0
 
         reply = client.chat.completions.create(model="demo", messages=HELLO, max_tokens=8,
                                                ignore_eos=True)
@@ -113,7 +124,8 @@ def test_rate_limit_state_and_refusals(platform, store):
 
 def test_tenant_self_service_shows_its_endpoints_usage_and_sla(platform, store, keys):
     mine = sdk(platform, keys["globex"]).tenant.endpoints()
-    assert [(e.name, e.shared) for e in mine.data] == [("demo-remote", True)]
+    assert [(e.name, e.shared) for e in mine.data] == [("demo-embed", True),
+                                                       ("demo-remote", True)]
     assert isinstance(mine.data[0], MyEndpoint)
 
     name, key = new_tenant(store)

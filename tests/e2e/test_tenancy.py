@@ -62,8 +62,8 @@ def test_revoked_and_expired_keys_fail(platform, store):
 
 def test_tenants_see_and_call_only_their_endpoints(platform, keys):
     acme, globex = openai_client(platform, keys["acme"]), openai_client(platform, keys["globex"])
-    assert sorted(m.id for m in acme.models.list()) == ["demo", "demo-remote"]
-    assert [m.id for m in globex.models.list()] == ["demo-remote"]
+    assert sorted(m.id for m in acme.models.list()) == ["demo", "demo-embed", "demo-remote"]
+    assert sorted(m.id for m in globex.models.list()) == ["demo-embed", "demo-remote"]
 
     hidden = post(platform, keys["globex"], {"model": "demo", **PROMPT})
     missing = post(platform, keys["globex"], {"model": "no-such-model", **PROMPT})

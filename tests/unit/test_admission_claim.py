@@ -77,3 +77,24 @@ def test_json_depth_is_measured_without_recursion():
     assert json_depth_exceeds(deep, 64)
     assert not json_depth_exceeds({"a": [{"b": 1}]}, 3)
     assert json_depth_exceeds({"a": [{"b": []}]}, 3)
+
+
+def test_each_kind_claims_what_it_costs():
+    from serving.gateway.claim import Claims, claimed_tokens
+
+    completion = {"prompt": "x" * 40, "max_tokens": 7, "n": 2}
+    embedding = {"input": ["x" * 40, "y" * 8, [5, 6, 7]]}
+    assert claimed_tokens(Claims.GENERATION, completion, 512) == (10, 14)
+    assert claimed_tokens(Claims.PROMPT, embedding, 512) == (10 + 2 + 3, 0)
+    assert claimed_tokens(Claims.NOTHING, completion, 512) == (0, 0)
+
+
+def test_an_embeddings_input_list_is_one_prompt_each_and_capped():
+    from serving.gateway.claim import prompts_of
+    from serving.gateway.shape import RequestLimits, bad_shape
+
+    assert len(prompts_of({"input": ["a", "b", [1, 2]]})) == 3
+    assert len(prompts_of({"input": [1, 2, 3]})) == 1
+    assert bad_shape({"input": []}, RequestLimits()).param == "input"
+    assert bad_shape({"input": ["a"] * 3000}, RequestLimits()).param == "input"
+    assert bad_shape({"input": ["a"] * 2048}, RequestLimits()) is None

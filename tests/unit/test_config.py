@@ -14,11 +14,13 @@ from serving.engine.host import vllm_cli_args
 ENDPOINT = {"name": "a", "model": "/models/a"}
 
 
-def test_default_config_is_the_colocated_demo():
+def test_default_config_is_the_colocated_demo_and_its_embedding_twin():
     cfg = default_config(port=9000)
     assert cfg.server.port == 9000
-    [demo] = cfg.endpoints
+    [demo, embed] = cfg.endpoints
     assert (demo.name, demo.model, demo.colocated) == ("demo", "builtin:demo", True)
+    assert (embed.name, embed.model, embed.colocated) == ("demo-embed", "builtin:demo", False)
+    assert embed.engine.extra_args == {"runner": "pooling", "convert": "embed"}
 
 
 @pytest.mark.parametrize(

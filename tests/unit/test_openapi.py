@@ -15,7 +15,9 @@ STAND_INS = {
                                             "max_tokens": {"type": "integer"}},
            **({"required": ["messages"]} if name.startswith("Chat") else {})}
     for name in ("ChatCompletionRequest", "CompletionRequest", "ChatCompletionResponse",
-                 "CompletionResponse", "TokenizeCompletionRequest", "TokenizeChatRequest",
+                 "CompletionResponse", "ResponsesRequest", "ResponsesResponse",
+                 "EmbeddingCompletionRequest", "EmbeddingChatRequest",
+                 "EmbeddingResponse", "TokenizeCompletionRequest", "TokenizeChatRequest",
                  "TokenizeResponse", "DetokenizeRequest", "DetokenizeResponse")
 }
 

@@ -10,18 +10,14 @@ import pytest
 from starlette.requests import Request
 
 from serving.gateway.access import Access
+from serving.gateway.engine_steps import call_engine, engine_body, respond
+from serving.gateway.exchange import Exchange, Refusal, Route
 from serving.gateway.pipeline import (
     MAX_BODY_BYTES,
-    Exchange,
-    Refusal,
-    Route,
     admit,
     authenticate,
-    call_engine,
-    engine_body,
     read_body,
     refuse_if_full,
-    respond,
     route,
 )
 from serving.gateway.stream_usage import StreamWants

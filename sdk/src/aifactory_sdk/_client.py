@@ -36,6 +36,7 @@ from aifactory_sdk.resources import (
     Admin,
     Chat,
     Completions,
+    Embeddings,
     Models,
     TenantSelfService,
 )
@@ -59,6 +60,7 @@ class _Surface:
         self._options = options
         self.chat = Chat(self)
         self.completions = Completions(self)
+        self.embeddings = Embeddings(self)
         self.models = Models(self)
         self.tenant = TenantSelfService(self)
         self.admin = Admin(self)

@@ -20,8 +20,10 @@ from aifactory_sdk.types import (
     CompletionChunk,
     CreatedApiKey,
     Deleted,
+    EmbeddingList,
     Endpoint,
     EndpointList,
+    ModelCard,
     ModelList,
     MyEndpointList,
     Quota,
@@ -93,6 +95,20 @@ class Models(Resource):
     def list(self) -> Any:
         """`ModelList`: the endpoints this key may call."""
         return self._send(Call("GET", "/v1/models", ModelList))
+
+    def retrieve(self, model: str) -> Any:
+        """`ModelCard`: one endpoint this key may call (any other name: NotFoundError)."""
+        return self._send(Call("GET", f"/v1/models/{_segment(model)}", ModelCard))
+
+
+class Embeddings(Resource):
+    def create(self, *, model: str, input: str | list[str] | list[int] | list[list[int]],
+               **params: Any) -> Any:
+        """`EmbeddingList`: one vector per input, on an endpoint that runs an embedding
+        model. Other OpenAI or vLLM parameters (encoding_format, dimensions, ...) pass
+        through as given."""
+        body = {"model": model, "input": input, **params}
+        return self._send(Call("POST", "/v1/embeddings", EmbeddingList, body=body))
 
 
 def _audit_page(since: Moment, until: Moment, after_id: int | None,

@@ -141,6 +141,24 @@ class ModelList(Result):
     data: list[Model]
 
 
+class ModelCard(Model, Result):
+    """One model, as `models.retrieve` answers."""
+
+
+class Embedding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    index: int
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str  # a base64 string when asked with encoding_format="base64"
+
+
+class EmbeddingList(Result):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[Embedding]
+    usage: Usage
+
+
 # Tenants, keys, endpoints, quotas, usage
 
 

@@ -1,0 +1,60 @@
+"""One request on its way through the gateway's steps (serving.gateway.pipeline and
+serving.gateway.engine_steps): what it carries between them, and the refusal any step may
+raise instead of answering."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi.responses import Response
+
+from observability.metrics import model_label
+from serving.gateway import responses
+from serving.gateway.errors import error_response
+from serving.targets import EndpointTarget
+
+logger = logging.getLogger(__name__)
+
+
+class Refusal(Exception):
+    """A request refused before it reached an engine, as the response to send."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+@dataclass
+class Exchange:
+    """One request on its way through the steps, and the headers its response will carry
+    whatever it turns out to be."""
+
+    kind: str
+    request_id: str
+    span: Any
+    arrived: float = field(default_factory=time.perf_counter)
+    headers: dict[str, str] = field(default_factory=dict)
+    client_request_id: str | None = None
+    conversation: responses.Conversation | None = None  # a Responses API request's
+
+
+@dataclass(frozen=True)
+class Route:
+    """The endpoint a request names, which its tenant may call."""
+
+    model: str
+    target: EndpointTarget
+    card: dict[str, Any]
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.card.get("root"))
+
+
+def store_unavailable(exc: Exception) -> Refusal:
+    logger.warning("tenancy store or counters unavailable: %r", exc)
+    return Refusal(error_response(
+        503, "the platform's tenancy store is unavailable; retry shortly",
+        headers={"retry-after": "1"}))
