@@ -34,6 +34,9 @@ RESPONSES = "responses"
 SERVING = {CHAT: "openai_serving_chat", COMPLETION: "openai_serving_completion",
            TOKENIZE: "serving_tokenization", DETOKENIZE: "serving_tokenization",
            EMBEDDING: "serving_embedding", RESPONSES: "openai_serving_responses"}
+# What vLLM raises, reading a request its protocol model accepted, on shapes it does not
+# handle (seen: IndexError for a Responses message item with empty content).
+INPUT_SHAPE_ERRORS = (LookupError, TypeError, AttributeError)
 WHAT = {CHAT: "chat completions", COMPLETION: "completions", EMBEDDING: "embeddings",
         TOKENIZE: "tokenization", DETOKENIZE: "tokenization", RESPONSES: "responses"}
 
@@ -254,6 +257,14 @@ class EngineHost:
             request.request_id = f"resp_{request_id}" if kind == RESPONSES else request_id
         try:
             result = await self._serve(kind, serving, request)
+        except INPUT_SHAPE_ERRORS as exc:
+            # Raised while vLLM read a validated request, before anything ran: an input
+            # shape it does not handle (e.g. a Responses item with empty content), which
+            # vLLM's mapping would answer 500. The request's fault: 400.
+            logger.info("%s request refused: vLLM could not read it: %r", kind, exc)
+            return _error(HTTPStatus.BAD_REQUEST,
+                          f"the request could not be processed: {type(exc).__name__}: {exc}",
+                          "BadRequestError")
         except Exception as exc:  # vLLM's own mapping of its errors to statuses
             result = create_error_response(exc)
 

@@ -56,7 +56,10 @@ MODELS_LIST = {
         "data": {"type": "array", "items": {
             "type": "object", "required": ["id", "object", "created", "owned_by"],
             "properties": {"id": {"type": "string"}, "object": {"const": "model"},
-                           "created": {"type": "integer"}, "owned_by": {"type": "string"}},
+                           "created": {"type": "integer"}, "owned_by": {"type": "string"},
+                           "root": {"type": "string", "description": "the endpoint's name"},
+                           "max_model_len": {"type": "integer",
+                                             "description": "the engine's context length"}},
         }},
     },
 }
@@ -105,16 +108,54 @@ def vllm_schemas() -> dict[str, Any]:
     )
 
     requests = (ChatCompletionRequest, CompletionRequest, ResponsesRequest,
-                EmbeddingCompletionRequest,
-                EmbeddingChatRequest, TokenizeCompletionRequest, TokenizeChatRequest,
-                DetokenizeRequest)
+                EmbeddingCompletionRequest, EmbeddingChatRequest, TokenizeCompletionRequest,
+                TokenizeChatRequest, DetokenizeRequest)
     responses = (ChatCompletionResponse, CompletionResponse, ResponsesResponse,
-                 EmbeddingResponse,
-                 TokenizeResponse, DetokenizeResponse)
+                 EmbeddingResponse, TokenizeResponse, DetokenizeResponse)
     _, schema = models_json_schema(
         [*((m, "validation") for m in requests), *((m, "serialization") for m in responses)],
         ref_template=REF)
-    return schema["$defs"]
+    defs = schema["$defs"]
+    for model in _models_within(responses):
+        for name in (model.__name__, f"{model.__name__}-Output"):
+            if name in defs:
+                defs[name]["required"] = always_present(model, defs[name])
+    return defs
+
+
+def always_present(model: type, schema: dict[str, Any]) -> list[str]:
+    """A response model's fields that every body has: required ones, and those whose default
+    is neither null nor empty (vLLM writes such fields; the gateway drops only nulls, and
+    vLLM's own serializers drop some empty lists, e.g. a message's `tool_calls`). JSON
+    Schema's serialization mode leaves a field with a default optional, which would promise
+    clients less than the gateway sends."""
+    fields = model.model_fields
+    present = {alias for name, field in fields.items()
+               if field.is_required() or field.get_default(call_default_factory=True)
+               not in (None, [], {})
+               for alias in [field.serialization_alias or field.alias or name]}
+    return sorted(present & set(schema.get("properties", {})))
+
+
+def _models_within(roots) -> list[type]:
+    """The pydantic models `roots` are made of, roots included."""
+    from pydantic import BaseModel
+
+    seen: list[type] = []
+    todo = list(roots)
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.append(model)
+        for field in model.model_fields.values():
+            stack = [field.annotation]
+            while stack:
+                kind = stack.pop()
+                if isinstance(kind, type) and issubclass(kind, BaseModel):
+                    todo.append(kind)
+                stack.extend(getattr(kind, "__args__", ()))
+    return seen
 
 
 def _errors(statuses: tuple[str, ...]) -> dict[str, Any]:

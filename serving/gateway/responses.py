@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 CLOSING_EVENTS = ("response.completed", "response.incomplete", "response.failed")
 # The events that carry the response object (rewritten as its client sees it).
 RESPONSE_EVENTS = ("response.created", "response.in_progress", *CLOSING_EVENTS)
+# The per-token events, relayed as they come.
+TEXT_DELTAS = ("response.output_text.delta",)
 # vLLM's own fields of a response object, never OpenAI's.
 ENGINE_FIELDS = ("kv_transfer_params", "ec_transfer_params", "input_messages",
                  "output_messages")
@@ -86,6 +88,8 @@ async def continue_conversation(access: Access, principal: Principal, body: dict
                                 retention_s: float) -> tuple[dict[str, Any], Conversation]:
     """The stored response `previous_response_id` names, read for the caller's tenant only:
     another tenant's, an expired or a deleted one answers as one that never existed."""
+    if body.get("store") is not None and not isinstance(body["store"], bool):
+        raise ConversationRefused(error_response(400, "store must be a boolean", param="store"))
     previous = body.get("previous_response_id")
     if previous is None:
         return continued(body, None, retention_s)
@@ -109,10 +113,29 @@ def not_found(response_id: str, param: str | None = None):
                           "previous_response_not_found")
 
 
+def conforming(value: Any) -> Any:
+    """`value` (a response or an event, or a part of one) as OpenAI's schema has it: an
+    `output_text` part's `logprobs` is a list, never null (vLLM writes null when none were
+    asked for)."""
+    if isinstance(value, list):
+        return [conforming(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    out = {key: conforming(item) for key, item in value.items()}
+    if out.get("type") == "output_text" and out.get("logprobs", []) is None:
+        out["logprobs"] = []
+    return out
+
+
 def answered(response: dict[str, Any], conversation: Conversation) -> dict[str, Any]:
-    """The response as its client sees it: without vLLM's own fields, continuing what it
+    """The response as its client sees it: as OpenAI's schema has it (`error` and `text`
+    present, no null `user` or `usage`), without vLLM's own fields, continuing what it
     continues."""
-    out = {k: v for k, v in response.items() if k not in ENGINE_FIELDS}
+    out = {k: v for k, v in conforming(response).items()
+           if k not in ENGINE_FIELDS and not (k in ("user", "usage") and v is None)}
+    out.setdefault("error", None)
+    if out.get("text") is None:
+        out["text"] = {"format": {"type": "text"}}
     out["previous_response_id"] = conversation.previous_response_id
     out["store"] = conversation.keep
     return out
@@ -143,10 +166,11 @@ def usage_of(response: dict[str, Any]) -> dict[str, int] | None:
 
 
 def event_of(event: str) -> tuple[str, dict[str, Any] | None]:
-    """(`event:` type, parsed `data:` body when it carries the response) of one SSE event."""
+    """(`event:` type, parsed `data:` body) of one SSE event; the body is not parsed for a
+    text delta (one per token, already as OpenAI's schema has it)."""
     head, _, rest = event.partition("\n")
     kind = head[len("event: "):] if head.startswith("event: ") else ""
-    if kind not in RESPONSE_EVENTS:
+    if kind in TEXT_DELTAS:
         return kind, None
     try:
         body = json.loads(rest[len("data: "):])
@@ -156,8 +180,13 @@ def event_of(event: str) -> tuple[str, dict[str, Any] | None]:
 
 
 def response_event(kind: str, body: dict[str, Any], conversation: Conversation) -> str:
-    body = {**body, "response": answered(body["response"], conversation)}
-    return f"event: {kind}\ndata: {json.dumps(body, separators=(',', ':'))}\n\n"
+    """An event as its client sees it: its response answered, its parts conforming."""
+    if isinstance(body.get("response"), dict):
+        body = {**body, "response": answered(body["response"], conversation)}
+    else:
+        body = conforming(body)
+    return (f"event: {kind}\ndata: "
+            f"{json.dumps(body, separators=(',', ':'), ensure_ascii=False)}\n\n")
 
 
 async def relay_events(call: EngineCall, first: str | None, access: Access,
@@ -182,7 +211,7 @@ async def relay_events(call: EngineCall, first: str | None, access: Access,
                     event = await source.__anext__()
                 except StopAsyncIteration:
                     break
-            kind, closing = event_of(event)
+            kind, carried = event_of(event)
             if kind == "response.output_text.delta":
                 deltas += 1
                 now = time.monotonic()
@@ -193,16 +222,15 @@ async def relay_events(call: EngineCall, first: str | None, access: Access,
                 admitted.content_events = deltas
             elif kind == "error" or event.startswith('data: {"error"'):
                 outcome = Outcome.ERROR
-            elif closing is not None and kind not in CLOSING_EVENTS \
-                    and isinstance(closing.get("response"), dict):
-                event = response_event(kind, closing, conversation)
-            elif closing is not None and isinstance(closing.get("response"), dict):
-                usage = usage_of(closing["response"])
+            elif carried is not None and kind not in CLOSING_EVENTS:
+                event = response_event(kind, carried, conversation)
+            elif carried is not None and isinstance(carried.get("response"), dict):
+                usage = usage_of(carried["response"])
                 if kind == "response.failed":
                     outcome = Outcome.ERROR
                 await settle_stream(access, admitted, outcome, usage, no_running)
-                await finished(closing["response"])
-                yield response_event(kind, closing, conversation)
+                await finished(carried["response"])
+                yield response_event(kind, carried, conversation)
                 continue
             yield event
         if usage is None:  # the engine's stream ended without its closing event

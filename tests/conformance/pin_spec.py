@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOTS = ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse",
          "CreateCompletionResponse", "CreateEmbeddingResponse", "ListModelsResponse", "Model",
-         "ErrorResponse")
+         "ErrorResponse", "Response", "ResponseStreamEvent")
 PINNED = Path(__file__).with_name("openai_schemas.json")
 PREFIX = "#/components/schemas/"
 

@@ -1,8 +1,9 @@
 """Every body the gateway answers on the OpenAI routes validates against OpenAI's published
 OpenAPI schemas (pinned: tests/conformance/openai_schemas.json, commit and version inside):
 chat and completions, plain and streamed with usage, logprobs, n > 1, tools; the model list
-and a model; and an error body for every status the gateway emits. A strict client (a typed
-SDK in another language, a validating proxy) accepts all of them."""
+and a model; embeddings; Responses and their events; and an error body for every status
+the gateway emits. A strict client (a typed SDK in another language, a validating proxy)
+accepts all of them."""
 
 from __future__ import annotations
 
@@ -111,3 +112,36 @@ def test_every_error_status_the_gateway_emits_conforms(platform, store, auth):
         assert reply.status_code == status, (status, reply.text)
         broken += [f"{status}: {v}" for v in violations("ErrorResponse", reply.json())]
     assert not broken, "\n".join(broken)
+
+
+def test_responses_and_their_events_conform(platform, auth):
+    """Responses API: the response, plain (with logprobs asked for) and retrieved, continued
+    from a stored one, and every event of its stream, against OpenAI's `Response` and
+    `ResponseStreamEvent`."""
+    broken: set[str] = set()
+    with httpx.Client(base_url=platform["url"], headers=auth, timeout=120) as http:
+        base = {"model": "demo-remote", "input": "Tell me about licences.",
+                "max_output_tokens": 6}
+        first = http.post("/v1/responses", json={**base, "top_logprobs": 2, "include": [
+            "message.output_text.logprobs"]})
+        assert first.status_code == 200, first.text
+        follow = http.post("/v1/responses", json={**base, "input": "More.",
+                                                  "previous_response_id": first.json()["id"]})
+        again = http.get(f"/v1/responses/{first.json()['id']}")
+        for reply in (first, follow, again):
+            assert reply.status_code == 200, reply.text
+            broken.update(f"response: {v}" for v in violations("Response", reply.json()))
+        with http.stream("POST", "/v1/responses", json={**base, "stream": True}) as stream:
+            assert stream.status_code == 200
+            datas = [json.loads(line[len("data: "):]) for line in stream.iter_lines()
+                     if line.startswith("data: ")]
+        assert datas[-1]["type"] == "response.completed"
+        for data in datas:
+            broken.update(f"stream {data.get('type')}: {v}"
+                          for v in violations("ResponseStreamEvent", data))
+        for body in (first.text, follow.text, json.dumps(datas)):
+            broken.update(f"engine field {name}" for name in (
+                "kv_transfer_params", "input_messages", "output_messages") if name in body)
+    assert not broken, f"against openai-openapi {pinned_commit()}:\n" + "\n".join(
+        sorted(broken))
+

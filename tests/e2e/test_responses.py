@@ -100,6 +100,12 @@ def test_deleted_and_unstored_responses_are_gone(client):
     ("POST", "/v1/responses", {"model": MODEL, "input": "hi", "max_tokens": 3}, 400,
      "max_tokens"),
     ("POST", "/v1/responses", {"input": "hi"}, 400, "model"),
+    # Found by the fuzzer: vLLM's own server answers 500 (IndexError) to this.
+    ("POST", "/v1/responses", {"model": MODEL, "input": [
+        {"content": "", "role": "user"},
+        {"content": [], "role": "assistant", "id": "", "status": "completed",
+         "type": "message"}]}, 400, None),
+    ("POST", "/v1/responses", {"model": MODEL, "input": "hi", "store": "yes"}, 400, "store"),
     ("GET", "/v1/responses/..%2F..%2Fadmin%2Fv1%2Ftenants", None, 404, None),
     ("GET", "/v1/responses/" + "r" * 5000, None, 404, None),
     ("DELETE", "/v1/responses/resp_\u00e9", None, 404, None),

@@ -41,7 +41,8 @@ def test_the_answer_drops_vllms_fields_and_says_what_it_continues():
     out = responses.answered({"id": "resp_1", "kv_transfer_params": None,
                               "input_messages": None, "previous_response_id": None},
                              conversation)
-    assert out == {"id": "resp_1", "previous_response_id": "resp_0", "store": False}
+    assert out == {"id": "resp_1", "previous_response_id": "resp_0", "store": False,
+                   "error": None, "text": {"format": {"type": "text"}}}
 
 
 def test_events_that_carry_the_response_are_parsed_and_rewritten():
@@ -59,3 +60,27 @@ def test_events_that_carry_the_response_are_parsed_and_rewritten():
     assert responses.event_of(delta) == ("response.output_text.delta", None)
     assert responses.event_of("event: response.completed\ndata: {oops\n\n") == (
         "response.completed", None)
+
+
+def test_vllms_responses_conform_once_answered():
+    """Bodies and events as vLLM 0.32 answers them (recorded from EngineHost on the demo
+    model: tests/conformance/vllm_responses_sample.json) break OpenAI's schema as they are
+    (null `text`, `user`, `usage`, an `output_text` part's null `logprobs`, no `error`);
+    answered and rewritten by the gateway, none does."""
+    from pathlib import Path
+
+    from tests.conformance.openai_spec import violations
+
+    sample = json.loads((Path(__file__).parents[1] / "conformance" /
+                         "vllm_responses_sample.json").read_text())
+    conversation = responses.Conversation([], None, True)
+    assert violations("Response", sample["plain"]) != []
+    for body in (sample["plain"], sample["logprobs"]):
+        assert violations("Response", responses.answered(body, conversation)) == []
+    broken = []
+    for event in sample["stream"]:
+        kind, body = responses.event_of(event)
+        if body is not None:
+            event = responses.response_event(kind, body, conversation)
+        broken += violations("ResponseStreamEvent", json.loads(event.split("\n", 1)[1][6:]))
+    assert broken == []

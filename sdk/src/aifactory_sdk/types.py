@@ -154,7 +154,7 @@ class Embedding(BaseModel):
 
 class EmbeddingList(Result):
     object: Literal["list"] = "list"
-    model: str
+    model: str | None = None
     data: list[Embedding]
     usage: Usage
 
