@@ -45,7 +45,10 @@ GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
 PROVIDER = "vllm"
 
 # What the gateway calls each OpenAI route, in GenAI's `gen_ai.operation.name` terms.
-OPERATIONS = {"chat": "chat", "completion": "text_completion"}
+# gen_ai.operation.name by kind of request (OpenTelemetry's well-known values; the Responses
+# API is a chat; vLLM's tokenizer routes have none and keep their own names).
+OPERATIONS = {"chat": "chat", "completion": "text_completion", "responses": "chat",
+              "embedding": "embeddings"}
 
 _configured = False
 _configure_lock = threading.Lock()
@@ -184,6 +187,7 @@ def request_attributes(kind: str, model: str, body: Mapping[str, Any]) -> dict[s
     for key, name, types in (
         ("max_completion_tokens", GEN_AI_REQUEST_MAX_TOKENS, (int,)),
         ("max_tokens", GEN_AI_REQUEST_MAX_TOKENS, (int,)),
+        ("max_output_tokens", GEN_AI_REQUEST_MAX_TOKENS, (int,)),
         ("temperature", GEN_AI_REQUEST_TEMPERATURE, (int, float)),
         ("top_p", GEN_AI_REQUEST_TOP_P, (int, float)),
     ):

@@ -134,3 +134,13 @@ async def test_a_refused_request_ends_its_span_with_the_status(gateway, exporter
     assert resp.status_code == 401
     (span,) = [s for s in exporter.get_finished_spans() if s.name == "text_completion"]
     assert span.attributes["http.response.status_code"] == 401
+
+
+def test_responses_and_embeddings_are_named_as_opentelemetry_names_them():
+    from observability.tracing import GEN_AI_OPERATION_NAME, GEN_AI_REQUEST_MAX_TOKENS
+    from observability.tracing import request_attributes
+
+    responses = request_attributes("responses", "demo", {"max_output_tokens": 7})
+    assert responses[GEN_AI_OPERATION_NAME] == "chat"
+    assert responses[GEN_AI_REQUEST_MAX_TOKENS] == 7
+    assert request_attributes("embedding", "e", {})[GEN_AI_OPERATION_NAME] == "embeddings"
