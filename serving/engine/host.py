@@ -1,9 +1,9 @@
 """Hosts one vLLM V1 engine (AsyncLLM) and answers OpenAI requests with vLLM's serving layer.
 
-Requests are validated by vLLM's own protocol models and handled by vLLM's own
-`OpenAIServingChat` / `OpenAIServingCompletion`, set up exactly as `vllm serve` sets them up
-(from the same argument parser), so chat templates, sampling, stop sequences, logprobs, tools
-and structured output behave as under `vllm serve`.
+Requests are validated by vLLM's own protocol models and handled by vLLM's own serving
+objects (chat, completions, Responses, embeddings, tokenization), set up exactly as
+`vllm serve` sets them up (from the same argument parser), so chat templates, sampling, stop
+sequences, logprobs, tools and structured output behave as under `vllm serve`.
 """
 
 from __future__ import annotations
