@@ -46,8 +46,28 @@ async def settle_reply(access: Access, admitted: Admitted, result: dict[str, Any
                         usage.get("completion_tokens", 0))
 
 
+async def engine_events(call: EngineCall, first: str | None) -> AsyncIterator[str]:
+    """A stream's events: the first (read with its head), then the rest as the engine makes
+    them."""
+    if first is not None:
+        yield first
+    async for event in call.chunks():
+        yield event
+
+
+def content_seen(admitted: Admitted, bound: InFlightBound, count: int) -> None:
+    """A content event went out (the `count`th): the first one's delay goes to the
+    endpoint's `bound` (is its queue standing?), the last one's time to the ITL."""
+    now = time.monotonic()
+    if admitted.first_token_at is None:
+        admitted.first_token_at = now
+        bound.delay.observe(now, now - admitted.started)
+    admitted.last_token_at = now
+    admitted.content_events = count
+
+
 async def settle_stream(access: Access, admitted: Admitted, outcome: Outcome,
-                        usage: dict | None, running: RunningUsage) -> None:
+                        usage: dict | None, running: RunningUsage | None = None) -> None:
     # The client got 200 and the stream's head: a stream that broke is the engine's fault.
     status, error_class = ((200, ErrorClass.ENGINE_ERROR) if outcome is Outcome.ERROR
                            else (200 if outcome is Outcome.OK else None, None))
@@ -55,7 +75,8 @@ async def settle_stream(access: Access, admitted: Admitted, outcome: Outcome,
         prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
     else:  # cut short (cancelled or broken): the engine's counts at the last relayed event
         # (one token per event only if the engine gave none, which vLLM always does)
-        prompt, completion = running.totals() or (None, admitted.content_events)
+        totals = running.totals() if running is not None else None
+        prompt, completion = totals or (None, admitted.content_events)
     try:
         await access.finish(admitted, outcome, prompt, completion, http_status=status,
                             error_class=error_class)
@@ -76,16 +97,7 @@ async def relay(call: EngineCall, first: str | None, access: Access, admitted: A
     events = 0
     outcome = Outcome.OK
     try:
-        pending = [first] if first is not None else []
-        source = call.chunks()
-        while True:
-            if pending:
-                event = pending.pop()
-            else:
-                try:
-                    event = await source.__anext__()
-                except StopAsyncIteration:
-                    break
+        async for event in engine_events(call, first):
             if event == DONE:
                 break
             if is_usage_event(event):
@@ -97,14 +109,9 @@ async def relay(call: EngineCall, first: str | None, access: Access, admitted: A
             else:
                 event = shaped_event(running.take(event), wants.token_ids)
                 events += 1
-                now = time.monotonic()
-                if admitted.first_token_at is None:
-                    admitted.first_token_at = now
-                    bound.delay.observe(now, now - admitted.started)
-                    if admitted.span is not None:
-                        telemetry.describe_response(admitted.span, event_body(event))
-                admitted.last_token_at = now
-                admitted.content_events = events
+                if events == 1 and admitted.span is not None:
+                    telemetry.describe_response(admitted.span, event_body(event))
+                content_seen(admitted, bound, events)
             yield event
         await settle_stream(access, admitted, outcome, usage, running)
         yield DONE

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,8 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import error_response, sse_error_event
-from serving.gateway.relay import settle_stream
-from serving.gateway.stream_usage import RunningUsage, StreamWants
+from serving.gateway.relay import content_seen, engine_events, settle_stream
 from serving.targets import EngineCall, InFlightBound
 from serving.tenancy import Outcome, Principal
 from serving.tenancy import stored_responses as stored
@@ -197,29 +195,14 @@ async def relay_events(call: EngineCall, first: str | None, access: Access,
     gives the usage (settled before that event goes out) and is handed to `finished` (to be
     stored). A client that leaves cancels the engine request; it is billed one token per
     text delta relayed (the Responses stream carries no running counts)."""
-    no_running = RunningUsage(StreamWants())
     deltas = 0
     outcome, usage = Outcome.OK, None
     try:
-        pending = [first] if first is not None else []
-        source = call.chunks()
-        while True:
-            if pending:
-                event = pending.pop()
-            else:
-                try:
-                    event = await source.__anext__()
-                except StopAsyncIteration:
-                    break
+        async for event in engine_events(call, first):
             kind, carried = event_of(event)
             if kind == "response.output_text.delta":
                 deltas += 1
-                now = time.monotonic()
-                if admitted.first_token_at is None:
-                    admitted.first_token_at = now
-                    bound.delay.observe(now, now - admitted.started)
-                admitted.last_token_at = now
-                admitted.content_events = deltas
+                content_seen(admitted, bound, deltas)
             elif kind == "error" or event.startswith('data: {"error"'):
                 outcome = Outcome.ERROR
             elif carried is not None and kind not in CLOSING_EVENTS:
@@ -228,22 +211,22 @@ async def relay_events(call: EngineCall, first: str | None, access: Access,
                 usage = usage_of(carried["response"])
                 if kind == "response.failed":
                     outcome = Outcome.ERROR
-                await settle_stream(access, admitted, outcome, usage, no_running)
+                await settle_stream(access, admitted, outcome, usage)
                 await finished(carried["response"])
                 yield response_event(kind, carried, conversation)
                 continue
             yield event
         if usage is None:  # the engine's stream ended without its closing event
-            await settle_stream(access, admitted, Outcome.ERROR, None, no_running)
+            await settle_stream(access, admitted, Outcome.ERROR, None)
     except asyncio.CancelledError:
         call.cancel()
         asyncio.get_running_loop().create_task(settle_stream(
-            access, admitted, Outcome.CLIENT_CANCELLED, None, no_running))
+            access, admitted, Outcome.CLIENT_CANCELLED, None))
         raise
     except Exception as exc:
         logger.warning("response stream broke: %r", exc)
         call.cancel()
-        await settle_stream(access, admitted, Outcome.ERROR, None, no_running)
+        await settle_stream(access, admitted, Outcome.ERROR, None)
         yield sse_error_event(HTTPStatus.SERVICE_UNAVAILABLE,
                               f"the engine failed mid-stream: {exc}")
     finally:

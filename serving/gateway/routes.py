@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,6 +26,18 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     router = APIRouter()
     started = int(time.time())
 
+    async def for_caller(request: Request, read: Callable[[Principal], Awaitable[Any]]) -> Any:
+        """`read(the caller)` after authentication; a store that fails is a 503 Refusal."""
+        principal = await authenticate(gateway.access, request)
+        try:
+            return await read(principal)
+        except Exception as exc:
+            raise store_unavailable(exc) from None
+
+    def stored(call: Callable[..., Any], response_id: str) -> Callable[[Principal], Any]:
+        return lambda caller: asyncio.to_thread(call, gateway.access.store, caller.tenant,
+                                                response_id)
+
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         return await gateway.handle(request, "chat")
@@ -41,13 +54,9 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     async def retrieve_response(response_id: str, request: Request) -> Response:
         """A response the caller's tenant stored; any other id answers 404."""
         try:
-            principal = await authenticate(gateway.access, request)
-            found = await asyncio.to_thread(stored_responses.find, gateway.access.store,
-                                            principal.tenant, response_id)
+            found = await for_caller(request, stored(stored_responses.find, response_id))
         except Refusal as refusal:
             return refusal.response
-        except Exception as exc:
-            return store_unavailable(exc).response
         if found is None:
             return responses.not_found(response_id)
         return JSONResponse(found.response)
@@ -55,13 +64,9 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     @router.delete("/v1/responses/{response_id:path}")
     async def delete_response(response_id: str, request: Request) -> Response:
         try:
-            principal = await authenticate(gateway.access, request)
-            gone = await asyncio.to_thread(stored_responses.remove, gateway.access.store,
-                                           principal.tenant, response_id)
+            gone = await for_caller(request, stored(stored_responses.remove, response_id))
         except Refusal as refusal:
             return refusal.response
-        except Exception as exc:
-            return store_unavailable(exc).response
         if not gone:
             return responses.not_found(response_id)
         return JSONResponse({"id": response_id, "object": "response", "deleted": True})
@@ -92,19 +97,10 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
         entry["root"] = name
         return entry
 
-    async def visible_to(request: Request) -> tuple[Principal, set[str]]:
-        try:
-            principal = await authenticate(gateway.access, request)
-            return principal, await gateway.access.visible_endpoints(principal)
-        except Refusal:
-            raise
-        except Exception as exc:
-            raise store_unavailable(exc) from None
-
     @router.get("/v1/models")
     async def list_models(request: Request) -> Response:
         try:
-            _, visible = await visible_to(request)
+            visible = await for_caller(request, gateway.access.visible_endpoints)
         except Refusal as refusal:
             return refusal.response
         names = [name for name in gateway.endpoints if name in visible]
@@ -115,7 +111,7 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     async def retrieve_model(model: str, request: Request) -> Response:
         """One of the tenant's models; any other name answers as a missing one does."""
         try:
-            _, visible = await visible_to(request)
+            visible = await for_caller(request, gateway.access.visible_endpoints)
         except Refusal as refusal:
             return refusal.response
         if not ENDPOINT_NAME.fullmatch(model) or model not in visible \

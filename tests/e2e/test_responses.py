@@ -5,7 +5,6 @@ with the engine's counts."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import httpx
@@ -13,18 +12,9 @@ import openai
 import pytest
 
 from tests.e2e.conftest import openai_client
-from tests.e2e.test_security import records_of
+from tests.e2e.test_security import wait_for_records
 
 MODEL = "demo-remote"  # shared by acme and globex: isolation is the store's, not the model's
-
-
-def record_of(store, tenant: str, since: datetime, count: int) -> list:
-    for _ in range(100):
-        rows = records_of(store, tenant, since)
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.1)
-    return records_of(store, tenant, since)
 
 
 def test_a_response_is_answered_billed_stored_and_continued(client, store):
@@ -41,7 +31,7 @@ def test_a_response_is_answered_billed_stored_and_continued(client, store):
     assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
     again = client.responses.retrieve(first.id)
     assert (again.id, again.output_text) == (first.id, first.output_text)
-    rows = [r for r in record_of(store, "acme", since, 2) if r.endpoint == MODEL]
+    rows = [r for r in wait_for_records(store, "acme", since, 2) if r.endpoint == MODEL]
     assert sorted((r.prompt_tokens, r.completion_tokens) for r in rows) == sorted([
         (first.usage.input_tokens, 8), (second.usage.input_tokens, second.usage.output_tokens)])
 
@@ -57,7 +47,7 @@ def test_a_streamed_response_is_billed_and_stored(client, store):
     assert done.usage.output_tokens == 6
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert client.responses.retrieve(done.id).output_text == text
-    rows = [r for r in record_of(store, "acme", since, 1) if r.endpoint == MODEL]
+    rows = [r for r in wait_for_records(store, "acme", since, 1) if r.endpoint == MODEL]
     assert [(r.prompt_tokens, r.completion_tokens, r.ttft_s is not None) for r in rows] == [
         (done.usage.input_tokens, 6, True)]
 
