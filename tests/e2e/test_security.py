@@ -138,13 +138,35 @@ def test_bodies_the_gateway_would_misread_are_refused_before_admission(platform,
     assert ok.status_code == 200, ok.text
 
 
-def test_json_nested_past_the_parser_is_a_400(platform, auth):
+POST_ROUTES = ["/v1/completions", "/v1/chat/completions", "/v1/responses", "/v1/embeddings",
+               "/tokenize", "/detokenize"]
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+def test_json_nested_past_the_parser_is_a_400(platform, auth, path):
     deep = '{"model": "demo-remote", "prompt": "x", "metadata": ' + "[" * 100_000 + \
         "]" * 100_000 + "}"
-    reply = httpx.post(platform["url"] + "/v1/completions", content=deep, timeout=60,
+    reply = httpx.post(platform["url"] + path, content=deep, timeout=60,
                        headers={**auth, "content-type": "application/json"})
     assert reply.status_code == 400, reply.text
     assert reply.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("path", POST_ROUTES)
+@pytest.mark.parametrize(("raw", "status"), [
+    (b'{"model": "demo-remote", "input": ', 400),  # cut short
+    (b'["model", "demo-remote"]', 400),  # not an object
+    (b'{"model": "demo-remote", "input": ' + b"[" * 70 + b"]" * 70 + b"}", 400),  # past 64
+    (b'{"model": "' + b"m" * 100_000 + b'", "input": "x"}', 404),  # a name none can have
+    (b'{"model": "demo-remote", "input": "' + b"a" * (9 << 20) + b'"}', 413),
+])
+def test_every_post_route_refuses_hostile_bodies_in_openais_shape(platform, auth, path, raw,
+                                                                   status):
+    reply = httpx.post(platform["url"] + path, content=raw, timeout=60,
+                       headers={**auth, "content-type": "application/json"})
+    assert reply.status_code == status, reply.text[:300]
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and len(error["message"]) < 400
 
 
 def test_models_and_readiness_show_no_paths_or_other_tenants_endpoints(platform, keys):
