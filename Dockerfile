@@ -12,6 +12,7 @@ COPY serving ./serving
 COPY deployments ./deployments
 COPY autoscaling ./autoscaling
 COPY observability ./observability
+COPY sdk ./sdk
 RUN bash deployments/install.sh "${ENGINE}" --no-cache-dir
 ENV PATH=/opt/aifactory/.venv/bin:$PATH \
     AIFACTORY_HOME=/var/lib/aifactory

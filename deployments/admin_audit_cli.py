@@ -8,10 +8,12 @@ import csv
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from deployments.admin_cli import AdminClient, _iso, _show, _when, parse_moment, print_table
+from aifactory_sdk import Client
+
+from deployments.admin_cli import window
+from deployments.admin_render import as_json, print_table, show, when
 
 PAGE_SIZE = 1000  # the API's largest page
 TABLE_LIMIT = 100  # what a table shows unless --limit says otherwise; exports take everything
@@ -19,7 +21,7 @@ CSV_COLUMNS = ("id", "at", "actor_tenant", "actor_key_prefix", "actor_scope", "s
                "action", "target", "tenant", "before", "after")
 
 
-def fetch(client: AdminClient, filters: dict[str, Any],
+def fetch(client: Client, filters: dict[str, Any],
           limit: int | None) -> tuple[list[dict], bool]:
     """Entries oldest first, page after page, at most `limit` (None: all); and whether more
     match than were fetched."""
@@ -27,8 +29,7 @@ def fetch(client: AdminClient, filters: dict[str, Any],
     after_id = 0
     while True:
         want = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(entries))
-        page = client.call("GET", "audit", params={**filters, "after_id": after_id,
-                                                   "limit": want})
+        page = as_json(client.admin.audit(**filters, after_id=after_id, limit=want))
         entries += page["data"]
         if not page["has_more"] or (limit is not None and len(entries) >= limit):
             return entries, page["has_more"]
@@ -46,7 +47,7 @@ def _change(entry: dict) -> str:
 
 
 AUDIT_COLUMNS: list[tuple[str, Callable[[dict], object]]] = [
-    ("ID", lambda e: e["id"]), ("AT", lambda e: _when(e["at"])),
+    ("ID", lambda e: e["id"]), ("AT", lambda e: when(e["at"])),
     ("ACTOR", lambda e: f"{e['actor_tenant']}/{e['actor_key_prefix'] or '?'} "
                         f"({e['actor_scope']})"),
     ("FROM", lambda e: e["source_address"]), ("ACTION", lambda e: e["action"]),
@@ -62,11 +63,9 @@ def write_csv(entries: list[dict]) -> None:
                          else entry[c] for c in CSV_COLUMNS])
 
 
-def audit(client: AdminClient, args: argparse.Namespace) -> None:
-    now = datetime.now(UTC)
-    filters = {"since": None if args.since is None else _iso(parse_moment(args.since, now)),
-               "until": None if args.until is None else _iso(parse_moment(args.until, now)),
-               "tenant": args.tenant}
+def audit(client: Client, args: argparse.Namespace) -> None:
+    since, until = window(args)
+    filters = {"since": since, "until": until, "tenant": args.tenant}
     limit = args.limit if args.limit is not None or args.format != "table" else TABLE_LIMIT
     entries, more = fetch(client, filters, limit)
     if args.format == "jsonl":
@@ -75,8 +74,8 @@ def audit(client: AdminClient, args: argparse.Namespace) -> None:
     elif args.format == "csv":
         write_csv(entries)
     else:
-        _show(args, {"object": "list", "data": entries, "has_more": more},
-              lambda out: print_table(AUDIT_COLUMNS, out["data"]))
+        show(args.json, {"object": "list", "data": entries, "has_more": more},
+             lambda out: print_table(AUDIT_COLUMNS, out["data"]))
         if more and not args.json:
             print(f"(the first {len(entries)}; more match: raise --limit or narrow --since)",
                   file=sys.stderr)

@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from deployments import home as data
+from deployments.admin_cli import register_admin_commands
+from deployments.admin_key import configured_admin_key, ensure_admin_key
 from deployments.config import (
     DEFAULT_TENANT,
     DEMO_MODEL,
@@ -23,7 +25,6 @@ from deployments.config import (
     default_config,
     load_config,
 )
-from deployments.admin_cli import ensure_admin_key, register_admin_commands
 from deployments.tenancy_setup import DEFAULT_KEY_FILE
 
 READY_TIMEOUT_S = 900
@@ -107,7 +108,11 @@ def prepare_tenancy(config: PlatformConfig, using_default: bool):
     default) make sure the default tenant has a key on disk. Settings come from the
     environment here, at the edge: AIFACTORY_DATABASE_URL, AIFACTORY_REDIS_URL."""
     from deployments.app import TenancySettings
-    from deployments.tenancy_setup import apply_config, ensure_default_key, prepare_store
+    from deployments.tenancy_setup import (
+        apply_config,
+        ensure_default_key,
+        prepare_store,
+    )
     from serving.tenancy import Store, TenancyError
 
     url = prepare_store(data.home())
@@ -170,9 +175,9 @@ def _start_local_ray(config: PlatformConfig) -> None:
 
 
 def _connect(address: str | None, env: dict[str, str] | None = None) -> None:
-    import ray
-
     import logging
+
+    import ray
 
     os.environ.update(env or {})  # this driver imports Serve too
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -203,10 +208,7 @@ def _base_url(config: PlatformConfig) -> str:
 
 def _admin_authorization() -> dict[str, str]:
     """The operator's admin key, if this machine has one: /ready then names each endpoint."""
-    from deployments.admin_cli import ADMIN_KEY_ENV, ADMIN_KEY_FILE, read_key_file
-
-    key = os.environ.get(ADMIN_KEY_ENV, "").strip() or read_key_file(
-        data.home() / ADMIN_KEY_FILE)
+    key = configured_admin_key()
     return {"authorization": f"Bearer {key}"} if key else {}
 
 

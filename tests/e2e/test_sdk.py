@@ -28,6 +28,8 @@ from aifactory_sdk.types import (
     EmbeddingList,
     ModelCard,
     MyEndpoint,
+    ResponseObject,
+    ResponseStreamEvent,
     SlaReport,
 )
 
@@ -74,6 +76,35 @@ def test_inference_with_usage_request_ids_and_typed_streams(platform, keys):
         pieces = [c.choices[0].delta.content for c in chunks if c.choices]
         assert len([p for p in pieces if p]) >= 1
         assert stream.usage.completion_tokens == 6 and stream.request_id
+
+
+def test_responses_are_created_streamed_continued_and_kept_per_tenant(platform, keys):
+    with sdk(platform, keys["acme"]) as client, sdk(platform, keys["globex"]) as other:
+        first = client.responses.create(model="demo", input="Say one word.",
+                                        max_output_tokens=4)
+        assert isinstance(first, ResponseObject) and first.status in ("completed", "incomplete")
+        assert first.usage.output_tokens >= 1 and first.request_id
+        assert first.output_text == client.responses.retrieve(first.id).output_text
+
+        with client.responses.create(model="demo", input="And another.", stream=True,
+                                     previous_response_id=first.id,
+                                     max_output_tokens=4) as stream:
+            events = list(stream)
+        assert all(isinstance(e, ResponseStreamEvent) for e in events)
+        assert events[0].type == "response.created" and events[-1].closes
+        second = events[-1].response
+        assert second.previous_response_id == first.id
+        # the continued prompt carries the first turn, so it is longer than the first's
+        assert stream.usage.prompt_tokens > first.usage.input_tokens
+        assert stream.usage.completion_tokens == second.usage.output_tokens
+
+        with pytest.raises(NotFoundError):
+            other.responses.retrieve(second.id)
+        with pytest.raises(NotFoundError):
+            other.responses.create(model="demo", input="x", previous_response_id=first.id)
+        assert client.responses.delete(second.id).deleted is True
+        with pytest.raises(NotFoundError):
+            client.responses.retrieve(second.id)
 
 
 async def test_inference_async_with_concurrent_calls_and_a_stream(platform, keys):

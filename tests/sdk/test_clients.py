@@ -354,6 +354,12 @@ def test_the_current_trace_context_is_sent_as_traceparent(kind, waits) -> None:
     (lambda c: c.admin.audit(tenant="acme", limit=5), "GET",
      "/admin/v1/audit?limit=5&tenant=acme", None),
     (lambda c: c.tenant.audit(after_id=7), "GET", "/tenant/v1/audit?after_id=7", None),
+    # Responses: a stream asks for nothing else; ids are one path segment
+    (lambda c: c.responses.create(model="demo", input="hi", stream=True, store=False),
+     "POST", "/v1/responses", {"model": "demo", "input": "hi", "store": False, "stream": True}),
+    (lambda c: c.responses.retrieve("resp_1/../x"), "GET", "/v1/responses/resp_1%2F..%2Fx",
+     None),
+    (lambda c: c.responses.delete("resp_2"), "DELETE", "/v1/responses/resp_2", None),
 ])
 def test_calls_go_where_the_platform_routes_them(waits, call, method, path, body) -> None:
     platform = Platform(httpx.Response(500, json={"error": {"message": "stop here"}}))

@@ -17,7 +17,7 @@ from aifactory_sdk._core import (
     retry_after_from_headers,
     retry_delay,
 )
-from aifactory_sdk.types import ChatCompletionChunk
+from aifactory_sdk.types import ChatCompletionChunk, ResponseStreamEvent
 
 
 def _status(status: int, code: str | None = None,
@@ -179,6 +179,44 @@ def test_a_stream_that_ends_without_done_broke() -> None:
     decoder.feed("")
     with pytest.raises(errors.APIConnectionError, match="DONE"):
         decoder.finish()
+
+
+_RESPONSE = ('{"id":"resp_1","object":"response","created_at":1,"model":"m","status":"%s",'
+             '"output":[{"type":"message","role":"assistant","content":[{"type":"output_text",'
+             '"text":"hello","annotations":[]}]}],'
+             '"usage":{"input_tokens":4,"output_tokens":2,"total_tokens":6}}')
+
+
+def test_a_responses_stream_ends_at_its_closing_event_with_its_usage() -> None:
+    decoder = ChunkDecoder(ResponseStreamEvent, "req-5")
+    lines = ["event: response.created",
+             'data: {"type":"response.created","sequence_number":0,"response":'
+             + _RESPONSE % "in_progress" + "}", "",
+             "event: response.output_text.delta",
+             'data: {"type":"response.output_text.delta","sequence_number":1,"delta":"hel"}',
+             "", "event: response.completed",
+             'data: {"type":"response.completed","sequence_number":2,"response":'
+             + _RESPONSE % "completed" + "}", "",
+             'data: {"type":"response.output_text.delta","delta":"after the end"}', ""]
+    events = [e for e in map(decoder.feed, lines) if e is not None]
+    assert [e.type for e in events] == ["response.created", "response.output_text.delta",
+                                        "response.completed"]
+    assert events[1].delta == "hel" and events[2].response.output_text == "hello"
+    assert decoder.done and decoder.usage.prompt_tokens == 4
+    assert decoder.usage.completion_tokens == 2 and decoder.finish() is None
+
+
+def test_a_responses_error_event_raises_and_a_stream_without_its_close_broke() -> None:
+    decoder = ChunkDecoder(ResponseStreamEvent, "req-6")
+    decoder.feed('data: {"type":"error","code":"server_error","message":"engine died",'
+                 '"sequence_number":3}')
+    with pytest.raises(errors.APIStatusError, match="engine died"):
+        decoder.feed("")
+    unfinished = ChunkDecoder(ResponseStreamEvent, None)
+    unfinished.feed('data: {"type":"response.output_text.delta","delta":"x"}')
+    unfinished.feed("")
+    with pytest.raises(errors.APIConnectionError, match="closing event"):
+        unfinished.finish()
 
 
 def test_options_fall_back_to_the_environment() -> None:

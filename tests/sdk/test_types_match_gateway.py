@@ -19,6 +19,7 @@ PAIRS = [
     (types.EmbeddingList, "EmbeddingResponse"),
     (types.ModelList, "ModelList"),
     (types.ModelCard, "Model"),
+    (types.ResponseObject, "ResponsesResponse"),
 ]
 
 

@@ -38,6 +38,7 @@ from aifactory_sdk.resources import (
     Completions,
     Embeddings,
     Models,
+    Responses,
     TenantSelfService,
 )
 from aifactory_sdk.types import RateLimit, Usage
@@ -62,6 +63,7 @@ class _Surface:
         self.completions = Completions(self)
         self.embeddings = Embeddings(self)
         self.models = Models(self)
+        self.responses = Responses(self)
         self.tenant = TenantSelfService(self)
         self.admin = Admin(self)
 

@@ -373,8 +373,9 @@ class SSEDecoder:
 
 
 class ChunkDecoder:
-    """A stream's lines as typed chunks. An `{"error": ...}` event raises the typed error;
-    `[DONE]` ends the stream; the usage event's counts are kept in `usage`."""
+    """A stream's lines as typed chunks. An `{"error": ...}` event (or a Responses `error`
+    event) raises the typed error; `[DONE]` or a Responses closing event ends the stream; the
+    usage event's counts are kept in `usage`."""
 
     def __init__(self, chunk: type[BaseModel], request_id: str | None) -> None:
         self._chunk = chunk
@@ -391,7 +392,7 @@ class ChunkDecoder:
         `[DONE]` broke on the way."""
         last = self._event(self._events.flush())
         if not self.done:
-            raise errors.APIConnectionError("the stream ended before its end marker [DONE]",
+            raise errors.APIConnectionError("the stream ended before its end (a [DONE] or closing event)",
                                             request_id=self._request_id)
         return last
 
@@ -408,6 +409,9 @@ class ChunkDecoder:
         if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
             self.done = True
             raise error_from_event(payload["error"], self._request_id)
+        if isinstance(payload, dict) and payload.get("type") == "error":  # Responses' form
+            self.done = True
+            raise error_from_event(payload, self._request_id)
         try:
             chunk = self._chunk.model_validate(payload)
         except ValidationError as exc:
@@ -416,4 +420,7 @@ class ChunkDecoder:
         usage = getattr(chunk, "usage", None)
         if usage is not None:
             self.usage = usage
+        # A Responses stream ends with its closing event; chat's and completions' with [DONE].
+        if getattr(chunk, "closes", False):
+            self.done = True
         return chunk

@@ -20,6 +20,7 @@ from aifactory_sdk.types import (
     CompletionChunk,
     CreatedApiKey,
     Deleted,
+    DeletedResponse,
     EmbeddingList,
     Endpoint,
     EndpointList,
@@ -27,6 +28,8 @@ from aifactory_sdk.types import (
     ModelList,
     MyEndpointList,
     Quota,
+    ResponseObject,
+    ResponseStreamEvent,
     SlaReport,
     Tenant,
     TenantList,
@@ -37,7 +40,11 @@ Moment = datetime | timedelta | str | None  # a timedelta means "that long befor
 
 
 def _segment(value: str | int) -> str:
-    return quote(str(value), safe="")
+    """One path segment, escaped so that a name can never become a different path."""
+    text = str(value)
+    escaped = quote(text, safe="")
+    # "." and ".." would be resolved away by URL normalisation; escaped they stay a name.
+    return escaped.replace(".", "%2E") if set(text) <= {"."} else escaped
 
 
 class Sender(Protocol):
@@ -109,6 +116,31 @@ class Embeddings(Resource):
         through as given."""
         body = {"model": model, "input": input, **params}
         return self._send(Call("POST", "/v1/embeddings", EmbeddingList, body=body))
+
+
+class Responses(Resource):
+    def create(self, *, model: str, input: str | Iterable[Mapping[str, Any]],
+               stream: bool = False, **params: Any) -> Any:
+        """`ResponseObject`, or with `stream=True` a stream of `ResponseStreamEvent` ending
+        with the closing event (its `response` and the stream's `usage`). Other OpenAI or
+        vLLM parameters (instructions, previous_response_id, store, max_output_tokens, ...)
+        pass through as given."""
+        body = {"model": model, "input": input if isinstance(input, str) else list(input),
+                **params}
+        if not stream:
+            return self._send(Call("POST", "/v1/responses", ResponseObject, body=body))
+        return self._send(Call("POST", "/v1/responses", ResponseObject,
+                               chunk=ResponseStreamEvent, body={**body, "stream": True}))
+
+    def retrieve(self, response_id: str) -> Any:
+        """`ResponseObject`: a stored response of this tenant (any other id: NotFoundError)."""
+        return self._send(Call("GET", f"/v1/responses/{_segment(response_id)}",
+                               ResponseObject))
+
+    def delete(self, response_id: str) -> Any:
+        """`DeletedResponse`; the response can no longer be retrieved or continued."""
+        return self._send(Call("DELETE", f"/v1/responses/{_segment(response_id)}",
+                               DeletedResponse))
 
 
 def _audit_page(since: Moment, until: Moment, after_id: int | None,

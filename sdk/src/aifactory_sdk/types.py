@@ -4,7 +4,7 @@ rate-limit state and request id every result carries."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -157,6 +157,71 @@ class EmbeddingList(Result):
     model: str | None = None
     data: list[Embedding]
     usage: Usage
+
+
+# The Responses API
+
+
+class ResponseUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ResponseObject(Result):
+    """A model response (OpenAI's `Response`): `output` holds its items (messages, tool
+    calls, reasoning) as the platform sends them; `output_text` joins the message text."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: float
+    model: str
+    status: str | None = None
+    output: list[dict[str, Any]]
+    previous_response_id: str | None = None
+    usage: ResponseUsage | None = None
+
+    @property
+    def output_text(self) -> str:
+        return "".join(part.get("text", "") for item in self.output
+                       if item.get("type") == "message"
+                       for part in item.get("content") or []
+                       if part.get("type") == "output_text")
+
+
+class ResponseStreamEvent(BaseModel):
+    """One event of a streamed response, by `type`: e.g. `response.output_text.delta`
+    carries `delta`; the closing one (`response.completed`, `.incomplete` or `.failed`)
+    carries the whole `response` with its usage."""
+
+    CLOSING_TYPES: ClassVar[frozenset[str]] = frozenset(
+        {"response.completed", "response.incomplete", "response.failed"})
+    model_config = ConfigDict(extra="allow")
+    type: str
+    sequence_number: int | None = None
+    delta: str | None = None
+    response: ResponseObject | None = None
+
+    @property
+    def closes(self) -> bool:
+        return self.type in self.CLOSING_TYPES
+
+    @property
+    def usage(self) -> Usage | None:
+        """The closing event's token counts, in chat's terms."""
+        counted = None if self.response is None else self.response.usage
+        if counted is None:
+            return None
+        return Usage(prompt_tokens=counted.input_tokens,
+                     completion_tokens=counted.output_tokens,
+                     total_tokens=counted.total_tokens)
+
+
+class DeletedResponse(Result):
+    id: str
+    object: Literal["response"] = "response"
+    deleted: bool
 
 
 # Tenants, keys, endpoints, quotas, usage
