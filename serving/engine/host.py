@@ -1,14 +1,14 @@
 """Hosts one vLLM V1 engine (AsyncLLM) and answers OpenAI requests with vLLM's serving layer.
 
 Requests are validated by vLLM's own protocol models and handled by vLLM's own serving
-objects (chat, completions, Responses, embeddings, tokenization), set up exactly as
-`vllm serve` sets them up (from the same argument parser), so chat templates, sampling, stop
-sequences, logprobs, tools and structured output behave as under `vllm serve`.
+objects (chat, completions, Responses, embeddings, pooling, score and rerank, tokenization;
+which for which kind: serving.engine.protocols), set up exactly as `vllm serve` sets them up
+(from the same argument parser), so chat templates, sampling, stop sequences, logprobs,
+tools, structured output and pooling behave as under `vllm serve`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,25 +20,26 @@ from pydantic import ValidationError
 
 from observability.tracing import configure_tracing
 from serving.engine import telemetry
+from serving.engine.protocols import (
+    BINARY_ENCODINGS,
+    CHAT,
+    COMPLETION,
+    DETOKENIZE,
+    POOLING_KINDS,
+    RESPONSES,
+    SERVING,
+    TOKENIZE,
+    WHAT,
+    check_before_validation,
+    known_fields,
+    request_model,
+)
 
 logger = logging.getLogger(__name__)
 
-CHAT = "chat"
-COMPLETION = "completion"
-TOKENIZE = "tokenize"
-DETOKENIZE = "detokenize"
-EMBEDDING = "embedding"
-RESPONSES = "responses"
-# The serving object each kind needs, as vLLM's app state names it: a pooling model has no
-# chat or completion serving, a generating one no embedding serving.
-SERVING = {CHAT: "openai_serving_chat", COMPLETION: "openai_serving_completion",
-           TOKENIZE: "serving_tokenization", DETOKENIZE: "serving_tokenization",
-           EMBEDDING: "serving_embedding", RESPONSES: "openai_serving_responses"}
 # What vLLM raises, reading a request its protocol model accepted, on shapes it does not
 # handle (seen: IndexError for a Responses message item with empty content).
 INPUT_SHAPE_ERRORS = (LookupError, TypeError, AttributeError)
-WHAT = {CHAT: "chat completions", COMPLETION: "completions", EMBEDDING: "embeddings",
-        TOKENIZE: "tokenization", DETOKENIZE: "tokenization", RESPONSES: "responses"}
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,6 @@ def _validation_error(exc: ValidationError) -> EngineReply:
     return _error(HTTPStatus.BAD_REQUEST, message, "BadRequestError", param)
 
 
-@functools.cache
-def _known_fields(protocol: type) -> frozenset[str]:
-    names = set(protocol.model_fields)
-    for field in protocol.model_fields.values():
-        for alias in (field.alias, field.validation_alias):
-            if isinstance(alias, str):
-                names.add(alias)
-    return frozenset(names)
-
-
 async def _response_events(events) -> AsyncIterator[str]:
     """vLLM's Responses stream events as SSE, as its own route writes them. Closed early
     (the client left), it closes vLLM's generator, which aborts the engine request."""
@@ -162,9 +153,9 @@ class EngineHost:
     # -- requests --------------------------------------------------------------------------
 
     async def handle(self, kind: str, body: dict[str, Any], request_id: str | None = None) -> EngineReply:
-        """Answer one request body (already JSON-decoded) of a kind: chat, completion,
-        embedding, tokenize, detokenize; under the request's engine span when tracing is
-        on."""
+        """Answer one request body (already JSON-decoded) of a kind (serving.engine.protocols:
+        chat, completion, responses, embedding, pooling, score, rerank, tokenize,
+        detokenize); under the request's engine span when tracing is on."""
         body, trace_carrier = telemetry.take_trace_context(body)
         span = telemetry.start_engine_span(trace_carrier, kind, self.served_name, request_id)
         reply = await self._handle(kind, body, request_id)
@@ -175,32 +166,6 @@ class EngineHost:
             telemetry.end_engine_span(span, reply.status,
                                       error.get("type") if isinstance(error, dict) else None)
         return reply
-
-    def _protocol(self, kind: str, body: dict[str, Any]) -> type | None:
-        """vLLM's request model for a kind of request (and body: /tokenize takes either a
-        prompt or chat messages)."""
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-        from vllm.entrypoints.openai.completion.protocol import CompletionRequest
-        from vllm.entrypoints.pooling.embed.protocol import (
-            EmbeddingChatRequest,
-            EmbeddingCompletionRequest,
-        )
-        from vllm.entrypoints.serve.tokenize.protocol import (
-            DetokenizeRequest,
-            TokenizeChatRequest,
-            TokenizeCompletionRequest,
-        )
-
-        if kind == TOKENIZE:
-            return TokenizeChatRequest if "messages" in body else TokenizeCompletionRequest
-        if kind == EMBEDDING:
-            return EmbeddingChatRequest if "messages" in body else EmbeddingCompletionRequest
-        if kind == RESPONSES:
-            from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
-
-            return ResponsesRequest
-        return {CHAT: ChatCompletionRequest, COMPLETION: CompletionRequest,
-                DETOKENIZE: DetokenizeRequest}.get(kind)
 
     async def _serve(self, kind: str, serving, request):
         """`serving` (vLLM's object for the kind) called as `vllm serve`'s routes call it."""
@@ -217,9 +182,10 @@ class EngineHost:
             if hasattr(result, "model_dump") or not hasattr(result, "__aiter__"):
                 return result
             return EngineReply(status=HTTPStatus.OK, stream=_response_events(result))
-        # The pooling servings answer with a finished HTTP response.
-        response = await serving(request, None)
-        return EngineReply(status=response.status_code, body=json.loads(response.body))
+        if kind in POOLING_KINDS:  # a finished HTTP response, JSON (binary ones are refused)
+            response = await serving(request, None)
+            return EngineReply(status=response.status_code, body=json.loads(response.body))
+        raise AssertionError(f"no vLLM call for {kind!r}")
 
     async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None) -> EngineReply:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
@@ -228,7 +194,7 @@ class EngineHost:
             create_error_response,
         )
 
-        protocol = self._protocol(kind, body)
+        protocol = request_model(kind, body)
         if protocol is None:
             return _error(HTTPStatus.NOT_FOUND, f"unknown route {kind!r}", "NotFoundError")
         serving = getattr(self._state, SERVING[kind], None)
@@ -237,6 +203,7 @@ class EngineHost:
                           f"model `{self.served_name}` does not serve {WHAT[kind]}",
                           "BadRequestError", "model")
         try:
+            check_before_validation(kind, body)
             # Strict JSON types, as OpenAI checks them: "stream": "yes" is an error, not True.
             request = protocol.model_validate_json(json.dumps(body), strict=True)
         except ValidationError as exc:
@@ -244,7 +211,7 @@ class EngineHost:
         except Exception as exc:  # vLLM's validators raise its own errors too
             return self._error_from(create_error_response(exc))
         # vLLM ignores unknown fields with a warning; OpenAI refuses them, and so do we.
-        unknown = sorted(set(body) - _known_fields(protocol))
+        unknown = sorted(set(body) - known_fields(protocol))
         if unknown:
             return _error(
                 HTTPStatus.BAD_REQUEST,
@@ -252,6 +219,12 @@ class EngineHost:
                 "BadRequestError",
                 unknown[0],
             )
+        encoding = getattr(request, "encoding_format", None)
+        if encoding in BINARY_ENCODINGS:
+            # vLLM answers these with raw bytes; replies here are JSON or SSE.
+            return _error(HTTPStatus.BAD_REQUEST,
+                          f"encoding_format `{encoding}` is not served here: use `float` or "
+                          "`base64`", "BadRequestError", "encoding_format")
         if request_id and hasattr(request, "request_id"):
             # A response's id is its request's (OpenAI's ids start "resp_").
             request.request_id = f"resp_{request_id}" if kind == RESPONSES else request_id
