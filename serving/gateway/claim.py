@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from enum import Enum
+from itertools import zip_longest
 from typing import Any
 
 # A prompt's tokens are estimated before the engine tokenizes it (about 4 bytes per token for
@@ -19,6 +20,9 @@ BYTES_PER_TOKEN = 4
 TEMPLATE_TOKENS_PER_MESSAGE = 8
 MAX_CLAIM_TOKENS = 2**31 - 1
 MAX_CHOICES = 16384  # vLLM's default VLLM_MAX_N_SEQUENCES
+# The two sides of a score or rerank body, as vLLM names them: queries, then documents.
+SCORED_SIDES = (("query", "documents"), ("queries", "documents"), ("queries", "items"),
+                ("text_1", "text_2"), ("data_1", "data_2"))
 
 
 def _size(value: Any) -> int:
@@ -38,12 +42,34 @@ def prompt_field(body: dict[str, Any]) -> str:
     return "input" if "prompt" not in body and "input" in body else "prompt"
 
 
+def scored_sides(body: dict[str, Any]) -> tuple[str, str] | None:
+    """The fields of a score or rerank body's two sides; None for any other body."""
+    if "messages" in body or "prompt" in body or "input" in body:
+        return None
+    return next((sides for sides in SCORED_SIDES if all(f in body for f in sides)), None)
+
+
+def _scored_pairs(queries: Any, documents: Any) -> list[list[Any]]:
+    """What a scoring model reads: one query and N documents are N (query, document) pairs,
+    N queries and N documents N pairs. A cross-encoder reads each pair as one prompt, so
+    the query counts once per document; an embedding model reads each text once and is
+    claimed a little more than it uses, settled with the engine's count."""
+    queries = queries if isinstance(queries, list) else [queries]
+    documents = documents if isinstance(documents, list) else [documents]
+    if len(queries) == 1:
+        queries = queries * len(documents)
+    return [[q, d] for q, d in zip_longest(queries, documents, fillvalue="")]
+
+
 def prompts_of(body: dict[str, Any]) -> list[Any]:
     """The separate prompts a completion (or embedding) body asks for: a string or one list
     of token ids is one prompt; a list of strings or of token-id lists is one prompt each. A
-    chat is one."""
+    chat is one; a score or rerank body's pairs are one each."""
     if "messages" in body:
         return [body["messages"]]
+    sides = scored_sides(body)
+    if sides is not None:
+        return _scored_pairs(body[sides[0]], body[sides[1]])
     prompt = body.get(prompt_field(body), "")
     if isinstance(prompt, list) and prompt and not all(isinstance(p, int) for p in prompt):
         return prompt
@@ -88,7 +114,8 @@ def requested_max_tokens(body: dict[str, Any], context_len: int) -> int:
 
 class Claims(Enum):
     """What a kind of request claims from token quotas: its prompt and all it may generate
-    (chat, completions), its prompt (embeddings), or nothing but the request (tokenizing)."""
+    (chat, completions), its prompt (embeddings, pooling, score, rerank), or nothing but the
+    request (tokenizing)."""
 
     GENERATION = "generation"
     PROMPT = "prompt"

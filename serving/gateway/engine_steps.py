@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 GENERATING = frozenset({"chat", "completion", "responses"})
 # Kinds whose streams are chat's and completions' (`data:` events, stream_options, [DONE]).
 STREAM_OPTIONS = frozenset({"chat", "completion"})
-# Kinds whose bodies are OpenAI's (shaped to its schema); tokenizing answers in vLLM's shapes.
+# Kinds whose bodies are OpenAI's (shaped to its schema); tokenizing, pooling, scoring and
+# reranking answer in vLLM's own shapes, as `vllm serve` does.
 OPENAI_KINDS = frozenset({"chat", "completion", "embedding"})
 
 

@@ -3,8 +3,8 @@
 The /v1 routes read their bodies themselves (bounded, then handed to the engine, which
 validates them with vLLM's protocol models), so FastAPI finds no request body to describe.
 This adds them to the generated document: the request bodies are the JSON schemas of vLLM's
-own ChatCompletionRequest / CompletionRequest (what the engines accept), narrowed to what the
-gateway adds (`model` required, unknown fields refused), the 200 bodies those of vLLM's
+own request models (ChatCompletionRequest, ..., RerankRequest: what the engines accept),
+narrowed to what the gateway adds (`model` required, unknown fields refused), the 200 bodies those of vLLM's
 response models, and the errors OpenAI's error shape. Parsing is unchanged; vLLM is imported
 only when the document is first asked for."""
 
@@ -66,6 +66,11 @@ MODELS_LIST = {
 
 MODEL = MODELS_LIST["properties"]["data"]["items"]
 
+# vLLM's forms of a /score body: queries and documents (or items), text_1 and text_2, data_1
+# and data_2.
+SCORE_REQUESTS = ("ScoreQueriesDocumentsRequest", "ScoreQueriesItemsRequest",
+                  "ScoreTextRequest", "ScoreDataRequest")
+
 # (path, request models (one of), response model)
 INFERENCE_ROUTES = (
     ("/v1/chat/completions", ("ChatCompletionRequest",), "ChatCompletionResponse"),
@@ -75,12 +80,16 @@ INFERENCE_ROUTES = (
      "EmbeddingResponse"),
     ("/tokenize", ("TokenizeCompletionRequest", "TokenizeChatRequest"), "TokenizeResponse"),
     ("/detokenize", ("DetokenizeRequest",), "DetokenizeResponse"),
+    ("/pooling", ("PoolingCompletionRequest", "PoolingChatRequest"), "PoolingResponse"),
+    *((path, SCORE_REQUESTS, "ScoreResponse") for path in ("/score", "/v1/score")),
+    *((path, ("RerankRequest",), "RerankResponse")
+      for path in ("/rerank", "/v1/rerank", "/v2/rerank")),
 )
 
 
 def vllm_schemas() -> dict[str, Any]:
-    """JSON schemas of vLLM's chat and completion request and response models, keyed by model
-    name, with references into #/components/schemas."""
+    """JSON schemas of vLLM's request and response models for the routes above, keyed by
+    model name, with references into #/components/schemas."""
     from pydantic.json_schema import models_json_schema
     from vllm.entrypoints.openai.chat_completion.protocol import (
         ChatCompletionRequest,
@@ -99,6 +108,20 @@ def vllm_schemas() -> dict[str, Any]:
         EmbeddingCompletionRequest,
         EmbeddingResponse,
     )
+    from vllm.entrypoints.pooling.pooling.protocol import (
+        PoolingChatRequest,
+        PoolingCompletionRequest,
+        PoolingResponse,
+    )
+    from vllm.entrypoints.pooling.scoring.protocol import (
+        RerankRequest,
+        RerankResponse,
+        ScoreDataRequest,
+        ScoreQueriesDocumentsRequest,
+        ScoreQueriesItemsRequest,
+        ScoreResponse,
+        ScoreTextRequest,
+    )
     from vllm.entrypoints.serve.tokenize.protocol import (
         DetokenizeRequest,
         DetokenizeResponse,
@@ -109,9 +132,12 @@ def vllm_schemas() -> dict[str, Any]:
 
     requests = (ChatCompletionRequest, CompletionRequest, ResponsesRequest,
                 EmbeddingCompletionRequest, EmbeddingChatRequest, TokenizeCompletionRequest,
-                TokenizeChatRequest, DetokenizeRequest)
+                TokenizeChatRequest, DetokenizeRequest, PoolingCompletionRequest,
+                PoolingChatRequest, ScoreQueriesDocumentsRequest, ScoreQueriesItemsRequest,
+                ScoreTextRequest, ScoreDataRequest, RerankRequest)
     responses = (ChatCompletionResponse, CompletionResponse, ResponsesResponse,
-                 EmbeddingResponse, TokenizeResponse, DetokenizeResponse)
+                 EmbeddingResponse, TokenizeResponse, DetokenizeResponse, PoolingResponse,
+                 ScoreResponse, RerankResponse)
     _, schema = models_json_schema(
         [*((m, "validation") for m in requests), *((m, "serialization") for m in responses)],
         ref_template=REF)

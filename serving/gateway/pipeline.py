@@ -56,6 +56,7 @@ REPLICA_HEADER = "x-aifactory-replica"
 # What each kind claims from the token quotas (see claim.Claims).
 CLAIMS = {"chat": Claims.GENERATION, "completion": Claims.GENERATION,
           "responses": Claims.GENERATION, "embedding": Claims.PROMPT,
+          "pooling": Claims.PROMPT, "score": Claims.PROMPT, "rerank": Claims.PROMPT,
           "tokenize": Claims.NOTHING, "detokenize": Claims.NOTHING}
 
 

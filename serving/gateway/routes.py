@@ -1,5 +1,5 @@
-"""The OpenAI routes (and vLLM's tokenizer routes), each one call into the pipeline, and the
-model list."""
+"""The OpenAI routes (and vLLM's tokenizer and pooling routes), each one call into the
+pipeline, and the model list."""
 
 from __future__ import annotations
 
@@ -84,6 +84,23 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     @router.post("/detokenize")
     async def detokenize(request: Request) -> Response:
         return await gateway.handle(request, "detokenize")
+
+    # vLLM's pooling routes, at every path `vllm serve` gives them; whether an endpoint
+    # pools, scores or reranks is its model's to say (vLLM's own rules, serving.engine).
+    @router.post("/pooling")
+    async def pooling(request: Request) -> Response:
+        return await gateway.handle(request, "pooling")
+
+    @router.post("/score")
+    @router.post("/v1/score")
+    async def score(request: Request) -> Response:
+        return await gateway.handle(request, "score")
+
+    @router.post("/rerank")
+    @router.post("/v1/rerank")
+    @router.post("/v2/rerank")
+    async def rerank(request: Request) -> Response:
+        return await gateway.handle(request, "rerank")
 
     async def model_card(name: str) -> dict[str, Any]:
         entry = {"id": name, "object": "model", "created": started, "owned_by": "aifactory"}

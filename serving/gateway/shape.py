@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from serving.gateway.claim import prompt_field, prompts_of
+from serving.gateway.claim import prompt_field, prompts_of, scored_sides
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,14 @@ def bad_shape(body: dict[str, Any], limits: RequestLimits) -> BadShape | None:
         return BadShape("stream_options must be an object, e.g. {\"include_usage\": true}",
                         "stream_options")
     if "messages" not in body:
-        field = prompt_field(body)
-        prompt = body.get(field)
-        if isinstance(prompt, list) and not prompt:
-            return BadShape(f"{field} must not be an empty list", field)
+        # A score or rerank body's prompts are its pairs: as many as its longer side.
+        fields = scored_sides(body) or (prompt_field(body),)
+        for field in fields:
+            prompt = body.get(field)
+            if isinstance(prompt, list) and not prompt:
+                return BadShape(f"{field} must not be an empty list", field)
         count = len(prompts_of(body))
         if count > limits.max_prompts:
             return BadShape(f"at most {limits.max_prompts} prompts per request, got {count}",
-                            field)
+                            fields[-1])
     return None

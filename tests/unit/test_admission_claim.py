@@ -98,3 +98,35 @@ def test_an_embeddings_input_list_is_one_prompt_each_and_capped():
     assert bad_shape({"input": []}, RequestLimits()).param == "input"
     assert bad_shape({"input": ["a"] * 3000}, RequestLimits()).param == "input"
     assert bad_shape({"input": ["a"] * 2048}, RequestLimits()) is None
+
+
+@pytest.mark.parametrize("body,pairs,tokens", [
+    # One query and N documents are N pairs, the query counted in each: 3 x (12 + 2) = 42.
+    ({"query": P, "documents": ["x" * 8] * 3}, 3, 42),
+    ({"queries": P, "documents": "x" * 8}, 1, 14),
+    ({"queries": [P, P], "items": ["x" * 8, "y" * 8]}, 2, 28),    # N:N, each once
+    ({"text_1": [P], "text_2": ["x" * 8, "y" * 8]}, 2, 28),       # 1 in a list is still 1:N
+    ({"data_1": P, "data_2": [{"content": [{"type": "text", "text": "x" * 8}]}]}, 1, 12 + 1 + 2),
+    ({"query": P}, 1, 0),                                         # not a score body: vLLM's 400
+])
+def test_a_score_or_rerank_body_claims_every_pair(body, pairs, tokens):
+    from serving.gateway.claim import Claims, claimed_tokens, prompts_of
+
+    assert len(prompts_of(body)) == pairs
+    assert claimed_tokens(Claims.PROMPT, body, 512) == (tokens, 0)
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"query": P, "documents": []}, "documents"),
+    ({"queries": [], "documents": [P]}, "queries"),
+    ({"query": P, "documents": [P] * 2049}, "documents"),
+    ({"queries": [P] * 2049, "documents": [P] * 2049}, "documents"),
+    ({"text_1": P, "text_2": [P] * 3000}, "text_2"),
+])
+def test_a_score_or_rerank_body_has_at_most_as_many_pairs_as_prompts(body, param):
+    assert bad_shape(body, RequestLimits()).param == param
+
+
+def test_a_score_or_rerank_body_within_the_limit_passes():
+    assert bad_shape({"query": P, "documents": [P] * 2048}, RequestLimits()) is None
+    assert bad_shape({"queries": [P] * 2048, "documents": [P] * 2048}, RequestLimits()) is None

@@ -18,7 +18,10 @@ STAND_INS = {
                  "CompletionResponse", "ResponsesRequest", "ResponsesResponse",
                  "EmbeddingCompletionRequest", "EmbeddingChatRequest",
                  "EmbeddingResponse", "TokenizeCompletionRequest", "TokenizeChatRequest",
-                 "TokenizeResponse", "DetokenizeRequest", "DetokenizeResponse")
+                 "TokenizeResponse", "DetokenizeRequest", "DetokenizeResponse",
+                 "PoolingCompletionRequest", "PoolingChatRequest", "PoolingResponse",
+                 *gateway_openapi.SCORE_REQUESTS, "ScoreResponse", "RerankRequest",
+                 "RerankResponse")
 }
 
 
@@ -48,5 +51,15 @@ def test_document_declares_bodies_responses_and_auth(monkeypatch):
     assert schemas["DetokenizeRequest"]["required"] == ["model"]
     one = document["paths"]["/v1/models/{model}"]["get"]["responses"]
     assert set(one) == {"200", "401", "403", "404", "503"}
+    # vLLM's pooling routes, at each path `vllm serve` has them.
+    score = [{"$ref": f"#/components/schemas/{name}"} for name in gateway_openapi.SCORE_REQUESTS]
+    for path in ("/score", "/v1/score"):
+        assert document["paths"][path]["post"]["requestBody"]["content"]["application/json"][
+            "schema"] == {"oneOf": score}
+    for path in ("/rerank", "/v1/rerank", "/v2/rerank"):
+        rerank = document["paths"][path]["post"]
+        assert rerank["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/RerankResponse"}
+        assert rerank["security"] == [{"bearer": []}]
     # The stand-ins were not changed in place: the document holds its own copies.
     assert "additionalProperties" not in STAND_INS["CompletionRequest"]
