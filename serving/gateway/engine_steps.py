@@ -27,8 +27,10 @@ from serving.tenancy import ErrorClass, Outcome
 
 logger = logging.getLogger(__name__)
 
-# Kinds of request that generate: their prefix cache is salted per tenant.
-GENERATING = frozenset({"chat", "completion", "responses"})
+# Kinds of request whose prompts go through the engine's prefix cache (pooling models have
+# one too: vLLM caches an embedding model's prompts): salted per tenant.
+SALTED = frozenset({"chat", "completion", "responses", "embedding", "pooling", "score",
+                    "rerank"})
 # Kinds whose streams are chat's and completions' (`data:` events, stream_options, [DONE]).
 STREAM_OPTIONS = frozenset({"chat", "completion"})
 # Kinds whose bodies are OpenAI's (shaped to its schema); tokenizing, pooling, scoring and
@@ -48,9 +50,9 @@ def engine_body(body: dict[str, Any], span: Any, tenant: str,
                 kind: str = "completion") -> tuple[dict[str, Any], StreamWants]:
     """The body the engine gets, and what the client asked of the stream's usage. The ledger
     needs the engine's exact counts, also of a stream cut short, so the engine is always
-    asked for the final usage event and for running counts in every event. A generating
-    request's prefix-cache salt is the tenant's."""
-    if kind not in GENERATING:
+    asked for the final usage event and for running counts in every event. A request's
+    prefix-cache salt is its tenant's."""
+    if kind not in SALTED:
         return telemetry.with_trace_context(span, body), StreamWants(usage=True)
     body = {**body, "cache_salt": tenant_cache_salt(tenant, body.get("cache_salt"))}
     if body.get("stream") is not True or kind not in STREAM_OPTIONS:

@@ -353,3 +353,14 @@ async def test_an_engine_failure_is_recorded_as_the_platforms_fault(store, acces
     [record] = records(store)
     assert (record.http_status, record.error_class) == (500, ErrorClass.ENGINE_ERROR)
     assert record.is_platform_fault
+
+
+@pytest.mark.parametrize(("kind", "salted"), [
+    ("embedding", True), ("pooling", True), ("score", True), ("rerank", True),
+    ("tokenize", False), ("detokenize", False)])
+def test_a_pooling_models_prompts_are_salted_per_tenant_too(kind, salted):
+    """vLLM caches a pooling model's prompts as it does a generating one's."""
+    sent, _ = engine_body({"input": "x"}, None, "acme", kind)
+    assert ("cache_salt" in sent) == salted
+    if salted:
+        assert sent["cache_salt"] == engine_body({}, None, "acme")[0]["cache_salt"]
