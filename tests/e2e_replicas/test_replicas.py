@@ -1,5 +1,6 @@
 """Quotas hold across two gateway replicas, and a gateway replica killed mid-run loses no
-record of a request that had finished: the ledger (PostgreSQL) matches what clients saw."""
+record of a request that had finished: the ledger (PostgreSQL) matches what clients saw. A
+stored response outlives the gateway replica that made it."""
 
 from __future__ import annotations
 
@@ -57,12 +58,23 @@ def _running_gateway_replicas(platform) -> int:
     return status.get("deployments", {}).get(GATEWAY, {}).get("replicas", {}).get("RUNNING", 0)
 
 
+def fresh_response(platform, key: str, **body) -> httpx.Response:
+    with httpx.Client(base_url=platform["url"], timeout=60,
+                      headers={"authorization": f"Bearer {key}"}) as http:
+        return http.post("/v1/responses", json={"model": "shared", "max_output_tokens": 4,
+                                                **body})
+
+
 def test_killed_gateway_replica_loses_no_finished_record(platform, store):
     # Ray core only: this process must not keep a Serve client bound to this cluster.
     import ray
 
     created = store.create_key("acme")
     key = created.plaintext
+    # A stored response, made by the replica that is killed below.
+    first = fresh_response(platform, key, input="Say one word.")
+    assert first.status_code == 200, first.text
+    maker = first.headers["x-aifactory-replica"]
     ok, failed = Counter(), Counter()
     stop = threading.Event()
     started = datetime.now(UTC) - timedelta(seconds=1)
@@ -86,7 +98,8 @@ def test_killed_gateway_replica_loses_no_finished_record(platform, store):
         replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
                     if f"SERVE_REPLICA::{APP_NAME}#{GATEWAY}#" in a["name"]]
         assert len(replicas) == 2, replicas
-        victim = ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"])
+        [chosen] = [a for a in replicas if a["name"].endswith(f"#{maker}")]
+        victim = ray.get_actor(chosen["name"], namespace=chosen["namespace"])
         ray.kill(victim, no_restart=True)
         time.sleep(8)  # load continues on the surviving replica meanwhile
         served_during = sum(ok.values())
@@ -104,6 +117,17 @@ def test_killed_gateway_replica_loses_no_finished_record(platform, store):
     assert served_during > 10, "the surviving replica kept serving"
     assert fresh_post(platform, key).status_code == 200
     ok[200] += 1
+    # The response lives in the store, not in its maker: continued and read without it.
+    answer = first.json()
+    later = fresh_response(platform, key, input="And another.",
+                           previous_response_id=answer["id"])
+    assert later.status_code == 200, later.text
+    assert later.headers["x-aifactory-replica"] != maker
+    assert later.json()["usage"]["input_tokens"] > answer["usage"]["input_tokens"]
+    with httpx.Client(base_url=platform["url"], timeout=60,
+                      headers={"authorization": f"Bearer {key}"}) as http:
+        kept = http.get(f"/v1/responses/{answer['id']}")
+    assert kept.status_code == 200 and kept.json()["output"] == answer["output"]
     # Every request a client saw succeed has its record: the record is committed before the
     # response ends. Requests cut off with the killed replica may or may not have one.
     # Only this key's records: the earlier test's last ones can fall inside the window.
