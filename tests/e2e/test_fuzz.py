@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from serving.gateway.openapi import SCORE_REQUESTS
 from serving.gateway.pipeline import MAX_BODY_BYTES
 from tests.e2e.conftest import EMBED_ENDPOINT, ENDPOINTS
 
@@ -35,7 +36,9 @@ GOOD = {"prompt": "hello", "max_tokens": 3}
 OPERATIONS = [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/v1/models", "GET"),
               ("/v1/models/{model}", "GET"), ("/tokenize", "POST"), ("/detokenize", "POST"),
               ("/v1/responses", "POST"), ("/v1/responses/{response_id}", "GET"),
-              ("/v1/responses/{response_id}", "DELETE"), ("/v1/embeddings", "POST")]
+              ("/v1/responses/{response_id}", "DELETE"), ("/v1/embeddings", "POST"),
+              ("/pooling", "POST"), ("/score", "POST"), ("/v1/score", "POST"),
+              ("/rerank", "POST"), ("/v1/rerank", "POST"), ("/v2/rerank", "POST")]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,9 @@ def gateway_schema(platform):
     for request in ("ChatCompletionRequest", "CompletionRequest", "TokenizeCompletionRequest",
                     "TokenizeChatRequest", "DetokenizeRequest", "ResponsesRequest"):
         document["components"]["schemas"][request]["properties"]["model"] = {"enum": ENDPOINTS}
-    for request in ("EmbeddingCompletionRequest", "EmbeddingChatRequest"):
+    for request in ("EmbeddingCompletionRequest", "EmbeddingChatRequest",
+                    "PoolingCompletionRequest", "PoolingChatRequest", *SCORE_REQUESTS,
+                    "RerankRequest"):
         document["components"]["schemas"][request]["properties"]["model"] = {
             "enum": [EMBED_ENDPOINT]}
     return schemathesis.openapi.from_dict(document)

@@ -139,7 +139,8 @@ def test_bodies_the_gateway_would_misread_are_refused_before_admission(platform,
 
 
 POST_ROUTES = ["/v1/completions", "/v1/chat/completions", "/v1/responses", "/v1/embeddings",
-               "/tokenize", "/detokenize"]
+               "/tokenize", "/detokenize", "/pooling", "/score", "/v1/score", "/rerank",
+               "/v1/rerank", "/v2/rerank"]
 
 
 @pytest.mark.parametrize("path", POST_ROUTES)

@@ -144,3 +144,12 @@ def test_responses_and_embeddings_are_named_as_opentelemetry_names_them():
     assert responses[GEN_AI_OPERATION_NAME] == "chat"
     assert responses[GEN_AI_REQUEST_MAX_TOKENS] == 7
     assert request_attributes("embedding", "e", {})[GEN_AI_OPERATION_NAME] == "embeddings"
+
+
+@pytest.mark.parametrize("kind", ["pooling", "score", "rerank"])
+def test_vllms_pooling_routes_keep_their_own_names(kind):
+    """GenAI's well-known operations (chat, embeddings, text_completion, ...) name none of
+    them, and a custom value is what the convention allows then."""
+    from observability.tracing import GEN_AI_OPERATION_NAME, request_attributes
+
+    assert request_attributes(kind, "e", {})[GEN_AI_OPERATION_NAME] == kind
