@@ -3,8 +3,9 @@
 from autoscaling.decision import EndpointDecision, PolicyResult, Reason
 from autoscaling.policy import decide
 from autoscaling.signals import EndpointSignals
-from autoscaling.spec import EndpointSpec, PartitionSpec, PolicyTuning, SloTargets
+from autoscaling.spec import EndpointSpec, PartitionSpec, PolicyTuning
 from autoscaling.state import EndpointState, PolicyState
+from observability.slo import SloTargets
 
 __all__ = [
     "EndpointDecision",

@@ -17,8 +17,9 @@ from typing import NamedTuple
 from autoscaling.allocation import Claim, allocate
 from autoscaling.decision import EndpointDecision, Note, PolicyResult, Reason
 from autoscaling.signals import EndpointSignals
-from autoscaling.spec import EndpointSpec, PartitionSpec, PolicyTuning, SloTargets
+from autoscaling.spec import EndpointSpec, PartitionSpec, PolicyTuning
 from autoscaling.state import EndpointState, PolicyState
+from observability.slo import SloTargets
 
 
 class Desire(NamedTuple):

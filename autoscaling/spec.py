@@ -14,18 +14,11 @@ from pydantic import (
     model_validator,
 )
 
+from observability.slo import SloTargets
+
 # Accelerator sums are floats (costs like 0.5); compare with a little slack so that
 # 0.1 + 0.2 is not refused against a capacity of 0.3.
 CAPACITY_EPSILON = 1e-9
-
-
-class SloTargets(BaseModel):
-    """Latency objectives of one endpoint, both at the 95th percentile."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    ttft_p95_s: PositiveFloat = Field(description="time to first token, seconds")
-    itl_p95_s: PositiveFloat = Field(description="inter-token latency, seconds")
 
 
 class EndpointSpec(BaseModel):

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from observability.slo import DEFAULT_SLO, ItlP95Ms, SloSettings, SloTargets, TtftP95Ms
+
 # The model path that means "the embedded demo model, made on first use under the data dir".
 DEMO_MODEL = "builtin:demo"
 # The embedded default's tenant: it owns the demo endpoint; its key is kept in the data dir.
@@ -131,29 +133,28 @@ class QuotaConfig(_Strict):
     tokens_per_month: PositiveInt | None = None
 
 
-class SloConfig(_Strict):
-    """A tenant's latency targets; a target left out is the platform default (TTFT p95
-    2000 ms, ITL p95 200 ms, objective 0.99)."""
-
-    ttft_p95_ms: Annotated[int, Field(ge=1, le=600_000)] | None = None
-    itl_p95_ms: Annotated[int, Field(ge=1, le=60_000)] | None = None
-    objective: Annotated[float, Field(ge=0.5, le=0.99999)] | None = None
-
-
 class TenantConfig(_Strict):
     name: EndpointName
     priority: Literal["critical", "standard", "best_effort"] = "standard"
     quota: QuotaConfig | None = None
-    # Given, it replaces the tenant's targets; left out, the store keeps what it has.
-    slo: SloConfig | None = None
+    # Given, it replaces the tenant's targets (a target left out is the platform default,
+    # DEFAULT_SLO); left out, the store keeps what it has.
+    slo: SloSettings | None = None
+
+
+_DEFAULT_SLO_MS = SloSettings.of(DEFAULT_SLO)
 
 
 class EndpointSloConfig(_Strict):
     """The latency an endpoint's replicas must keep (p95); the autoscaler adds a replica when
     they do not."""
 
-    ttft_p95_ms: Annotated[int, Field(ge=1, le=600_000)] = 2000
-    itl_p95_ms: Annotated[int, Field(ge=1, le=60_000)] = 200
+    ttft_p95_ms: TtftP95Ms = _DEFAULT_SLO_MS.ttft_p95_ms  # 2000
+    itl_p95_ms: ItlP95Ms = _DEFAULT_SLO_MS.itl_p95_ms  # 200
+
+    @property
+    def targets(self) -> SloTargets:
+        return SloTargets(ttft_p95_s=self.ttft_p95_ms / 1000, itl_p95_s=self.itl_p95_ms / 1000)
 
 
 class EndpointAutoscalingConfig(_Strict):
@@ -285,7 +286,7 @@ class PlatformConfig(_Strict):
     def autoscaled_partition(self):
         """The autoscaler's view (autoscaling.PartitionSpec) of the share of the partition
         left after the fixed-size endpoints; None when no endpoint is autoscaled."""
-        from autoscaling.spec import EndpointSpec, PartitionSpec, SloTargets
+        from autoscaling.spec import EndpointSpec, PartitionSpec
 
         scaled = [e for e in self.endpoints if e.autoscaling is not None]
         if not scaled:
@@ -306,8 +307,7 @@ class PlatformConfig(_Strict):
                     max_replicas=e.autoscaling.max_replicas,
                     guaranteed_replicas=e.autoscaling.guaranteed_replicas,
                     priority=e.autoscaling.priority,
-                    slo=SloTargets(ttft_p95_s=e.autoscaling.slo.ttft_p95_ms / 1000,
-                                   itl_p95_s=e.autoscaling.slo.itl_p95_ms / 1000),
+                    slo=e.autoscaling.slo.targets,
                     target_ongoing_per_replica=e.autoscaling.target_ongoing_per_replica,
                     idle_to_zero_s=e.autoscaling.idle_to_zero_s)
                 for e in scaled))

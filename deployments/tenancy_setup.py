@@ -12,7 +12,6 @@ from deployments.config import DEFAULT_TENANT, ConfigError, PlatformConfig
 from serving.tenancy import (
     Conflict,
     NotFound,
-    SloSettings,
     Store,
     Unauthenticated,
     database_url_from_env,
@@ -40,11 +39,10 @@ def prepare_store(home: Path) -> str:
 def apply_config(store: Store, config: PlatformConfig) -> None:
     """Create what the config declares and is missing; re-applying it changes nothing."""
     for tenant in config.tenants:
-        slo = None if tenant.slo is None else SloSettings(**tenant.slo.model_dump())
         try:
-            store.create_tenant(tenant.name, priority=tenant.priority, slo=slo)
+            store.create_tenant(tenant.name, priority=tenant.priority, slo=tenant.slo)
         except Conflict:
-            store.update_tenant(tenant.name, priority=tenant.priority, slo=slo)
+            store.update_tenant(tenant.name, priority=tenant.priority, slo=tenant.slo)
         if tenant.quota is not None:
             store.set_quota(tenant.name, **tenant.quota.model_dump())
     for endpoint in config.endpoints:

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from serving.tenancy.records import Outcome, SloTargets, UsageRecord
+from observability.slo import SloTargets
+from serving.tenancy.records import Outcome, UsageRecord
 
 PERCENTILES = (50, 95, 99)
 # Windows up to two days are charted per hour, longer ones per day.
@@ -157,7 +158,7 @@ class _Tally:
         if itl is not None:
             self.itl.append(itl)
         self.judged += 1
-        if record.ttft_s <= targets.ttft_s and (itl is None or itl <= targets.itl_s):
+        if record.ttft_s <= targets.ttft_p95_s and (itl is None or itl <= targets.itl_p95_s):
             self.compliant += 1
 
     @property
@@ -189,7 +190,8 @@ def sla_report(records: Iterable[UsageRecord], *, tenant: str, targets: SloTarge
             continue
         total.add(record, targets)
         buckets.setdefault(_bucket_start(record.created_at, by), _Tally()).add(record, targets)
-    ttft, itl = _latency(total.ttft, targets.ttft_s), _latency(total.itl, targets.itl_s)
+    ttft, itl = (_latency(total.ttft, targets.ttft_p95_s),
+                 _latency(total.itl, targets.itl_p95_s))
     compliance = _ratio(total.compliant, total.judged)
     return SlaReport(
         tenant=tenant, since=since, until=until, objective=targets.objective,

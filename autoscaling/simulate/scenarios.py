@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoscaling.simulate.engine import EngineProfile
-from autoscaling.spec import EndpointSpec, PartitionSpec, SloTargets
+from autoscaling.spec import EndpointSpec, PartitionSpec
+from observability.slo import SloTargets
 
 SCENARIOS = ("steady", "bursty", "diurnal", "noisy-neighbour")
 

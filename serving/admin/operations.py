@@ -9,7 +9,7 @@ from typing import Literal
 
 from observability import sla
 from observability.sla import SlaReport
-from serving.admin.protocol import QUOTA_FIELDS, slo_settings
+from serving.admin.protocol import QUOTA_FIELDS
 from serving.tenancy import (
     ApiKey,
     Invalid,
@@ -51,8 +51,8 @@ def update_tenant(store: Store, name: str, *, priority: str | None, status: str 
                                 "suspend it with another tenant's admin key")
     # SLO targets merge like quotas: those left out keep their values. Concurrent updates of
     # one tenant's targets: the last one wins.
-    slo = None if not slo_changes else slo_settings(slo_changes,
-                                                    store.get_tenant(name).slo_settings)
+    slo = None if not slo_changes else (store.get_tenant(name).slo_settings.model_dump()
+                                        | slo_changes)
     return store.update_tenant(name, priority=priority, status=status, slo=slo)
 
 

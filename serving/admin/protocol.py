@@ -15,6 +15,7 @@ from pydantic import (
     StrictStr,
 )
 
+from observability.slo import SloSettings
 from serving.tenancy import (
     ApiKey,
     CreatedKey,
@@ -22,7 +23,6 @@ from serving.tenancy import (
     KeyScope,
     PriorityClass,
     Quota,
-    SloSettings,
     Tenant,
     TenantStatus,
     UsageBucket,
@@ -31,7 +31,6 @@ from serving.tenancy.audit import DEFAULT_LIMIT, MAX_LIMIT, AuditEntry, AuditPag
 
 QUOTA_FIELDS = ("requests_per_minute", "tokens_per_minute", "concurrent_requests",
                 "tokens_per_month")
-SLO_FIELDS = ("ttft_p95_ms", "itl_p95_ms", "objective")
 
 
 class StrictModel(BaseModel):
@@ -45,22 +44,15 @@ class StrictModel(BaseModel):
 
 
 class SloUpdate(StrictModel):
-    """SLO targets: a value given sets it, null restores the platform default, and a field
-    left out keeps its current value."""
+    """Changes to `SloSettings`: a value given sets it, null restores the platform default,
+    and a field left out keeps its current value."""
 
     ttft_p95_ms: StrictInt | None = None
     itl_p95_ms: StrictInt | None = None
     objective: StrictFloat | StrictInt | None = None
 
     def changes(self) -> dict[str, float | None]:
-        return {field: getattr(self, field) for field in SLO_FIELDS
-                if field in self.model_fields_set}
-
-
-class SloOut(BaseModel):
-    ttft_p95_ms: int | None
-    itl_p95_ms: int | None
-    objective: float | None
+        return self.model_dump(exclude_unset=True)
 
 
 class TenantCreate(StrictModel):
@@ -85,28 +77,14 @@ class TenantOut(BaseModel):
     priority: PriorityClass
     status: TenantStatus
     created_at: datetime
-    slo: SloOut
-    slo_targets: SloOut
+    slo: SloSettings
+    slo_targets: SloSettings
 
     @classmethod
     def of(cls, tenant: Tenant) -> TenantOut:
-        targets = tenant.slo
         return cls(name=tenant.name, priority=tenant.priority, status=tenant.status,
-                   created_at=tenant.created_at,
-                   slo=SloOut(ttft_p95_ms=tenant.slo_settings.ttft_p95_ms,
-                              itl_p95_ms=tenant.slo_settings.itl_p95_ms,
-                              objective=tenant.slo_settings.objective),
-                   slo_targets=SloOut(ttft_p95_ms=round(targets.ttft_s * 1000),
-                                      itl_p95_ms=round(targets.itl_s * 1000),
-                                      objective=targets.objective))
-
-
-def slo_settings(changes: dict[str, float | None],
-                 current: SloSettings | None = None) -> SloSettings:
-    """The current settings (none: all defaults) with the given changes applied."""
-    current = current or SloSettings()
-    merged = {field: getattr(current, field) for field in SLO_FIELDS} | changes
-    return SloSettings(**merged)
+                   created_at=tenant.created_at, slo=tenant.slo_settings,
+                   slo_targets=SloSettings.of(tenant.slo))
 
 
 class TenantList(BaseModel):

@@ -39,7 +39,6 @@ from serving.admin.protocol import (
     UsageCsvQuery,
     UsageOut,
     UsageQuery,
-    slo_settings,
 )
 from serving.tenancy import Forbidden, Invalid, KeyScope, Principal, Store, Unauthenticated, audit
 from serving.tenancy.store import utc_now
@@ -120,7 +119,7 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
 
     @router.post("/tenants", status_code=201)
     async def create_tenant(body: TenantCreate, acting: Acting) -> TenantOut:
-        slo = None if body.slo is None else slo_settings(body.slo.changes())
+        slo = None if body.slo is None else body.slo.changes()  # left out: the default
         return TenantOut.of(await run(acting.create_tenant, body.name, priority=body.priority,
                                       slo=slo))
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from observability.slo import DEFAULT_SLO
 from serving.gateway import telemetry
 from serving.gateway.claim import Claims, claimed_tokens
 from serving.gateway.ledger_writer import LedgerSpool, LedgerWriter
 from serving.gateway.refusal_records import RefusalRecords
 from serving.tenancy import (
-    DEFAULT_SLO,
     AdmissionCounters,
     AdmissionRequest,
     Decision,

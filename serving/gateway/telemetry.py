@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from observability import metrics, tracing
+from observability.slo import SloTargets
 from serving.tenancy import ErrorClass, Outcome
 
 logger = logging.getLogger(__name__)
@@ -90,8 +91,8 @@ class RequestMetrics:
     def started(self, tenant: str, endpoint: str, model: str) -> None:
         self._move_in_flight((tenant, endpoint, model), +1)
 
-    def finished(self, done: Finished, slo: Any, was_in_flight: bool) -> None:
-        """`slo` is the tenant's targets (`ttft_s`, `itl_s`, `objective`)."""
+    def finished(self, done: Finished, slo: SloTargets, was_in_flight: bool) -> None:
+        """`slo` is the tenant's targets."""
         tags = {"tenant": done.tenant, "endpoint": done.endpoint, "model": done.model}
         sink = self._sink
         if was_in_flight:
@@ -107,7 +108,7 @@ class RequestMetrics:
             sink.observe("aifactory_time_to_first_token_seconds", tags, done.ttft_s)
         if done.itl_s is not None:
             sink.observe("aifactory_inter_token_latency_seconds", tags, done.itl_s)
-        verdict = slo_verdict(done, slo.ttft_s, slo.itl_s)
+        verdict = slo_verdict(done, slo.ttft_p95_s, slo.itl_p95_s)
         if verdict is not None:
             sink.inc("aifactory_slo_requests", {**tags, "slo": verdict})
             self._publish_targets(done.tenant, slo)
@@ -120,10 +121,10 @@ class RequestMetrics:
         self._sink.set_gauge("aifactory_requests_in_flight",
                              {"tenant": tenant, "endpoint": endpoint, "model": model}, value)
 
-    def _publish_targets(self, tenant: str, slo: Any) -> None:
+    def _publish_targets(self, tenant: str, slo: SloTargets) -> None:
         """The tenant's targets beside its verdicts, so PromQL can compare against them; set
         again only when they change."""
-        targets = (float(slo.ttft_s), float(slo.itl_s), float(slo.objective))
+        targets = (slo.ttft_p95_s, slo.itl_p95_s, slo.objective)
         if self._targets.get(tenant) == targets:
             return
         self._targets[tenant] = targets

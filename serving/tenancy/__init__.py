@@ -31,7 +31,6 @@ from serving.tenancy.errors import (
 )
 from serving.tenancy.migrate import upgrade
 from serving.tenancy.records import (
-    DEFAULT_SLO,
     ApiKey,
     CreatedKey,
     Endpoint,
@@ -41,8 +40,6 @@ from serving.tenancy.records import (
     Principal,
     PriorityClass,
     Quota,
-    SloSettings,
-    SloTargets,
     Tenant,
     TenantStatus,
     UsageBucket,
@@ -51,7 +48,6 @@ from serving.tenancy.records import (
 from serving.tenancy.store import Store
 
 __all__ = [
-    "DEFAULT_SLO",
     "AdmissionCounters",
     "AdmissionRequest",
     "ApiKey",
@@ -75,8 +71,6 @@ __all__ = [
     "RateWindow",
     "Reservation",
     "Scope",
-    "SloSettings",
-    "SloTargets",
     "Store",
     "TenancyError",
     "Tenant",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from observability.slo import DEFAULT_SLO, SloSettings, SloTargets
 from serving.tenancy.admission import Limits
 
 
@@ -56,41 +57,12 @@ class ErrorClass(StrEnum):
 
 
 @dataclass(frozen=True)
-class SloTargets:
-    """The latency a tenant is promised: p95 time to first token and p95 inter-token latency
-    in seconds, and the share of requests (`objective`) that must meet both."""
-
-    ttft_s: float
-    itl_s: float
-    objective: float
-
-
-DEFAULT_SLO = SloTargets(ttft_s=2.0, itl_s=0.2, objective=0.99)
-
-
-@dataclass(frozen=True)
-class SloSettings:
-    """A tenant's SLO targets as set; None means the platform default (`DEFAULT_SLO`)."""
-
-    ttft_p95_ms: int | None = None
-    itl_p95_ms: int | None = None
-    objective: float | None = None
-
-    @property
-    def targets(self) -> SloTargets:
-        return SloTargets(
-            DEFAULT_SLO.ttft_s if self.ttft_p95_ms is None else self.ttft_p95_ms / 1000,
-            DEFAULT_SLO.itl_s if self.itl_p95_ms is None else self.itl_p95_ms / 1000,
-            DEFAULT_SLO.objective if self.objective is None else self.objective)
-
-
-@dataclass(frozen=True)
 class Tenant:
     name: str
     priority: PriorityClass
     status: TenantStatus
     created_at: datetime
-    slo_settings: SloSettings = SloSettings()
+    slo_settings: SloSettings = field(default_factory=SloSettings)
 
     @property
     def slo(self) -> SloTargets:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hmac
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -14,6 +14,7 @@ from sqlalchemy import Select, make_url, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from observability.slo import SloSettings
 from serving.tenancy import audit, keys, ledger
 from serving.tenancy import validation as check
 from serving.tenancy.admission import Limits
@@ -28,7 +29,6 @@ from serving.tenancy.records import (
     Principal,
     PriorityClass,
     Quota,
-    SloSettings,
     Tenant,
     TenantStatus,
     UsageBucket,
@@ -85,11 +85,11 @@ class Store:
 
     def create_tenant(self, name: str, *,
                       priority: PriorityClass | str = PriorityClass.STANDARD,
-                      slo: SloSettings | None = None) -> Tenant:
+                      slo: SloSettings | Mapping[str, object] | None = None) -> Tenant:
         """A new active tenant; its SLO targets are the defaults unless `slo` sets some."""
         name = check.name("name", name)
         priority = check.choice("priority", PriorityClass, priority)
-        slo = _checked_slo(slo or SloSettings())
+        slo = SloSettings() if slo is None else check.slo_settings("slo", slo)
         with self._tx() as s:
             if s.scalar(select(TenantRow.id).where(TenantRow.name == name)) is not None:
                 raise Conflict(f"name: tenant {name!r} exists")
@@ -109,13 +109,13 @@ class Store:
 
     def update_tenant(self, name: str, *, priority: PriorityClass | str | None = None,
                       status: TenantStatus | str | None = None,
-                      slo: SloSettings | None = None) -> Tenant:
-        """Change the fields given; `slo` replaces all three targets (a None in it restores
-        that target's default)."""
+                      slo: SloSettings | Mapping[str, object] | None = None) -> Tenant:
+        """Change the fields given; `slo` replaces all three targets (a None in it, or a
+        target left out of it, restores that target's default)."""
         new_priority = None if priority is None else check.choice("priority", PriorityClass,
                                                                   priority)
         new_status = None if status is None else check.choice("status", TenantStatus, status)
-        new_slo = None if slo is None else _checked_slo(slo)
+        new_slo = None if slo is None else check.slo_settings("slo", slo)
         with self._tx() as s:
             row = _tenant_row(s, name)
             if new_priority is not None:
@@ -372,14 +372,6 @@ def _quota_query(tenant_id: int, endpoint_id: int | None) -> Select[tuple[QuotaR
     return query.where(QuotaRow.endpoint_id == endpoint_id)
 
 
-def _checked_slo(slo: SloSettings) -> SloSettings:
-    if not isinstance(slo, SloSettings):
-        raise Invalid("slo", f"must be SloSettings, got {type(slo).__name__}")
-    return SloSettings(check.slo_ms("ttft_p95_ms", slo.ttft_p95_ms),
-                       check.slo_ms("itl_p95_ms", slo.itl_p95_ms),
-                       check.slo_objective("objective", slo.objective))
-
-
 def _set_slo(row: TenantRow, slo: SloSettings) -> None:
     row.slo_ttft_p95_ms = slo.ttft_p95_ms
     row.slo_itl_p95_ms = slo.itl_p95_ms
@@ -387,7 +379,8 @@ def _set_slo(row: TenantRow, slo: SloSettings) -> None:
 
 
 def _slo_settings(row: TenantRow) -> SloSettings:
-    return SloSettings(row.slo_ttft_p95_ms, row.slo_itl_p95_ms, row.slo_objective)
+    return SloSettings(ttft_p95_ms=row.slo_ttft_p95_ms, itl_p95_ms=row.slo_itl_p95_ms,
+                       objective=row.slo_objective)
 
 
 def _tenant(row: TenantRow) -> Tenant:

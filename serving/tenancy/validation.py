@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
+from pydantic import ValidationError
+
+from observability.slo import SloSettings
 from serving.tenancy.errors import Invalid
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -26,14 +30,6 @@ QUOTA_RANGES: dict[str, tuple[int, int]] = {
     "concurrent_requests": (1, 100_000),
     "tokens_per_month": (1, 10**15),
 }
-
-# SLO targets in milliseconds: from 1 ms to 10 minutes (TTFT) and 1 minute (ITL).
-SLO_MS_RANGES: dict[str, tuple[int, int]] = {
-    "ttft_p95_ms": (1, 600_000),
-    "itl_p95_ms": (1, 60_000),
-}
-# An objective of 1 leaves no error budget, so burn rates would divide by zero.
-SLO_OBJECTIVE_RANGE = (0.5, 0.99999)
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -70,25 +66,19 @@ def quota_value(field: str, value: object) -> int | None:
     return value
 
 
-def slo_ms(field: str, value: object) -> int | None:
-    if value is None:
-        return None
-    low, high = SLO_MS_RANGES[field]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise Invalid(field, f"must be whole milliseconds in [{low}, {high}] or None, "
-                             f"got {_shown(value)}")
-    return value
-
-
-def slo_objective(field: str, value: object) -> float | None:
-    if value is None:
-        return None
-    low, high = SLO_OBJECTIVE_RANGE
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and low <= value <= high):
-        raise Invalid(field, f"must be a ratio in [{low}, {high}] (e.g. 0.99) or None, "
-                             f"got {_shown(value)}")
-    return float(value)
+def slo_settings(field: str, value: object) -> SloSettings:
+    """SLO settings, given as such or as a mapping of their fields; a refusal names the bad
+    target (e.g. "ttft_p95_ms: must be whole milliseconds in [1, 600000] or None, got 0")."""
+    if isinstance(value, SloSettings):
+        return value
+    if not isinstance(value, Mapping):
+        raise Invalid(field, f"must be SloSettings or a mapping of its fields, got {_shown(value)}")
+    try:
+        return SloSettings.model_validate(dict(value))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise Invalid(".".join(str(part) for part in error["loc"]) or field,
+                      error["msg"]) from None
 
 
 def request_id(value: object) -> str:

@@ -11,7 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.tenancy import KeyScope, Outcome, SloSettings, UsageRecord
+from observability.slo import SloSettings
+from serving.tenancy import KeyScope, Outcome, UsageRecord
 from tests.admin.test_api import error_of, iso
 
 if TYPE_CHECKING:

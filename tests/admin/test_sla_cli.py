@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from serving.tenancy import Outcome, SloSettings, UsageRecord
+from observability.slo import SloSettings
+from serving.tenancy import Outcome, UsageRecord
 from tests.admin.test_cli import aifactory, rows
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ def cli(api: Api, capsys: pytest.CaptureFixture[str]):
 def acme(api: Api) -> Api:
     """Four ok requests (TTFT 0.2, 0.4, 0.6 and 1.2 s, ITL 0.05 s each), one error, one
     rejection; targets TTFT 1000 ms, ITL 100 ms, objective 0.9."""
-    api.store.create_tenant("acme", slo=SloSettings(1000, 100, 0.9))
+    api.store.create_tenant("acme", slo=SloSettings(ttft_p95_ms=1000, itl_p95_ms=100,
+                                                    objective=0.9))
 
     def record(n: int, outcome: Outcome, ttft: float | None, completion: int) -> UsageRecord:
         duration = None if ttft is None else ttft + 0.05 * (completion - 1)
@@ -98,10 +100,10 @@ def test_tenant_slo_targets_from_the_command_line(cli, api: Api) -> None:
                                               "objective": 0.995}
     code, _, _ = cli("tenant", "update", "acme", "--ttft-p95-ms", "default")
     assert code == 0
-    assert api.store.get_tenant("acme").slo_settings == SloSettings(None, 50, 0.995)
+    assert api.store.get_tenant("acme").slo_settings == SloSettings(itl_p95_ms=50, objective=0.995)
     code, _, err = cli("tenant", "update", "acme", "--objective", "1")
     assert code == 2 and "objective: must be a ratio" in err
-    assert api.store.get_tenant("acme").slo_settings == SloSettings(None, 50, 0.995)
+    assert api.store.get_tenant("acme").slo_settings == SloSettings(itl_p95_ms=50, objective=0.995)
 
 
 def test_a_bad_slo_flag_is_a_usage_error(cli, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from serving.tenancy import SloSettings, SloTargets
+from observability.slo import SloSettings, SloTargets
 
 if TYPE_CHECKING:
     from tests.admin.conftest import Api
@@ -28,13 +28,13 @@ def test_targets_are_set_on_create_and_merged_on_update(api: Api) -> None:
     assert updated.json()["slo"] == {"ttft_p95_ms": 800, "itl_p95_ms": 40, "objective": None}
     assert api.client.get("/tenants/acme").json()["slo_targets"] == {
         "ttft_p95_ms": 800, "itl_p95_ms": 40, "objective": 0.99}
-    assert api.store.get_tenant("acme").slo == SloTargets(0.8, 0.04, 0.99)
+    assert api.store.get_tenant("acme").slo == SloTargets(ttft_p95_s=0.8, itl_p95_s=0.04)
 
     # Other updates leave the targets alone.
     api.client.patch("/tenants/acme", json={"priority": "critical"})
-    assert api.store.get_tenant("acme").slo_settings == SloSettings(800, 40, None)
+    assert api.store.get_tenant("acme").slo_settings == SloSettings(ttft_p95_ms=800, itl_p95_ms=40)
     key = api.store.create_key("acme").plaintext
-    assert api.store.authenticate(key).slo == SloTargets(0.8, 0.04, 0.99)
+    assert api.store.authenticate(key).slo == SloTargets(ttft_p95_s=0.8, itl_p95_s=0.04)
 
 
 @pytest.mark.parametrize(("method", "path", "body", "param", "words"), [

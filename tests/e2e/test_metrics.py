@@ -157,7 +157,7 @@ def test_tenant_targets_are_published_beside_the_verdicts(traffic, store):
     after = traffic["after"]
     for tenant in ("acme", "globex"):
         slo = store.get_tenant(tenant).slo
-        for sli, target in (("ttft", slo.ttft_s), ("itl", slo.itl_s)):
+        for sli, target in (("ttft", slo.ttft_p95_s), ("itl", slo.itl_p95_s)):
             values = {v for n, lab, v in after if n == "ray_aifactory_tenant_slo_target_seconds"
                       and lab.get("tenant") == tenant and lab.get("sli") == sli}
             assert values == {target}

@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from observability.sla import sla_report
+from observability.slo import DEFAULT_SLO
 from serving.gateway.refusal_records import REFUSAL_ROWS_BURST, REFUSAL_ROWS_PER_S
-from serving.tenancy import DEFAULT_SLO, Outcome
+from serving.tenancy import Outcome
 from tests.e2e.conftest import CONFIG
 from tests.flood import BODY, flood, quantile, summary
 

@@ -9,12 +9,13 @@ import json
 import httpx
 import pytest
 
+from observability.slo import SloSettings
 from serving.engine.host import EngineReply
 from serving.targets.local import LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.gateway.telemetry import RequestMetrics
-from serving.tenancy import LocalAdmissionCounters, SloSettings, Store, upgrade
+from serving.tenancy import LocalAdmissionCounters, Store, upgrade
 from tests.observability.test_request_telemetry import FakeSink
 
 USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}

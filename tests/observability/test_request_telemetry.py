@@ -12,9 +12,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from observability import tracing
+from observability.slo import DEFAULT_SLO, SloTargets
 from serving.engine import telemetry as engine_telemetry
 from serving.gateway import telemetry
-from serving.tenancy import DEFAULT_SLO, Outcome, SloTargets
+from serving.tenancy import Outcome
 
 
 class FakeSink:
@@ -82,7 +83,7 @@ def test_inter_token_latency(first, last, events, itl):
     (finished(Outcome.CLIENT_CANCELLED, ttft=0.1), None),
 ])
 def test_slo_verdict_against_default_targets(done, verdict):
-    assert telemetry.slo_verdict(done, DEFAULT_SLO.ttft_s, DEFAULT_SLO.itl_s) == verdict
+    assert telemetry.slo_verdict(done, DEFAULT_SLO.ttft_p95_s, DEFAULT_SLO.itl_p95_s) == verdict
 
 
 def test_a_successful_streamed_request_records_every_series_once():
@@ -90,7 +91,8 @@ def test_a_successful_streamed_request_records_every_series_once():
     recorder = telemetry.RequestMetrics(sink)
     recorder.started("acme", "demo", "llama")
     assert sink.gauge("aifactory_requests_in_flight", **LABELS) == 1
-    recorder.finished(finished(), SloTargets(1.0, 0.1, 0.95), was_in_flight=True)
+    recorder.finished(finished(), SloTargets(ttft_p95_s=1.0, itl_p95_s=0.1, objective=0.95),
+                      was_in_flight=True)
 
     assert sink.gauge("aifactory_requests_in_flight", **LABELS) == 0
     assert sink.counter("aifactory_requests", **LABELS, outcome="ok") == 1
@@ -146,7 +148,8 @@ def test_targets_are_published_again_only_when_they_change():
     recorder.finished(finished(), DEFAULT_SLO, was_in_flight=False)
     recorder.finished(finished(), DEFAULT_SLO, was_in_flight=False)
     assert calls.count("aifactory_tenant_slo_objective_ratio") == 1
-    recorder.finished(finished(), SloTargets(1.0, 0.1, 0.999), was_in_flight=False)
+    recorder.finished(finished(), SloTargets(ttft_p95_s=1.0, itl_p95_s=0.1, objective=0.999),
+                      was_in_flight=False)
     assert calls.count("aifactory_tenant_slo_objective_ratio") == 2
     assert sink.gauge("aifactory_tenant_slo_objective_ratio", tenant="acme") == 0.999
 

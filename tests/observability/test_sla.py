@@ -11,10 +11,11 @@ import pytest
 
 from observability.sla import percentile, request_itl, sla_report
 from observability.sla_html import render_html
-from serving.tenancy import ErrorClass, Outcome, SloTargets, UsageRecord
+from observability.slo import SloTargets
+from serving.tenancy import ErrorClass, Outcome, UsageRecord
 
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
-TARGETS = SloTargets(ttft_s=1.0, itl_s=0.1, objective=0.9)
+TARGETS = SloTargets(ttft_p95_s=1.0, itl_p95_s=0.1, objective=0.9)
 
 
 def record(n: int, *, outcome: Outcome = Outcome.OK, ttft: float | None = 0.5,

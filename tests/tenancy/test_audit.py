@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from serving.tenancy import Conflict, Invalid, NotFound, SloSettings, Store, keys
+from observability.slo import SloSettings
+from serving.tenancy import Conflict, Invalid, NotFound, Store, keys
 from serving.tenancy.audit import Actor, AuditEntry, AuditQuery, read
 from serving.tenancy.models import TenantRow
 from tests.manual_clock import Clock
@@ -54,7 +55,8 @@ CASES: list[tuple[str, Callable[[Store], object], tuple]] = [
       {**DEFAULT_TENANT, "priority": "critical"})),
     ("suspend tenant", lambda s: s.update_tenant("acme", status="suspended"),
      ("tenant.update", "tenant/acme", "acme", {"status": "active"}, {"status": "suspended"})),
-    ("set SLO targets", lambda s: s.update_tenant("acme", slo=SloSettings(800, None, 0.95)),
+    ("set SLO targets",
+     lambda s: s.update_tenant("acme", slo=SloSettings(ttft_p95_ms=800, objective=0.95)),
      ("tenant.update", "tenant/acme", "acme", {"slo_ttft_p95_ms": None, "slo_objective": None},
       {"slo_ttft_p95_ms": 800, "slo_objective": 0.95})),
     ("revoke key", lambda s: s.revoke_key(1),
