@@ -12,7 +12,7 @@ from typing import Any
 
 from aifactory_sdk import Client
 
-from deployments.admin_cli import window
+from deployments.admin_args import window
 from deployments.admin_render import as_json, print_table, show, when
 
 PAGE_SIZE = 1000  # the API's largest page

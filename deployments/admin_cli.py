@@ -5,10 +5,9 @@ client. Only `admin bootstrap` (deployments.admin_key) opens the store itself.""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,13 @@ from aifactory_sdk import AIFactoryError, APIConnectionError, APIStatusError, Cl
 
 from deployments import admin_render as render
 from deployments import home as data
+from deployments.admin_args import (
+    CliError,
+    parse_moment,
+    quota_limit,
+    slo_value,
+    window,
+)
 from deployments.admin_key import (
     ADMIN_KEY_ENV,
     ADMIN_KEY_FILE,
@@ -25,22 +31,16 @@ from deployments.admin_key import (
 )
 from serving.tenancy import KeyScope, PriorityClass, TenantStatus
 
-__all__ = ["CliError", "main", "parse_moment", "register_admin_commands"]
+__all__ = ["main", "register_admin_commands"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_S = 30.0
-_RELATIVE = re.compile(r"^(\d+)([mhdw])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 SLO_FLAGS = {"--ttft-p95-ms": "ttft_p95_ms", "--itl-p95-ms": "itl_p95_ms",
              "--objective": "objective"}
 QUOTA_FLAGS = dict(zip(("--rpm", "--tpm", "--concurrent", "--monthly-tokens"),
                        render.QUOTA_FIELDS, strict=True))
 
 Action = Callable[[Client, argparse.Namespace], None]
-
-
-class CliError(Exception):
-    """A mistake in the command line itself; exit status 2."""
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -95,31 +95,6 @@ def _refusal(error: APIStatusError, client: Client | None) -> str:
 
 def _fail(message: str) -> None:
     print(f"aifactory: {message}", file=sys.stderr)
-
-
-# Times: "24h", "7d" or ISO 8601 (UTC when no zone is given)
-
-
-def parse_moment(text: str, now: datetime, *, relative_to_past: bool = True) -> datetime:
-    """E.g. "24h" at now=2025-03-14T09:00Z is 2025-03-13T09:00Z (or 2025-03-15T09:00Z when
-    relative times point to the future, as key expiries do)."""
-    relative = _RELATIVE.fullmatch(text.strip())
-    try:
-        if relative:
-            delta = timedelta(**{_UNITS[relative[2]]: int(relative[1])})
-            return now - delta if relative_to_past else now + delta
-        moment = datetime.fromisoformat(text.strip())
-    except (ValueError, OverflowError):
-        raise CliError(f"{text!r} is not a time: give e.g. 24h, 7d, 2025-03-14 or "
-                       "2025-03-14T09:00:00Z") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def window(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    """--since and --until as times (None where not given)."""
-    now = datetime.now(UTC)
-    return (None if args.since is None else parse_moment(args.since, now),
-            None if args.until is None else parse_moment(args.until, now))
 
 
 # The commands: one SDK call each, then the result as a table or as JSON
@@ -273,32 +248,6 @@ def sla(client: Client, args: argparse.Namespace) -> None:
 # The parser
 
 
-def _limit(text: str) -> int | None:
-    """A quota limit: a whole number, or "none" to clear it (unlimited)."""
-    if text.strip().lower() in ("none", "unlimited"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor 'none'") from None
-
-
-def _slo_value(kind: type[int | float]) -> Callable[[str], int | float | None]:
-    """An SLO target: a number, or "default" to restore the platform's."""
-    noun = "whole number" if kind is int else "number"
-
-    def parse(text: str) -> int | float | None:
-        if text.strip().lower() == "default":
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is neither a {noun} nor 'default'") from None
-
-    return parse
-
-
 def _api_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--url", help="platform base URL (default: the running platform's, "
@@ -340,13 +289,13 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     update.add_argument("--priority", choices=priorities)
     update.add_argument("--status", choices=[s.value for s in TenantStatus])
     for parser in (create, update):
-        parser.add_argument("--ttft-p95-ms", dest="ttft_p95_ms", type=_slo_value(int),
+        parser.add_argument("--ttft-p95-ms", dest="ttft_p95_ms", type=slo_value(int),
                             metavar="MS", default=argparse.SUPPRESS,
                             help="p95 time-to-first-token target ('default': 2000)")
-        parser.add_argument("--itl-p95-ms", dest="itl_p95_ms", type=_slo_value(int),
+        parser.add_argument("--itl-p95-ms", dest="itl_p95_ms", type=slo_value(int),
                             metavar="MS", default=argparse.SUPPRESS,
                             help="p95 inter-token latency target ('default': 200)")
-        parser.add_argument("--objective", type=_slo_value(float), metavar="RATIO",
+        parser.add_argument("--objective", type=slo_value(float), metavar="RATIO",
                             default=argparse.SUPPRESS,
                             help="share of requests that must meet both, e.g. 0.99 (default)")
 
@@ -392,7 +341,7 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--endpoint", help="the tenant's quota on this endpoint")
         if name == "set":
             for flag, field in QUOTA_FLAGS.items():
-                parser.add_argument(flag, dest=field, type=_limit, metavar="N",
+                parser.add_argument(flag, dest=field, type=quota_limit, metavar="N",
                                     default=argparse.SUPPRESS, help=f"{field} ('none' clears)")
 
     parser = command(subparsers, "usage", usage, "a tenant's usage per hour or day")

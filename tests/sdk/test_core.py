@@ -7,8 +7,6 @@ import pytest
 from aifactory_sdk import errors
 from aifactory_sdk._core import (
     MAX_RETRY_AFTER_S,
-    ChunkDecoder,
-    SSEDecoder,
     error_from_event,
     error_from_response,
     parse_duration,
@@ -17,6 +15,7 @@ from aifactory_sdk._core import (
     retry_after_from_headers,
     retry_delay,
 )
+from aifactory_sdk._streams import ChunkDecoder, SSEDecoder
 from aifactory_sdk.types import ChatCompletionChunk, ResponseStreamEvent
 
 

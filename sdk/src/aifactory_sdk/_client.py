@@ -21,7 +21,6 @@ from aifactory_sdk._core import (
     NOT_GIVEN,
     REQUEST_ID_HEADER,
     Call,
-    ChunkDecoder,
     NotGiven,
     Options,
     connection_error,
@@ -32,6 +31,7 @@ from aifactory_sdk._core import (
     resolve_options,
     retry_delay,
 )
+from aifactory_sdk._streams import ChunkDecoder
 from aifactory_sdk.resources import (
     Admin,
     Chat,
