@@ -12,8 +12,9 @@ so tokens come out every decode_step(b) / (1 - u): that is the step's inter-toke
 A request's TTFT is its queueing time (exact per request, from the FIFO arrival index)
 plus its own prefill and one decode step. Its ITL is taken as the step ITL when it is
 admitted: requests live a few seconds, so this is a simplification, not an exact per-token
-record. Clients abandon requests still queued after CLIENT_TIMEOUT_S. New replicas become
-ready cold_start_s after they are asked for.
+record. Clients abandon requests still queued after CLIENT_TIMEOUT_S (batch work, given an
+infinite timeout, waits). New replicas become ready cold_start_s after they are asked for; a
+failed replica stops at once, and the requests it ran are lost.
 
 Profiles
 --------
@@ -125,6 +126,11 @@ class StepOutcome:
     good: np.ndarray  # of those, requests meeting both TTFT and ITL targets
     ttft_worst_s: np.ndarray  # TTFT of the oldest request admitted (0 when none)
     itl_s: np.ndarray  # inter-token latency of this step (0 when idle)
+    # Requests lost this step, by how: given up in the queue, first token late, tokens slow.
+    timed_out: np.ndarray
+    late: np.ndarray
+    slow: np.ndarray
+    oldest_step: np.ndarray  # arrival step of the oldest request admitted (the late ones')
 
 
 class FluidEngines:
@@ -140,6 +146,7 @@ class FluidEngines:
         cumulative_arrivals: np.ndarray,
         initial_replicas: np.ndarray,
         dt: float,
+        timeout_s: np.ndarray | None = None,
     ) -> None:
         count = len(prompt_tokens)
         self.profile = profile
@@ -150,7 +157,7 @@ class FluidEngines:
         self.ttft_slo = ttft_slo_s.astype(float)
         self.itl_slo = itl_slo_s.astype(float)
         self.cumulative = cumulative_arrivals  # [step + 1, endpoint]: arrivals before step
-        self.cold_steps = max(1, int(round(profile.cold_start_s / dt)))
+        self.cold_steps = max(1, round(profile.cold_start_s / dt))
         self.ring = np.zeros((self.cold_steps + 1, count), dtype=np.int64)
         self.ready = initial_replicas.astype(np.int64).copy()
         self.starting = np.zeros(count, dtype=np.int64)
@@ -158,9 +165,15 @@ class FluidEngines:
         self.waiting = np.zeros(count)
         self.admitted_total = np.zeros(count)  # FIFO index of the last request to leave the queue
         self.head_step = np.zeros(count, dtype=np.int64)  # arrival step of the queue's head
-        self.preempted = np.zeros(count)
+        self.preempted = np.zeros(count)  # cut off by a scale-down
+        self.failed = np.zeros(count)  # cut off by a replica failure
         self.abandoned = np.zeros(count)
-        self.timeout_steps = max(1, int(round(CLIENT_TIMEOUT_S / dt)))
+        self.timeout_steps = max(1, round(CLIENT_TIMEOUT_S / dt))
+        # Per-endpoint timeouts (batch work waits for ever) only when some differ.
+        self.timeouts: np.ndarray | None = None
+        if timeout_s is not None and np.any(timeout_s != CLIENT_TIMEOUT_S):
+            steps = np.where(np.isfinite(timeout_s), np.round(timeout_s / dt), 2**62)
+            self.timeouts = np.maximum(steps, 1).astype(np.int64)
         self.mean_running = np.zeros(count)  # time-averaged over the last step: the gauge
         self._prefill_s = self.prompt / profile.prefill_tokens_per_s
         self._prefill_rate = profile.prefill_tokens_per_s * dt
@@ -198,6 +211,18 @@ class FluidEngines:
             self.running[endpoint] -= lost
             self.preempted[endpoint] += lost
 
+    def fail(self, endpoint: int, count: int) -> int:
+        """count ready replicas of endpoint crash: their share of the running requests is
+        lost and their accelerators are free; the next target starts replacements. Returns
+        how many failed (no more than were ready)."""
+        count = min(count, int(self.ready[endpoint]))
+        if count > 0:
+            lost = float(self.running[endpoint]) * count / float(self.ready[endpoint])
+            self.ready[endpoint] -= count
+            self.running[endpoint] -= lost
+            self.failed[endpoint] += lost
+        return count
+
     def step(self, step: int) -> StepOutcome:
         """Advance every endpoint by one step of dt seconds."""
         profile, dt = self.profile, self.dt
@@ -212,7 +237,10 @@ class FluidEngines:
         self.waiting += cumulative[step + 1] - cumulative[step]
         # Clients give up after CLIENT_TIMEOUT_S and the engine aborts what they left: the
         # oldest waiting requests leave the queue unserved.
-        expired = cumulative[max(0, step + 1 - self.timeout_steps)]
+        if self.timeouts is None:
+            expired = cumulative[max(0, step + 1 - self.timeout_steps)]
+        else:
+            expired = cumulative[np.maximum(0, step + 1 - self.timeouts), self.columns]
         gone = np.maximum(expired - self.admitted_total, 0.0)
         if gone.any():
             self.admitted_total = self.admitted_total + gone
@@ -261,7 +289,9 @@ class FluidEngines:
         ttft_ok = np.where(budget >= 0, np.clip(after - oldest_ok, 0.0, admit), 0.0)
         good = np.where(itl <= self.itl_slo, ttft_ok, 0.0)
         ttft_worst = np.where(admit > 0, (step - self.head_step) * dt + service, 0.0)
-        return StepOutcome(admitted=admit, good=good, ttft_worst_s=ttft_worst, itl_s=itl)
+        return StepOutcome(admitted=admit, good=good, ttft_worst_s=ttft_worst, itl_s=itl,
+                           timed_out=gone, late=admit - ttft_ok, slow=ttft_ok - good,
+                           oldest_step=self.head_step.copy())
 
     def _advance_head(self, admitted_before: np.ndarray, step: int) -> None:
         """Move each queue head to the arrival step of its oldest unadmitted request."""

@@ -24,6 +24,7 @@ class ObservedSignals:
     ttft_p95: np.ndarray
     itl_p95: np.ndarray
     ongoing_look_back: np.ndarray  # mean running + waiting over Ray's look-back period
+    held: np.ndarray  # replicas holding accelerators (ready or starting), after any failure
 
 
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> np.ndarray:
@@ -42,9 +43,9 @@ class SignalRecorder:
 
     def __init__(self, endpoints: int, dt: float, control_interval_s: float) -> None:
         self.dt = dt
-        self.latency_steps = max(1, int(round(LATENCY_WINDOW_S / dt)))
-        self.look_back_steps = max(1, int(round(LOOK_BACK_PERIOD_S / dt)))
-        self.control_steps = max(1, int(round(control_interval_s / dt)))
+        self.latency_steps = max(1, round(LATENCY_WINDOW_S / dt))
+        self.look_back_steps = max(1, round(LOOK_BACK_PERIOD_S / dt))
+        self.control_steps = max(1, round(control_interval_s / dt))
         rows = max(self.latency_steps, self.look_back_steps, self.control_steps)
         self.rows = rows
         self.running = np.zeros((rows, endpoints))
@@ -70,10 +71,11 @@ class SignalRecorder:
 
     def observe(self, engines: FluidEngines, step: int) -> ObservedSignals:
         ready = engines.ready.copy()
+        held = engines.held.copy()
         if self.recorded == 0:
             zeros = np.zeros_like(engines.running)
             nan = np.full_like(zeros, np.nan)
-            return ObservedSignals(ready, zeros, zeros, zeros, zeros, nan, nan, zeros)
+            return ObservedSignals(ready, zeros, zeros, zeros, zeros, nan, nan, zeros, held)
         running = self._last(self.running, self.control_steps).mean(axis=0)
         waiting = self._last(self.waiting, self.control_steps).mean(axis=0)
         look_back = (self._last(self.running, self.look_back_steps)
@@ -89,4 +91,4 @@ class SignalRecorder:
         seats = np.maximum(ready * engines.profile.max_num_seqs, 1)
         kv_cache_usage = np.minimum(engines.mean_running / seats, 1.0)
         return ObservedSignals(ready, running, waiting, arrival_rate, kv_cache_usage,
-                               ttft_p95, itl_p95, look_back)
+                               ttft_p95, itl_p95, look_back, held)
