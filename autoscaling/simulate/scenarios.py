@@ -3,52 +3,67 @@
 Population (deterministic for a seed):
 - replica cost: 1 accelerator when there are at least as many accelerators as endpoints;
   otherwise the cycle 0.25, 0.5, 0.25, 0.5, 1 (mean 0.5), so that one replica of every
-  endpoint still fits, which the baseline's static per-endpoint maximum needs.
+  endpoint still fits, which the fixed-maximum baseline needs.
 - normal load: Zipf-like shares (weight 1 / rank^0.9, ranks shuffled) of a total mean demand
   of 45% of the partition, in replicas held at their target concurrency.
 - guarantees: a random half of the endpoints is guaranteed 1.25x its normal demand in
   replicas, trimmed (largest first) until guarantees use at most 60% of the partition; those
   tenants get priority 1, the others 0.
-- the long tail is sporadic: unguaranteed endpoints outside the busiest quarter get their
-  traffic in sessions (on ~5 min, off ~20 min, exponential; same mean rate), so they go
-  idle between sessions. Guaranteed tenants and the busiest quarter have steady traffic.
-- the baseline's static max_replicas: one each, then the rest of the partition split by
-  need (see _baseline_max).
-Scenarios (arrival counts per step are Poisson around a rate):
-- steady: constant rates.
-- bursty: the rate of each endpoint is redrawn every 10 s from a gamma distribution with
-  shape 0.25 and mean 1 (a gamma-mixed Poisson: bursts and lulls, same mean).
-- diurnal: one sinusoidal cycle over the run, +-60%, tenants in three phase groups
-  (a day compressed into the run, with time zones).
+- the long tail is sporadic (traces.on_off): unguaranteed endpoints outside the busiest
+  quarter come and go in sessions. Guaranteed tenants and the busiest quarter are steady.
+- the fixed-maximum baseline's max_replicas: one each, then the rest of the partition split
+  by need (see fill_by_need).
+Scenarios (arrival counts per step are Poisson around a rate, see traces.py):
+- steady, bursty, diurnal: the trace shapes of the same names.
 - noisy-neighbour: steady, except one unguaranteed tenant runs at 10x during 20-45% and
   60-80% of the run while guaranteed tenants keep their normal load. The noisy tenant is
   the busiest unguaranteed endpoint whose 10x burst fits into the capacity the others leave
   at normal load (their normal load rounded up to whole replicas): a burst that sharing
   could absorb, so the scenario tests whether it is absorbed without hurting guarantees.
+- contested: steady, except every guaranteed tenant bursts at once, during 25-45% and
+  65-80% of the run, by the factor that takes the partition's total demand to 1.3x its
+  capacity: guarantees are claimed together and the spare capacity cannot cover everyone.
+- diurnal-sporadic: diurnal, and every unguaranteed endpoint is sporadic: most endpoints
+  are idle most of the time, so holding them warm or at zero is what matters.
+- batch-backlog: diurnal interactive load plus one batch endpoint (lowest priority, -1,
+  no guarantee, no client timeout, no latency target) whose queue holds, from the start,
+  more work than the whole partition could do in the run: it should fill idle capacity
+  and yield it first.
+- replica-failure: the noisy-neighbour world, and in the middle of the first burst one
+  ready replica each of the noisy tenant and of the busiest guaranteed tenant crashes.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from autoscaling.simulate.engine import EngineProfile
+from autoscaling.simulate import traces
+from autoscaling.simulate.engine import CLIENT_TIMEOUT_S, EngineProfile
 from autoscaling.spec import EndpointSpec, PartitionSpec
 from observability.slo import SloTargets
 
-SCENARIOS = ("steady", "bursty", "diurnal", "noisy-neighbour")
+SCENARIOS = ("steady", "bursty", "diurnal", "noisy-neighbour", "contested", "diurnal-sporadic",
+             "batch-backlog", "replica-failure")
+# Each scenario's trace shape (traces.py).
+SHAPE = {"steady": "steady", "bursty": "bursty", "diurnal": "diurnal",
+         "noisy-neighbour": "burst", "contested": "burst", "diurnal-sporadic": "diurnal",
+         "batch-backlog": "diurnal", "replica-failure": "burst"}
 
 LOAD_FACTOR = 0.45
 GUARANTEE_SHARE_MAX = 0.6
 NOISY_BURST_FACTOR = 10.0
 NOISY_BURSTS = ((0.20, 0.45), (0.60, 0.80))  # fractions of the run
 NOISY_SPARE_SHARE = 0.5  # the burst asks for at most this share of what others leave
+CONTESTED_BURSTS = ((0.25, 0.45), (0.65, 0.80))
+CONTESTED_DEMAND = 1.3  # the partition's total demand during a contested burst / capacity
 BUSY_SHARE = 0.25  # the busiest quarter of endpoints has continuous traffic
-SPORADIC_ON_S, SPORADIC_OFF_S = 300.0, 1200.0  # sessions of the long tail
-SPORADIC_DUTY = SPORADIC_ON_S / (SPORADIC_ON_S + SPORADIC_OFF_S)
+FAILURE_AT = 0.325  # of the run: the middle of the first noisy burst
+BATCH_PRIORITY = -1
+# Batch work has no latency target; these bounds only keep its SLO a valid SloTargets.
+BATCH_SLO = SloTargets(ttft_p95_s=86_400.0, itl_p95_s=60.0)
 
 
 @dataclass(frozen=True)
@@ -63,11 +78,29 @@ class World:
     prompt_tokens: np.ndarray  # per endpoint
     output_tokens: np.ndarray
     normal_replicas: np.ndarray  # mean demand in replicas at target concurrency
-    initial_replicas: np.ndarray  # the fleet both policies start from
-    baseline_max_replicas: np.ndarray  # static, sum(max * cost) <= capacity
+    initial_replicas: np.ndarray  # the fleet every controller starts from
+    baseline_max_replicas: np.ndarray  # the fixed-maximum baseline's, sum(max * cost) <= capacity
     arrivals: np.ndarray  # [step, endpoint] request counts
     guaranteed: tuple[str, ...]  # names of endpoints with a guarantee
     noisy: tuple[str, ...]  # names of endpoints that burst
+    batch: tuple[str, ...] = ()  # names of batch endpoints: no timeout, no latency target
+    failures: tuple[tuple[int, int, int], ...] = ()  # (step, endpoint index, replicas) crashing
+
+    @property
+    def is_batch(self) -> np.ndarray:
+        batch = set(self.batch)
+        return np.array([name in batch for name in self.names], dtype=bool)
+
+    @property
+    def timeout_s(self) -> np.ndarray:
+        """Client timeout per endpoint: batch work waits for ever."""
+        return np.where(self.is_batch, np.inf, CLIENT_TIMEOUT_S)
+
+    @property
+    def per_replica_rps(self) -> np.ndarray:
+        """Requests per second one replica carries at its target concurrency."""
+        return np.array([self.profile.replica_requests_per_s(p, o)
+                         for p, o in zip(self.prompt_tokens, self.output_tokens)])
 
     @property
     def names(self) -> list[str]:
@@ -131,10 +164,10 @@ def _noisy_tenant(
     return int(fitting[np.argmax(normal[fitting] * costs[fitting])])
 
 
-def _baseline_max(
+def fill_by_need(
     normal: np.ndarray, guaranteed: np.ndarray, costs: np.ndarray, accelerators: float
 ) -> np.ndarray:
-    """Static max replicas: one each (Ray's minimum), then the rest by need.
+    """Replicas per endpoint filling the partition: one each (Ray's minimum), then by need.
 
     Need is max(normal load, guarantee): the next replica goes to whoever is most short of
     it, while it fits. What an operator sharing a pool between independent deployments,
@@ -155,57 +188,6 @@ def _baseline_max(
         free -= costs[i]
         heapq.heappush(heap, (-(need[i] / maxima[i]), i))
     return maxima
-
-
-def _on_off(steps: int, dt: float, rng: np.random.Generator) -> np.ndarray:
-    """A 0/1 series: on for exponential spells of SPORADIC_ON_S, off for SPORADIC_OFF_S."""
-    series = np.zeros(steps)
-    t, on = 0.0, rng.random() < SPORADIC_DUTY
-    end = steps * dt
-    while t < end:
-        spell = rng.exponential(SPORADIC_ON_S if on else SPORADIC_OFF_S)
-        if on:
-            series[int(t / dt): int(min(end, t + spell) / dt)] = 1.0
-        t += spell
-        on = not on
-    return series
-
-
-def _rates(
-    scenario: str,
-    base_rate: np.ndarray,
-    noisy: np.ndarray,
-    sporadic: np.ndarray,
-    steps: int,
-    dt: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Arrival rate per step and endpoint, requests per second."""
-    count = len(base_rate)
-    if scenario == "steady":
-        rates = np.broadcast_to(base_rate, (steps, count))
-    elif scenario == "bursty":
-        slot = max(1, int(round(10.0 / dt)))
-        slots = math.ceil(steps / slot)
-        shape = 0.25
-        multiplier = rng.gamma(shape, 1.0 / shape, size=(slots, count))
-        rates = np.repeat(multiplier, slot, axis=0)[:steps] * base_rate
-    elif scenario == "diurnal":
-        phase = (np.arange(count) % 3) * (2 * math.pi / 3)
-        angle = 2 * math.pi * np.arange(steps)[:, None] / steps + phase
-        rates = base_rate * (1.0 + 0.6 * np.sin(angle))
-    elif scenario == "noisy-neighbour":
-        rates = np.array(np.broadcast_to(base_rate, (steps, count)))
-        for start, end in NOISY_BURSTS:
-            window = slice(int(start * steps), int(end * steps))
-            rates[window, noisy] *= NOISY_BURST_FACTOR
-    else:
-        raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
-    if sporadic.any():
-        rates = np.array(rates)
-        for endpoint in np.flatnonzero(sporadic):
-            rates[:, endpoint] *= _on_off(steps, dt, rng) / SPORADIC_DUTY
-    return rates
 
 
 def build_world(
@@ -236,20 +218,29 @@ def build_world(
 
     guaranteed = _guarantees(normal, costs, accelerators, rng)
     noisy = np.zeros(endpoints, dtype=bool)
-    if scenario == "noisy-neighbour":
+    if scenario in ("noisy-neighbour", "replica-failure"):
         noisy[_noisy_tenant(normal, guaranteed, costs, accelerators)] = True
 
-    steps = int(round(hours * 3600 / dt))
+    steps = round(hours * 3600 / dt)
     # The long tail is sporadic: unguaranteed, quiet endpoints come and go in sessions.
     quiet = normal * costs < np.quantile(normal * costs, 1.0 - BUSY_SHARE)
+    if scenario == "diurnal-sporadic":
+        quiet[:] = True
     sporadic = quiet & (guaranteed == 0) & ~noisy
-    rates = _rates(scenario, base_rate, noisy, sporadic, steps, dt, rng)
+    bursts: dict = {}
+    if noisy.any():
+        bursts = {"bursting": noisy, "burst_factor": NOISY_BURST_FACTOR,
+                  "burst_windows": NOISY_BURSTS}
+    elif scenario == "contested":
+        bursts = {"bursting": guaranteed > 0, "burst_windows": CONTESTED_BURSTS,
+                  "burst_factor": _contested_factor(normal, guaranteed, costs, accelerators)}
+    rates = traces.rates(SHAPE[scenario], base_rate, sporadic, steps, dt, rng, **bursts)
     arrivals = rng.poisson(rates * dt).astype(np.int32)
 
     width = len(str(endpoints - 1))
     names = [f"ep-{i:0{width}d}" for i in range(endpoints)]
     slo = SloTargets(ttft_p95_s=profile.ttft_slo_s, itl_p95_s=profile.itl_slo_s)
-    specs = tuple(
+    specs = [
         EndpointSpec(
             name=names[i],
             replica_cost=float(costs[i]),
@@ -262,9 +253,35 @@ def build_world(
             idle_to_zero_s=600.0,
         )
         for i in range(endpoints)
-    )
-    partition = PartitionSpec(name=f"sim-{scenario}", capacity=accelerators, endpoints=specs)
-    baseline_max = _baseline_max(normal, guaranteed, costs, accelerators)
+    ]
+    batch: tuple[str, ...] = ()
+    if scenario == "batch-backlog":
+        # Idle capacity at normal load is the batch's normal share; its backlog at the start
+        # is more than the whole partition could serve in the run.
+        prompt = np.append(prompt, profile.prompt_tokens[len(profile.prompt_tokens) // 2])
+        output = np.append(output, profile.output_tokens[len(profile.output_tokens) // 2])
+        rate = profile.replica_requests_per_s(prompt[-1], output[-1])
+        backlog = np.zeros((steps, 1), dtype=np.int32)
+        backlog[0, 0] = int(2 * accelerators * rate * steps * dt)
+        arrivals = np.hstack([arrivals, backlog])
+        normal = np.append(normal, accelerators - float(np.ceil(normal) @ costs))
+        guaranteed = np.append(guaranteed, 0)
+        costs = np.append(costs, 1.0)
+        batch = ("batch",)
+        specs.append(EndpointSpec(
+            name="batch", replica_cost=1.0, min_replicas=0,
+            max_replicas=max(1, int(accelerators)), priority=BATCH_PRIORITY, slo=BATCH_SLO,
+            target_ongoing_per_replica=profile.target_ongoing_per_replica, idle_to_zero_s=600.0,
+        ))
+        names.append("batch")
+    failures: tuple[tuple[int, int, int], ...] = ()
+    if scenario == "replica-failure":
+        busiest = int(np.argmax(np.where(guaranteed > 0, normal * costs, -1.0)))
+        at = int(FAILURE_AT * steps)
+        failures = ((at, int(np.flatnonzero(noisy)[0]), 1), (at, busiest, 1))
+    partition = PartitionSpec(name=f"sim-{scenario}", capacity=accelerators,
+                              endpoints=tuple(specs))
+    baseline_max = fill_by_need(normal, guaranteed, costs, accelerators)
     initial = np.minimum(np.ceil(normal).astype(np.int64), baseline_max)
     return World(
         scenario=scenario,
@@ -278,6 +295,18 @@ def build_world(
         initial_replicas=initial,
         baseline_max_replicas=baseline_max,
         arrivals=arrivals,
-        guaranteed=tuple(names[i] for i in range(endpoints) if guaranteed[i] > 0),
+        guaranteed=tuple(names[i] for i in range(len(names)) if guaranteed[i] > 0),
         noisy=tuple(names[i] for i in range(endpoints) if noisy[i]),
+        batch=batch,
+        failures=failures,
     )
+
+
+def _contested_factor(normal: np.ndarray, guaranteed: np.ndarray, costs: np.ndarray,
+                      accelerators: float) -> float:
+    """The burst factor of guaranteed tenants that takes total demand to CONTESTED_DEMAND x
+    capacity, e.g. 24 accelerators, 5 guaranteed and 5.8 not: (31.2 - 5.8) / 5 = 5.1x."""
+    load = normal * costs
+    promised = float(load[guaranteed > 0].sum())
+    others = float(load[guaranteed == 0].sum())
+    return max(1.0, (CONTESTED_DEMAND * accelerators - others) / max(promised, 1e-9))
