@@ -1,4 +1,5 @@
-"""Command line: python -m autoscaling.simulate [--scenario NAME] [--seed N] ... [--json]."""
+"""Command line: python -m autoscaling.simulate [--scenario NAME] [--seed N] ... [--json], or
+python -m autoscaling.simulate --suite [--json] for every scenario of the suite on seeds 0-9."""
 
 from __future__ import annotations
 
@@ -9,14 +10,32 @@ import sys
 from autoscaling.simulate import SCENARIOS, simulate
 from autoscaling.simulate.engine import PROFILES
 from autoscaling.simulate.report import render_text
+from autoscaling.simulate.suite import SEEDS, SUITE, render_suite_text, run_suite
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """"0-9" or "0,3,5"."""
+    if "-" in text:
+        first, last = text.split("-", 1)
+        return tuple(range(int(first), int(last) + 1))
+    return tuple(int(part) for part in text.split(","))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m autoscaling.simulate",
-        description="Simulate a partition under the partition policy and under independent "
-                    "Ray Serve default autoscalers, on the same trace.",
+        description="Simulate a partition under the partition policy, three per-endpoint "
+                    "baselines (Ray Serve's rule with fixed maxima, Ray Serve's rule sharing "
+                    "the partition first come first served, a static allocation) and a "
+                    "hindsight oracle, on the same trace.",
     )
+    parser.add_argument("--suite", action="store_true",
+                        help=f"every suite scenario ({', '.join(SUITE)}) on each seed; "
+                             "their sizes are the suite's own")
+    parser.add_argument("--seeds", type=_seeds, default=SEEDS,
+                        help="suite seeds, e.g. 0-9 (default) or 0,3")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="suite worker processes (default: one per core)")
     parser.add_argument("--scenario", choices=SCENARIOS, default="noisy-neighbour")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--endpoints", type=int, default=12)
@@ -29,20 +48,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.endpoints < 1 or args.accelerators <= 0 or args.hours <= 0:
         parser.error("--endpoints, --accelerators and --hours must be positive")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be positive")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = simulate(args.scenario, seed=args.seed, endpoints=args.endpoints,
-                      accelerators=args.accelerators, hours=args.hours, engine=args.engine,
-                      plot=args.plot)
+    if args.suite:
+        result = run_suite(seeds=args.seeds, hours=args.hours, engine=args.engine,
+                           workers=args.workers)
+        text = render_suite_text
+    else:
+        result = simulate(args.scenario, seed=args.seed, endpoints=args.endpoints,
+                          accelerators=args.accelerators, hours=args.hours, engine=args.engine,
+                          plot=args.plot)
+        text = render_text
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(render_text(result))
-        if args.plot:
+        print(text(result))
+        if args.plot and not args.suite:
             print(f"plot written to {args.plot}")
     return 0
 

@@ -1,7 +1,18 @@
-"""The simulation loop: one world, one controller, control ticks over fluid engine steps."""
+"""The simulation loop: one world, one controller, control ticks over fluid engine steps.
+
+Every request not served within SLO is lost to one term of the goodput sum, by the state of
+its endpoint when it was lost (it gave up in the queue, got its first token late, or got
+its tokens too slowly):
+- cold_start: no replica was ready, or replicas were starting;
+- capacity: replicas were up and none starting, and the partition had no room for one more;
+- slo: replicas were up, none starting, and there was room: the size was the controller's;
+- scale_down / failure: it was running on a replica that was stopped / crashed;
+- other: still queued at the end of the run (or admitted across the warm-up's edge).
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,17 +22,20 @@ import numpy as np
 
 from autoscaling.policy import decide
 from autoscaling.signals import EndpointSignals
-from autoscaling.simulate.baseline import RayDefaultBaseline, RayDefaultConfig
+from autoscaling.simulate.baselines import ray_fixed_max, ray_shared, static_allocation
 from autoscaling.simulate.engine import FluidEngines
 from autoscaling.simulate.observe import ObservedSignals, SignalRecorder
+from autoscaling.simulate.oracle import LENT_SIGMAS, OracleController, plan, upper_bound
 from autoscaling.simulate.scenarios import World
 from autoscaling.spec import CAPACITY_EPSILON, PartitionSpec
 from autoscaling.state import EndpointState, PolicyState
 
 CONTROL_INTERVAL_S = 10.0
-# Both policies start from the same fleet, which fits neither perfectly: requests of the
+# Every controller starts from the same fleet, which fits none perfectly: requests of the
 # first WARM_UP_S (at most a tenth of the run) are not scored.
 WARM_UP_S = 300.0
+MINUTE_S = 60.0  # good requests are also kept per minute, for attainment while load fits
+LOSS_TERMS = ("cold_start", "capacity", "slo", "scale_down", "failure", "other")
 
 
 class Controller(Protocol):
@@ -61,8 +75,8 @@ class PartitionController:
                 waiting=waiting,
                 running=running,
                 kv_cache_usage=kv,
-                ttft_p95_s=None if ttft != ttft else ttft,  # NaN: nothing observed
-                itl_p95_s=None if itl != itl else itl,
+                ttft_p95_s=None if math.isnan(ttft) else ttft,  # NaN: nothing observed
+                itl_p95_s=None if math.isnan(itl) else itl,
             )
             for name, ready, rate, waiting, running, kv, ttft, itl in columns
         }
@@ -73,18 +87,6 @@ class PartitionController:
                 self.reasons[decision.reason.value] += 1
         return np.fromiter((d.target for d in result.decisions.values()), dtype=np.int64,
                            count=len(self.names))
-
-
-def baseline_controller(world: World) -> RayDefaultBaseline:
-    configs = [
-        RayDefaultConfig(
-            target_ongoing_requests=spec.target_ongoing_per_replica,
-            min_replicas=spec.min_replicas,
-            max_replicas=int(maximum),
-        )
-        for spec, maximum in zip(world.partition.endpoints, world.baseline_max_replicas)
-    ]
-    return RayDefaultBaseline(configs, world.initial_replicas, CONTROL_INTERVAL_S)
 
 
 @dataclass
@@ -102,6 +104,24 @@ class Trajectory:
     capacity_violations: int
     wall_s: float
     reasons: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, np.ndarray] = field(default_factory=dict)  # requests per term, endpoint
+    # "good" and each loss term per [minute, endpoint] (0 before the warm-up): a request in
+    # the minute it got its first token or was cut off; one lost in the queue, in the minute
+    # it arrived.
+    by_minute: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def warm_up_steps(world: World) -> int:
+    return int(min(WARM_UP_S, 0.1 * world.steps * world.dt) / world.dt)
+
+
+def scored_demand(world: World) -> np.ndarray:
+    """Requests scored per endpoint: those arriving after the warm-up; for batch work,
+    its whole queue (it arrives at the start and may wait)."""
+    arrivals = world.arrivals[warm_up_steps(world):].sum(axis=0).astype(float)
+    batch = world.is_batch
+    arrivals[batch] = world.arrivals[:, batch].sum(axis=0)
+    return arrivals
 
 
 def run(world: World, controller: Controller) -> Trajectory:
@@ -110,23 +130,35 @@ def run(world: World, controller: Controller) -> Trajectory:
     dt = world.dt
     costs = world.costs
     capacity = world.partition.capacity
-    cumulative = np.zeros((world.steps + 1, len(costs)), dtype=np.int64)
+    count = len(costs)
+    cumulative = np.zeros((world.steps + 1, count), dtype=np.int64)
     np.cumsum(world.arrivals, axis=0, out=cumulative[1:])
     ttft_slo = np.array([spec.slo.ttft_p95_s for spec in world.partition.endpoints])
     itl_slo = np.array([spec.slo.itl_p95_s for spec in world.partition.endpoints])
     engines = FluidEngines(world.profile, world.prompt_tokens, world.output_tokens, ttft_slo,
-                           itl_slo, cumulative, world.initial_replicas, dt)
-    recorder = SignalRecorder(len(costs), dt, CONTROL_INTERVAL_S)
+                           itl_slo, cumulative, world.initial_replicas, dt, world.timeout_s)
+    recorder = SignalRecorder(count, dt, CONTROL_INTERVAL_S)
     control_steps = recorder.control_steps
-    warm_up = int(min(WARM_UP_S, 0.1 * world.steps * dt) / dt)
+    warm_up = warm_up_steps(world)
+    minute_steps = max(1, round(MINUTE_S / dt))
+    failures: dict[int, list[tuple[int, int]]] = {}
+    for at, endpoint, replicas in world.failures:
+        failures.setdefault(at, []).append((endpoint, replicas))
 
-    good = np.zeros(len(costs))
+    good = np.zeros(count)
+    by_minute = {key: np.zeros((-(-world.steps // minute_steps), count))
+                 for key in ("good", *LOSS_TERMS)}
+    columns = np.arange(count)
+    lost = {term: np.zeros(count) for term in ("cold_start", "capacity", "slo")}
+    cut_off = {"scale_down": np.zeros(count), "failure": np.zeros(count)}  # so far
     held_seconds = 0.0
     violations = 0
     tick_times: list[float] = []
     targets_log: list[np.ndarray] = []
     held_log: list[np.ndarray] = []
     for step in range(world.steps):
+        for endpoint, replicas in failures.get(step, ()):
+            engines.fail(endpoint, replicas)
         # The first tick waits for a full interval of signals: an empty window reads as idle.
         if step > 0 and step % control_steps == 0:
             now = step * dt
@@ -144,11 +176,33 @@ def run(world: World, controller: Controller) -> Trajectory:
         if step >= warm_up:
             good += outcome.good
             held_seconds += float(engines.held @ costs) * dt
+            minute = step // minute_steps
+            by_minute["good"][minute] += outcome.good
+            # A request given up on arrived a client timeout ago; one late, at the queue's
+            # head: count them in the minute they arrived.
+            gave_up = max(0, step + 1 - engines.timeout_steps) // minute_steps
+            losses = ((outcome.timed_out, gave_up),
+                      (outcome.late, outcome.oldest_step // minute_steps),
+                      (outcome.slow, minute))
+            if any(requests.any() for requests, _ in losses):
+                terms = _terms(engines, costs, capacity)
+                for requests, at in losses:
+                    for term, where in terms.items():
+                        missed = np.where(where, requests, 0.0)
+                        lost[term] += missed
+                        by_minute[term][at, columns] += missed
+            for term, total in (("scale_down", engines.preempted), ("failure", engines.failed)):
+                if step > warm_up and np.any(total > cut_off[term]):
+                    by_minute["good"][minute] -= total - cut_off[term]
+                    by_minute[term][minute] += total - cut_off[term]
+                cut_off[term] = total.copy()
 
-    # Requests cut off by a scale-down count as failed, even if they started well.
-    arrivals = (cumulative[-1] - cumulative[warm_up]).astype(float)
-    good = np.minimum(np.maximum(good - engines.preempted, 0.0), arrivals)
-    count = len(costs)
+    # Requests cut off by a scale-down or a failure count as lost, even if they started well.
+    arrivals = scored_demand(world)
+    good = np.minimum(np.maximum(good - engines.preempted - engines.failed, 0.0), arrivals)
+    lost["scale_down"] = engines.preempted.copy()
+    lost["failure"] = engines.failed.copy()
+    lost["other"] = np.maximum(arrivals - good - sum(lost.values()), 0.0)
     return Trajectory(
         policy=controller.name,
         arrivals=arrivals,
@@ -161,14 +215,38 @@ def run(world: World, controller: Controller) -> Trajectory:
         capacity_violations=violations,
         wall_s=time.perf_counter() - started,
         reasons=dict(getattr(controller, "reasons", {})),
+        lost={term: lost[term] for term in LOSS_TERMS},
+        by_minute=by_minute,
     )
 
 
-def run_both(world: World) -> dict[str, Trajectory]:
-    """The partition policy and the baseline on the same world, partition first."""
-    partition = PartitionController(world.partition, world.initial_replicas)
-    return {
-        "partition": run(world, partition),
-        "baseline": run(world, baseline_controller(world)),
-    }
+def _terms(engines: FluidEngines, costs: np.ndarray, capacity: float) -> dict[str, np.ndarray]:
+    """Which term each endpoint's requests lost now fall into (see above)."""
+    cold = (engines.ready == 0) | (engines.starting > 0)
+    full = capacity - float(engines.held @ costs) + CAPACITY_EPSILON < costs
+    return {"cold_start": cold, "capacity": ~cold & full, "slo": ~cold & ~full}
 
+
+def controllers(world: World) -> list[Controller]:
+    """The partition policy and the three baselines, in report order."""
+    return [
+        PartitionController(world.partition, world.initial_replicas),
+        ray_fixed_max(world, CONTROL_INTERVAL_S),
+        ray_shared(world, CONTROL_INTERVAL_S),
+        static_allocation(world),
+    ]
+
+
+def oracle_plans(world: World) -> list[OracleController]:
+    return [OracleController(plan(world, CONTROL_INTERVAL_S, sigmas), CONTROL_INTERVAL_S)
+            for sigmas in LENT_SIGMAS]
+
+
+def run_all(world: World) -> tuple[dict[str, Trajectory], dict]:
+    """Every controller on the same world, the better of the oracle's plans, and its bound."""
+    runs = {controller.name: run(world, controller) for controller in controllers(world)}
+    plans = [run(world, oracle) for oracle in oracle_plans(world)]
+    runs["oracle"] = max(plans, key=lambda trajectory: float(
+        trajectory.good @ world.output_tokens))
+    bound = upper_bound(world, CONTROL_INTERVAL_S, warm_up_steps(world), scored_demand(world))
+    return runs, bound
