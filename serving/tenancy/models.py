@@ -228,3 +228,54 @@ class StoredResponseRow(Base):
     # The input items the engine was given (the conversation before this response).
     input: Mapped[list] = mapped_column(JSON)
     response: Mapped[dict] = mapped_column(JSON)
+
+
+class BatchRow(Base):
+    """A batch job (OpenAI's Batch API) of one tenant: its status and the moment it entered
+    each, its input and output files, the line counts. Its lines are BatchLineRow."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_tenant_created_at", "tenant", "created_at"),
+        Index("ix_batches_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # batch_...
+    tenant: Mapped[str] = mapped_column(String(63))
+    key_prefix: Mapped[str] = mapped_column(String(16))  # the key that made it, for the ledger
+    endpoint: Mapped[str] = mapped_column(String(64))  # e.g. /v1/chat/completions
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When it entered each later status (OpenAI's *_at fields); None before.
+    moments: Mapped[dict] = mapped_column(JSON)
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    errors: Mapped[list | None] = mapped_column(JSON(none_as_null=True))
+    batch_metadata: Mapped[dict | None] = mapped_column("metadata", JSON(none_as_null=True))
+    total: Mapped[int] = mapped_column(Integer)
+
+
+class BatchLineRow(Base):
+    """One request of a batch: queued, running (sent by the gateway replica named in
+    `lease_owner` until `lease_until`; a lease that runs out puts it back in the queue) or
+    ended, with the answer as a client would have got it."""
+
+    __tablename__ = "batch_lines"
+    __table_args__ = (
+        Index("ix_batch_lines_batch_id_state", "batch_id", "state"),
+    )
+
+    batch_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based, as in the file
+    custom_id: Mapped[str] = mapped_column(String(512))
+    body: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(8))  # queued, running, ended
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    answer: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
+    request_id: Mapped[str | None] = mapped_column(String(128))

@@ -15,7 +15,8 @@ from serving.tenancy.migrate import MIGRATIONS, VERSION_TABLE, alembic_config
 from serving.tenancy.models import Base
 
 TABLES = {"tenants", "api_keys", "endpoints", "endpoint_grants", "quotas", "usage_records",
-          "admin_audit", "stored_responses"}
+          "admin_audit", "stored_responses", "batches", "batch_lines"}
+HEAD = "0008"
 
 
 def revision(engine: sa.Engine) -> str | None:
@@ -30,7 +31,7 @@ def test_upgrade_creates_the_tables_on_an_empty_database(empty_database_url: str
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == TABLES | {VERSION_TABLE}
     head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
-    assert revision(engine) == head == "0007"
+    assert revision(engine) == head == HEAD
     engine.dispose()
 
 
@@ -43,7 +44,7 @@ def test_upgrade_twice_is_a_no_op(empty_database_url: str) -> None:
     tables = set(sa.inspect(engine).get_table_names())
     upgrade(empty_database_url)
     assert set(sa.inspect(engine).get_table_names()) == tables
-    assert revision(engine) == "0007"
+    assert revision(engine) == HEAD
     engine.dispose()
     reopened = Store(empty_database_url)
     assert [t.name for t in reopened.list_tenants()] == ["acme"]
@@ -159,5 +160,5 @@ def test_0006_adds_an_append_only_audit_log_and_takes_it_back(empty_database_url
     command.downgrade(config, "0005")
     assert "admin_audit" not in sa.inspect(engine).get_table_names()
     upgrade(empty_database_url)
-    assert revision(engine) == "0007"
+    assert revision(engine) == HEAD
     engine.dispose()

@@ -1,0 +1,279 @@
+"""Batches and their lines in the platform's store. A batch belongs to its tenant (another
+tenant's id is as missing as one that never existed). Its lines are claimed by gateway
+replicas under a lease: a line whose replica died is claimed again when the lease runs out,
+and an answer is recorded only by the replica that holds the line, so each line ends exactly
+once however often it was sent."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+
+from serving.batch.batch_input import BATCH_ENDPOINTS, BatchLine, LineError
+from serving.batch.lifecycle import BatchStatus, Progress, after_cancel
+from serving.tenancy import validation as check
+from serving.tenancy.models import BatchLineRow, BatchRow
+
+COMPLETION_WINDOW = timedelta(hours=24)  # OpenAI's only window, "24h"
+BATCH_ID = re.compile(r"^batch_[0-9a-f]{32}$")
+QUEUED, RUNNING, ENDED = "queued", "running", "ended"
+_INSERT_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: str
+    tenant: str
+    key_prefix: str
+    endpoint: str
+    input_file_id: str
+    status: BatchStatus
+    created_at: datetime
+    expires_at: datetime
+    moments: dict[str, str]
+    output_file_id: str | None
+    error_file_id: str | None
+    errors: list[dict[str, Any]] | None
+    metadata: dict[str, str] | None
+    total: int
+
+    @property
+    def kind(self) -> str:
+        return BATCH_ENDPOINTS[self.endpoint]
+
+    def as_json(self, completed: int, failed: int) -> dict[str, Any]:
+        """OpenAI's Batch object."""
+        def at(status: str) -> int | None:
+            moment = self.moments.get(status)
+            return None if moment is None else int(datetime.fromisoformat(moment).timestamp())
+
+        return {
+            "id": self.id, "object": "batch", "endpoint": self.endpoint,
+            "errors": None if not self.errors else {"object": "list", "data": self.errors},
+            "input_file_id": self.input_file_id, "completion_window": "24h",
+            "status": self.status.value, "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": int(self.created_at.timestamp()),
+            "in_progress_at": at("in_progress"), "expires_at": int(self.expires_at.timestamp()),
+            "finalizing_at": at("finalizing"), "completed_at": at("completed"),
+            "failed_at": at("failed"), "expired_at": at("expired"),
+            "cancelling_at": at("cancelling"), "cancelled_at": at("cancelled"),
+            "request_counts": {"total": self.total, "completed": completed, "failed": failed},
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True)
+class ClaimedLine:
+    batch_id: str
+    tenant: str
+    key_prefix: str
+    kind: str
+    line: int
+    custom_id: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EndedLine:
+    line: int
+    custom_id: str
+    status_code: int
+    answer: dict[str, Any]
+    request_id: str | None
+
+
+def is_batch_id(value: object) -> bool:
+    return isinstance(value, str) and BATCH_ID.fullmatch(value) is not None
+
+
+def create(store, *, tenant: str, key_prefix: str, endpoint: str, input_file_id: str,
+           lines: Sequence[BatchLine], errors: Sequence[LineError],
+           metadata: dict[str, str] | None = None) -> Batch:
+    """A new batch: in progress with its lines queued, or failed in validation with its
+    errors (and no line) when the input had any."""
+    now = store._now()
+    tenant = check.name("tenant", tenant)
+    status = BatchStatus.FAILED if errors else BatchStatus.IN_PROGRESS
+    row = BatchRow(id=f"batch_{secrets.token_hex(16)}", tenant=tenant, key_prefix=key_prefix,
+                   endpoint=endpoint, input_file_id=input_file_id, completion_window="24h",
+                   status=status.value, created_at=now, expires_at=now + COMPLETION_WINDOW,
+                   moments={status.value: now.isoformat()}, output_file_id=None,
+                   error_file_id=None, errors=[e.as_json() for e in errors] or None,
+                   batch_metadata=metadata, total=0 if errors else len(lines))
+    with store._tx() as s:
+        s.add(row)
+        s.flush()
+        rows = [{"batch_id": row.id, "line": x.line, "custom_id": x.custom_id, "body": x.body,
+                 "state": QUEUED} for x in ([] if errors else lines)]
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            s.execute(BatchLineRow.__table__.insert(), rows[start:start + _INSERT_CHUNK])
+        return _batch(row)
+
+
+def find(store, tenant: str, batch_id: str) -> Batch | None:
+    if not is_batch_id(batch_id):
+        return None
+    with store._tx() as s:
+        row = s.get(BatchRow, batch_id)
+        return None if row is None or row.tenant != tenant else _batch(row)
+
+
+def page(store, tenant: str, *, after: str | None, limit: int) -> tuple[list[Batch], bool]:
+    """The tenant's batches, newest first, after the batch `after` (OpenAI's cursor); and
+    whether more follow."""
+    with store._tx() as s:
+        query = select(BatchRow).where(BatchRow.tenant == tenant)
+        if after is not None:
+            cursor = s.get(BatchRow, after) if is_batch_id(after) else None
+            if cursor is None or cursor.tenant != tenant:
+                return [], False
+            query = query.where(or_(BatchRow.created_at < cursor.created_at,
+                                    and_(BatchRow.created_at == cursor.created_at,
+                                         BatchRow.id < cursor.id)))
+        rows = s.scalars(query.order_by(BatchRow.created_at.desc(), BatchRow.id.desc())
+                         .limit(limit + 1)).all()
+        return [_batch(r) for r in rows[:limit]], len(rows) > limit
+
+
+def cancel(store, tenant: str, batch_id: str) -> Batch | None | BatchStatus:
+    """The batch after a cancel request; None when the tenant has no such batch; its status
+    when it can no longer be cancelled."""
+    if not is_batch_id(batch_id):
+        return None
+    with store._tx() as s:
+        row = s.get(BatchRow, batch_id, with_for_update=True)
+        if row is None or row.tenant != tenant:
+            return None
+        status = BatchStatus(row.status)
+        after = after_cancel(status)
+        if after is None:
+            return status
+        if after is not status:
+            _enter(row, after, store._now())
+        return _batch(row)
+
+
+def counts(store, batch_id: str) -> tuple[Progress, int, int]:
+    """Its lines' progress, and of those ended how many completed (200) and failed."""
+    with store._tx() as s:
+        by_state = dict(s.execute(select(BatchLineRow.state, func.count())
+                                  .where(BatchLineRow.batch_id == batch_id)
+                                  .group_by(BatchLineRow.state)).all())
+        completed = s.scalar(select(func.count()).where(
+            BatchLineRow.batch_id == batch_id, BatchLineRow.state == ENDED,
+            BatchLineRow.status_code == 200)) or 0
+    ended = by_state.get(ENDED, 0)
+    return (Progress(queued=by_state.get(QUEUED, 0), running=by_state.get(RUNNING, 0),
+                     ended=ended), completed, ended - completed)
+
+
+def unfinished(store) -> list[Batch]:
+    """Every batch some replica still has work or a status change to do for."""
+    live = [s.value for s in BatchStatus if not s.is_terminal]
+    with store._tx() as s:
+        return [_batch(r) for r in s.scalars(select(BatchRow).where(BatchRow.status.in_(live)))]
+
+
+def claim(store, owner: str, batch: Batch, limit: int, lease: timedelta) -> list[ClaimedLine]:
+    """Up to `limit` of the batch's lines for `owner` until the lease ends: queued ones, or
+    running ones whose lease ran out (their replica died). Each is taken by one replica
+    only: a line another replica took first is left to it."""
+    now = store._now()
+    taken = []
+    with store._tx() as s:
+        candidates = s.execute(
+            select(BatchLineRow.line, BatchLineRow.custom_id, BatchLineRow.body)
+            .where(BatchLineRow.batch_id == batch.id,
+                   or_(BatchLineRow.state == QUEUED,
+                       and_(BatchLineRow.state == RUNNING, BatchLineRow.lease_until < now)))
+            .order_by(BatchLineRow.line).limit(limit)).all()
+        for line, custom_id, body in candidates:
+            won = s.execute(
+                update(BatchLineRow)
+                .where(BatchLineRow.batch_id == batch.id, BatchLineRow.line == line,
+                       or_(BatchLineRow.state == QUEUED,
+                           and_(BatchLineRow.state == RUNNING, BatchLineRow.lease_until < now)))
+                .values(state=RUNNING, lease_owner=owner, lease_until=now + lease)).rowcount
+            if won == 1:
+                taken.append(ClaimedLine(batch.id, batch.tenant, batch.key_prefix, batch.kind,
+                                         line, custom_id, body))
+    return taken
+
+
+def renew(store, owner: str, batch_id: str, lines: Sequence[int], lease: timedelta) -> None:
+    if not lines:
+        return
+    with store._tx() as s:
+        s.execute(update(BatchLineRow)
+                  .where(BatchLineRow.batch_id == batch_id, BatchLineRow.line.in_(lines),
+                         BatchLineRow.state == RUNNING, BatchLineRow.lease_owner == owner)
+                  .values(lease_until=store._now() + lease))
+
+
+def release(store, owner: str, batch_id: str, lines: Sequence[int]) -> None:
+    """Lines this owner took but will not send (its endpoint has no room): queued again."""
+    if not lines:
+        return
+    with store._tx() as s:
+        s.execute(update(BatchLineRow)
+                  .where(BatchLineRow.batch_id == batch_id, BatchLineRow.line.in_(lines),
+                         BatchLineRow.state == RUNNING, BatchLineRow.lease_owner == owner)
+                  .values(state=QUEUED, lease_owner=None, lease_until=None))
+
+
+def record(store, owner: str, batch_id: str, line: int, status_code: int,
+           answer: dict[str, Any], request_id: str) -> bool:
+    """The line's answer, if `owner` still holds it; whether it was recorded (a replica
+    whose lease ran out and was taken over records nothing: the other's answer counts)."""
+    with store._tx() as s:
+        return s.execute(
+            update(BatchLineRow)
+            .where(BatchLineRow.batch_id == batch_id, BatchLineRow.line == line,
+                   BatchLineRow.state == RUNNING, BatchLineRow.lease_owner == owner)
+            .values(state=ENDED, status_code=status_code, answer=answer,
+                    request_id=request_id, lease_owner=None, lease_until=None)).rowcount == 1
+
+
+def ended_lines(store, batch_id: str) -> list[EndedLine]:
+    with store._tx() as s:
+        rows = s.execute(select(BatchLineRow.line, BatchLineRow.custom_id,
+                                BatchLineRow.status_code, BatchLineRow.answer,
+                                BatchLineRow.request_id)
+                         .where(BatchLineRow.batch_id == batch_id, BatchLineRow.state == ENDED)
+                         .order_by(BatchLineRow.line)).all()
+    return [EndedLine(*row) for row in rows]
+
+
+def advance(store, batch_id: str, expected: BatchStatus, to: BatchStatus, *,
+            output_file_id: str | None = None, error_file_id: str | None = None) -> bool:
+    """Move the batch from `expected` to `to` (with its files); False when another replica
+    moved it first, or a cancel came between."""
+    with store._tx() as s:
+        row = s.get(BatchRow, batch_id, with_for_update=True)
+        if row is None or row.status != expected.value:
+            return False
+        _enter(row, to, store._now())
+        row.output_file_id = output_file_id or row.output_file_id
+        row.error_file_id = error_file_id or row.error_file_id
+        return True
+
+
+def _enter(row: BatchRow, status: BatchStatus, now: datetime) -> None:
+    row.status = status.value
+    row.moments = {**row.moments, status.value: now.isoformat()}
+
+
+def _batch(row: BatchRow) -> Batch:
+    return Batch(id=row.id, tenant=row.tenant, key_prefix=row.key_prefix,
+                 endpoint=row.endpoint, input_file_id=row.input_file_id,
+                 status=BatchStatus(row.status), created_at=row.created_at,
+                 expires_at=row.expires_at, moments=dict(row.moments),
+                 output_file_id=row.output_file_id, error_file_id=row.error_file_id,
+                 errors=row.errors, metadata=row.batch_metadata, total=row.total)
