@@ -190,21 +190,28 @@ def claim(store, owner: str, batch: Batch, limit: int, lease: timedelta) -> list
     with store._tx() as s:
         candidates = s.execute(
             select(BatchLineRow.line, BatchLineRow.custom_id, BatchLineRow.body)
-            .where(BatchLineRow.batch_id == batch.id,
-                   or_(BatchLineRow.state == QUEUED,
-                       and_(BatchLineRow.state == RUNNING, BatchLineRow.lease_until < now)))
+            .where(BatchLineRow.batch_id == batch.id, _claimable(now))
             .order_by(BatchLineRow.line).limit(limit)).all()
         for line, custom_id, body in candidates:
             won = s.execute(
                 update(BatchLineRow)
                 .where(BatchLineRow.batch_id == batch.id, BatchLineRow.line == line,
-                       or_(BatchLineRow.state == QUEUED,
-                           and_(BatchLineRow.state == RUNNING, BatchLineRow.lease_until < now)))
+                       _claimable(now))
                 .values(state=RUNNING, lease_owner=owner, lease_until=now + lease)).rowcount
             if won == 1:
                 taken.append(ClaimedLine(batch.id, batch.tenant, batch.key_prefix, batch.kind,
                                          line, custom_id, body))
     return taken
+
+
+def next_model(store, batch_id: str) -> str | None:
+    """The model its first claimable line names; None when none is."""
+    now = store._now()
+    with store._tx() as s:
+        body = s.scalar(select(BatchLineRow.body)
+                        .where(BatchLineRow.batch_id == batch_id, _claimable(now))
+                        .order_by(BatchLineRow.line).limit(1))
+    return None if body is None else body.get("model")
 
 
 def renew(store, owner: str, batch_id: str, lines: Sequence[int], lease: timedelta) -> None:
@@ -251,6 +258,15 @@ def ended_lines(store, batch_id: str) -> list[EndedLine]:
     return [EndedLine(*row) for row in rows]
 
 
+def unended_custom_ids(store, batch_id: str) -> list[tuple[int, str]]:
+    """(line, custom_id) of the lines that never ended (a cancelled or expired batch's)."""
+    with store._tx() as s:
+        return [tuple(row) for row in s.execute(
+            select(BatchLineRow.line, BatchLineRow.custom_id)
+            .where(BatchLineRow.batch_id == batch_id, BatchLineRow.state != ENDED)
+            .order_by(BatchLineRow.line)).all()]
+
+
 def advance(store, batch_id: str, expected: BatchStatus, to: BatchStatus, *,
             output_file_id: str | None = None, error_file_id: str | None = None) -> bool:
     """Move the batch from `expected` to `to` (with its files); False when another replica
@@ -263,6 +279,12 @@ def advance(store, batch_id: str, expected: BatchStatus, to: BatchStatus, *,
         row.output_file_id = output_file_id or row.output_file_id
         row.error_file_id = error_file_id or row.error_file_id
         return True
+
+
+def _claimable(now: datetime):
+    """Queued, or running under a lease that ran out (its replica died)."""
+    return or_(BatchLineRow.state == QUEUED,
+               and_(BatchLineRow.state == RUNNING, BatchLineRow.lease_until < now))
 
 
 def _enter(row: BatchRow, status: BatchStatus, now: datetime) -> None:

@@ -1,0 +1,146 @@
+"""The batch worker one gateway replica runs: every tick it moves each unfinished batch along
+OpenAI's status machine (writing the output and error files when one ends) and sends queued
+lines to their endpoints as far as `room` allows, each through the gateway's own steps
+(`run_line`). Lines are claimed under a lease renewed while they run; a replica that dies
+leaves its lines to be claimed again when the lease runs out, and the ledger keys each line
+by one request id, so no line is lost and none is recorded twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from serving.batch import batch_store as batches
+from serving.batch.batch_store import Batch, ClaimedLine
+from serving.batch.lifecycle import BatchStatus, may_send, next_step
+from serving.batch.output import output_files
+
+logger = logging.getLogger(__name__)
+
+TICK_S = 0.25  # how soon a line follows room on its endpoint, and a batch its lines' ends
+LEASE = timedelta(seconds=120)  # longer than any one line takes; renewed every tick
+RENEW_EVERY = 40  # ticks
+
+
+class BatchFiles(Protocol):
+    """Where a batch's output and error files go (the Files API's store)."""
+
+    def write(self, tenant: str, filename: str, data: bytes) -> str: ...
+
+
+@dataclass(frozen=True)
+class LineResult:
+    status: int
+    body: dict[str, Any]
+    request_id: str
+
+
+RunLine = Callable[[ClaimedLine], Awaitable[LineResult]]
+
+
+class BatchWorker:
+    """`room(model)`: how many more lines this replica may send to that endpoint now;
+    `sent(model, +1/-1)` tells it of a line sent and ended."""
+
+    def __init__(self, store, files: BatchFiles, run_line: RunLine,
+                 room: Callable[[str], int], owner: str, *, tick_s: float = TICK_S,
+                 lease: timedelta = LEASE) -> None:
+        self.store = store
+        self.files = files
+        self.run_line = run_line
+        self.room = room
+        self.owner = owner
+        self.tick_s = tick_s
+        self.lease = lease
+        self.running: dict[str, dict[int, asyncio.Task]] = {}
+        self._ticks = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for lines in self.running.values():
+            for task in lines.values():
+                task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store away: try again next tick, nothing is lost
+                logger.warning("batch worker tick failed: %r", exc)
+            await asyncio.sleep(self.tick_s)
+
+    async def tick(self) -> None:
+        live = await asyncio.to_thread(batches.unfinished, self.store)
+        for batch in live:
+            await self._advance(batch)
+            now = self.store._now()
+            if may_send(batch.status, now, batch.expires_at):
+                await self._send(batch)
+        self._ticks += 1
+        if self._ticks % RENEW_EVERY == 0:
+            for batch_id, lines in self.running.items():
+                await asyncio.to_thread(batches.renew, self.store, self.owner, batch_id,
+                                        list(lines), self.lease)
+
+    async def _send(self, batch: Batch) -> None:
+        model = await asyncio.to_thread(self._model_of, batch)
+        limit = self.room(model) if model is not None else 0
+        if limit <= 0:
+            return
+        claimed = await asyncio.to_thread(batches.claim, self.store, self.owner, batch, limit,
+                                          self.lease)
+        for line in claimed:
+            task = asyncio.get_running_loop().create_task(self._answer(line))
+            self.running.setdefault(batch.id, {})[line.line] = task
+
+    def _model_of(self, batch: Batch) -> str | None:
+        """The endpoint its queued lines name (a batch's lines name one model, usually)."""
+        return batches.next_model(self.store, batch.id)
+
+    async def _answer(self, line: ClaimedLine) -> None:
+        try:
+            result = await self.run_line(line)
+            await asyncio.to_thread(batches.record, self.store, self.owner, line.batch_id,
+                                    line.line, result.status, result.body, result.request_id)
+        except asyncio.CancelledError:
+            raise  # this replica stops: the lease runs out and another takes the line
+        except Exception as exc:  # left to the lease: the line is sent again, not lost
+            logger.warning("batch %s line %d failed to run: %r", line.batch_id, line.line, exc)
+        finally:
+            self.running.get(line.batch_id, {}).pop(line.line, None)
+
+    async def _advance(self, batch: Batch) -> None:
+        progress, _, _ = await asyncio.to_thread(batches.counts, self.store, batch.id)
+        step = next_step(batch.status, progress, self.store._now(), batch.expires_at)
+        if step is None:
+            return
+        output_id = error_id = None
+        if step.write_files:
+            output_id, error_id = await asyncio.to_thread(self._write_files, batch, step.status)
+        moved = await asyncio.to_thread(batches.advance, self.store, batch.id, batch.status,
+                                        step.status, output_file_id=output_id,
+                                        error_file_id=error_id)
+        if moved:
+            logger.info("batch %s: %s -> %s", batch.id, batch.status, step.status)
+
+    def _write_files(self, batch: Batch, status: BatchStatus) -> tuple[str | None, str | None]:
+        ended = batches.ended_lines(self.store, batch.id)
+        never_ran = batches.unended_custom_ids(self.store, batch.id)
+        output, errors = output_files(batch.id, ended, never_ran, status)
+        output_id = self.files.write(batch.tenant, f"{batch.id}_output.jsonl", output) \
+            if output else None
+        error_id = self.files.write(batch.tenant, f"{batch.id}_error.jsonl", errors) \
+            if errors else None
+        return output_id, error_id

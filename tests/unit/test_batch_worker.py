@@ -1,0 +1,167 @@
+"""The batch worker's loop on a real SQLite store, with the engine call stood in for (the
+end-to-end test runs it through the gateway): lines sent as far as room allows, a batch
+finalized with OpenAI's output and error files, a cancel that waits for the running lines,
+and a replica that dies mid-batch losing no line and duplicating none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from serving.batch import batch_store as batches
+from serving.batch.batch_input import BatchLine
+from serving.batch.lifecycle import BatchStatus
+from serving.batch.worker import BatchWorker, LineResult
+from serving.tenancy import Store, upgrade
+from tests.manual_clock import Clock
+
+
+class Files:
+    def __init__(self) -> None:
+        self.saved: dict[str, tuple[str, bytes]] = {}
+
+    def write(self, tenant: str, filename: str, data: bytes) -> str:
+        file_id = f"file-{len(self.saved) + 1}"
+        self.saved[file_id] = (tenant, data)
+        return file_id
+
+    def lines(self, file_id: str) -> list[dict]:
+        return [json.loads(x) for x in self.saved[file_id][1].splitlines()]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime(2026, 12, 4, 12, tzinfo=UTC))
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock):
+    url = f"sqlite:///{tmp_path}/batch.db"
+    upgrade(url)
+    store = Store(url, clock=clock)
+    store.create_tenant("acme")
+    yield store
+    store.close()
+
+
+def make(store, n: int) -> batches.Batch:
+    lines = [BatchLine(i, f"req-{i}", {"model": "demo", "prompt": f"p{i}"})
+             for i in range(1, n + 1)]
+    return batches.create(store, tenant="acme", key_prefix="afk_abcdefgh",
+                          endpoint="/v1/completions", input_file_id="file-in", lines=lines,
+                          errors=[])
+
+
+class Engine:
+    """Answers line i with 200, except lines in `refuse` (400); `gate` holds answers back."""
+
+    def __init__(self, refuse=()) -> None:
+        self.refuse = set(refuse)
+        self.sent: list[int] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, line) -> LineResult:
+        self.sent.append(line.line)
+        await self.gate.wait()
+        if line.line in self.refuse:
+            return LineResult(400, {"error": {"message": "bad", "code": None}}, f"r{line.line}")
+        return LineResult(200, {"id": f"cmpl-{line.line}"}, f"r{line.line}")
+
+
+async def settle(worker: BatchWorker, ticks: int = 20) -> None:
+    for _ in range(ticks):
+        await worker.tick()
+        await asyncio.sleep(0)
+
+
+async def test_a_batch_runs_within_its_room_and_ends_with_openais_files(store) -> None:
+    batch, engine, files = make(store, 7), Engine(refuse={3}), Files()
+    room = {"demo": 2}
+    worker = BatchWorker(store, files, engine, lambda model: room.get(model, 0), "gw-1")
+    engine.gate.clear()
+    await worker.tick()
+    await asyncio.sleep(0)
+    assert engine.sent == [1, 2]  # no more than the endpoint's room
+    engine.gate.set()
+    await settle(worker)
+    done = batches.find(store, "acme", batch.id)
+    assert done.status is BatchStatus.COMPLETED and sorted(engine.sent) == list(range(1, 8))
+    assert done.as_json(6, 1)["finalizing_at"] is not None
+    output, errors = files.lines(done.output_file_id), files.lines(done.error_file_id)
+    assert [x["custom_id"] for x in output] == ["req-1", "req-2", "req-4", "req-5", "req-6",
+                                                "req-7"]
+    assert output[0]["response"] == {"status_code": 200, "request_id": "r1",
+                                     "body": {"id": "cmpl-1"}} and output[0]["error"] is None
+    assert [(x["custom_id"], x["response"]["status_code"]) for x in errors] == [("req-3", 400)]
+    assert files.saved[done.output_file_id][0] == "acme"
+
+
+async def test_no_room_sends_nothing(store) -> None:
+    make(store, 3)
+    engine = Engine()
+    await settle(BatchWorker(store, Files(), engine, lambda model: 0, "gw-1"), 5)
+    assert engine.sent == []
+
+
+async def test_a_cancel_waits_for_the_running_lines_then_lists_the_rest(store) -> None:
+    batch, engine, files = make(store, 5), Engine(), Files()
+    worker = BatchWorker(store, files, engine, lambda model: 2, "gw-1")
+    engine.gate.clear()
+    await worker.tick()
+    await asyncio.sleep(0)
+    assert batches.cancel(store, "acme", batch.id).status is BatchStatus.CANCELLING
+    await settle(worker, 3)
+    assert batches.find(store, "acme", batch.id).status is BatchStatus.CANCELLING
+    engine.gate.set()  # the two running lines end; nothing else is sent
+    await settle(worker)
+    done = batches.find(store, "acme", batch.id)
+    assert done.status is BatchStatus.CANCELLED and engine.sent == [1, 2]
+    assert [x["custom_id"] for x in files.lines(done.output_file_id)] == ["req-1", "req-2"]
+    assert [(x["custom_id"], x["error"]["code"]) for x in files.lines(done.error_file_id)] == [
+        ("req-3", "batch_cancelled"), ("req-4", "batch_cancelled"),
+        ("req-5", "batch_cancelled")]
+
+
+async def test_a_replica_dying_mid_batch_loses_no_line_and_duplicates_none(store, clock):
+    batch, files = make(store, 6), Files()
+    doomed_engine = Engine()
+    doomed_engine.gate.clear()  # its lines never come back: the replica dies with them
+    doomed = BatchWorker(store, files, doomed_engine, lambda model: 3, "gw-1",
+                         lease=timedelta(seconds=30))
+    await doomed.tick()
+    await asyncio.sleep(0)
+    await doomed.stop()
+    assert doomed_engine.sent == [1, 2, 3]
+
+    survivor_engine = Engine()
+    survivor = BatchWorker(store, files, survivor_engine, lambda model: 3, "gw-2",
+                           lease=timedelta(seconds=30))
+    await settle(survivor, 5)
+    assert survivor_engine.sent == [4, 5, 6]  # lines 1-3 are still leased to gw-1
+    clock.advance(seconds=31)  # gw-1's lease runs out: gw-2 takes its lines
+    await settle(survivor)
+    done = batches.find(store, "acme", batch.id)
+    assert done.status is BatchStatus.COMPLETED
+    assert [x["custom_id"] for x in files.lines(done.output_file_id)] == [
+        f"req-{i}" for i in range(1, 7)]
+    assert done.error_file_id is None
+
+
+async def test_an_expired_batch_keeps_what_finished(store, clock) -> None:
+    batch, engine, files = make(store, 4), Engine(), Files()
+    worker = BatchWorker(store, files, engine, lambda model: 1, "gw-1")
+    await settle(worker, 1)
+    clock.advance(hours=25)
+    await settle(worker)
+    done = batches.find(store, "acme", batch.id)
+    assert done.status is BatchStatus.EXPIRED and done.as_json(0, 0)["expired_at"]
+    finished = [x["custom_id"] for x in files.lines(done.output_file_id)]
+    expired = [x["custom_id"] for x in files.lines(done.error_file_id)]
+    assert sorted(finished + expired) == [f"req-{i}" for i in range(1, 5)]
+    assert finished and all(x["error"]["code"] == "batch_expired"
+                            for x in files.lines(done.error_file_id))
