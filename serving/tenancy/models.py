@@ -279,3 +279,35 @@ class BatchLineRow(Base):
     status_code: Mapped[int | None] = mapped_column(SmallInteger)
     answer: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
     request_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class FileRow(Base):
+    """A tenant's file (OpenAI's Files API): what is known of it. Its bytes are in the
+    storage folder under its id (serving.batch.files.storage), never under the name the
+    client gave, which is kept here for display only. Ids grow with time (see
+    serving.batch.files.rules), so a tenant's files list in order of their ids."""
+
+    __tablename__ = "files"
+    __table_args__ = (
+        Index("ix_files_tenant_id", "tenant", "id"),
+        Index("ix_files_expires_at", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # file-...
+    tenant: Mapped[str] = mapped_column(String(63))
+    purpose: Mapped[str] = mapped_column(String(32))  # batch, batch_output
+    filename: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: until deleted
+
+
+class FileQuotaRow(Base):
+    """A tenant's own limits on its files; a NULL limit is the platform's default."""
+
+    __tablename__ = "file_quotas"
+
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True)
+    max_file_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    max_files: Mapped[int | None] = mapped_column(Integer)
+    max_total_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -15,8 +15,9 @@ from serving.tenancy.migrate import MIGRATIONS, VERSION_TABLE, alembic_config
 from serving.tenancy.models import Base
 
 TABLES = {"tenants", "api_keys", "endpoints", "endpoint_grants", "quotas", "usage_records",
-          "admin_audit", "stored_responses", "batches", "batch_lines"}
-HEAD = "0008"
+          "admin_audit", "stored_responses", "batches", "batch_lines", "files",
+          "file_quotas"}
+HEAD = "0009"
 
 
 def revision(engine: sa.Engine) -> str | None:
