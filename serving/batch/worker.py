@@ -22,8 +22,8 @@ from serving.batch.output import output_files
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.25  # how soon a line follows room on its endpoint, and a batch its lines' ends
-LEASE = timedelta(seconds=120)  # longer than any one line takes; renewed every tick
-RENEW_EVERY = 40  # ticks
+LEASE = timedelta(seconds=20)  # a dead replica's lines are taken over this long after
+RENEW_EVERY = 20  # ticks (5 s): a live replica's leases never run out
 
 
 class BatchFiles(Protocol):
