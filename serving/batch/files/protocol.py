@@ -65,7 +65,10 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": _ERRORS[str(status)], **ERROR} for status in statuses}
 
 
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
+# An inference key, as for every /v1 route (the scheme is the gateway document's).
+SECURED = {"security": [{"bearer": []}]}
+
+UPLOAD_BODY = {**SECURED, "requestBody": {"required": True, "content": {"multipart/form-data": {
     "schema": {
         "type": "object", "required": ["file", "purpose"], "additionalProperties": False,
         "properties": {
@@ -78,7 +81,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
         },
     }}}}}
 
-LIST_PARAMETERS = {"parameters": [
+LIST_PARAMETERS = {**SECURED, "parameters": [
     {"name": "after", "in": "query", "required": False,
      "description": "a file id: the page starts after it in the order",
      "schema": {"type": "string", "pattern": FILE_ID.pattern}},

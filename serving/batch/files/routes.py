@@ -102,7 +102,7 @@ def build_files_router(access: Access, files: Files) -> APIRouter:
                              "first_id": data[0]["id"] if data else None,
                              "last_id": data[-1]["id"] if data else None, "has_more": more})
 
-    @router.get("/v1/files/{file_id}",
+    @router.get("/v1/files/{file_id}", openapi_extra=protocol.SECURED,
                 responses={200: {"model": protocol.FileObject},
                            **protocol.errors(401, 403, 404, 503)})
     async def retrieve_file(file_id: str, request: Request) -> Response:
@@ -113,7 +113,7 @@ def build_files_router(access: Access, files: Files) -> APIRouter:
             return refused.response
         return not_found(file_id) if found is None else JSONResponse(found.as_openai())
 
-    @router.get("/v1/files/{file_id}/content",
+    @router.get("/v1/files/{file_id}/content", openapi_extra=protocol.SECURED,
                 responses={200: protocol.CONTENT, **protocol.errors(401, 403, 404, 503)})
     async def file_content(file_id: str, request: Request) -> Response:
         try:
@@ -127,7 +127,7 @@ def build_files_router(access: Access, files: Files) -> APIRouter:
         return StreamingResponse(_chunks(content), media_type="application/octet-stream",
                                  headers={"content-length": str(record.bytes)})
 
-    @router.delete("/v1/files/{file_id}",
+    @router.delete("/v1/files/{file_id}", openapi_extra=protocol.SECURED,
                    responses={200: {"model": protocol.FileDeleted},
                               **protocol.errors(401, 403, 404, 503)})
     async def delete_file(file_id: str, request: Request) -> Response:
