@@ -9,6 +9,7 @@ benchmarks/overhead.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -27,9 +28,14 @@ from deployments.engine import (
     engine_resources,
     with_custom_resources,
 )
+from deployments.home import home
 from deployments.replica_logging import log_to_serve_replica_log
 from serving.admin import build_admin_router, build_tenant_router
 from serving.admin.autoscaler import build_autoscaler_router
+from serving.batch.files.routes import build_files_router
+from serving.batch.files.rules import FileLimits
+from serving.batch.files.service import Files
+from serving.batch.files.storage import FileStorage
 from serving.engine import EngineHost
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
@@ -65,6 +71,9 @@ class GatewayDeployment:
         them; `colocated` ends with the colocated endpoint's."""
         log_to_serve_replica_log()
         self._access = tenancy.connect()
+        storage = FileStorage(settings.files_dir)
+        storage.sweep_uploads()  # what a replica that died mid-upload left
+        self._files = Files(self._access.store, storage, settings.file_limits)
         # Records an earlier replica on this node spooled while the store was away.
         self._access.ledger.start_replay()
         self._autoscaling = autoscaling
@@ -103,8 +112,9 @@ class GatewayDeployment:
         replica = serve.get_replica_context().replica_id.unique_id
         return build_gateway_app(
             self._targets, self._access,
-            routers=(("/admin/v1", admin), ("/admin/v1", autoscaler), ("/tenant/v1", tenant)),
-            replica=replica, limits=self._settings.limits)
+            routers=(("/admin/v1", admin), ("/admin/v1", autoscaler), ("/tenant/v1", tenant),
+                     ("", build_files_router(self._access, self._files))),
+            replica=replica, limits=self._settings.limits, files=self._files)
 
     async def check_health(self) -> None:
         if self._host is not None:
@@ -150,11 +160,14 @@ class AutoscalingWiring:
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    """A gateway replica's own settings: the engine links' secret (hex) and the bounds on
-    each request body."""
+    """A gateway replica's own settings: the engine links' secret (hex), the bounds on
+    each request body, and the Files API's storage folder (shared by all replicas) and
+    default limits per tenant."""
 
     link_secret: str
     limits: RequestLimits
+    files_dir: str
+    file_limits: FileLimits
 
 
 @dataclass(frozen=True)
@@ -252,11 +265,20 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
     settings = GatewaySettings(link_secret, RequestLimits(
         max_prompts=config.server.max_prompts_per_request,
         max_json_depth=config.server.max_json_depth,
-        response_retention_s=config.server.response_retention_days * 86400))
+        response_retention_s=config.server.response_retention_days * 86400),
+        files_dir=str(files_dir(config)),
+        file_limits=FileLimits(**config.server.files.model_dump(exclude={"storage_dir"})))
     return gateway.bind(engines, tenancy, settings, colocated, autoscaling, autoscaler,
                         deployer,
                         {e.name: (e.max_in_flight, e.slots) for e in config.endpoints
                          if not e.colocated})
+
+
+def files_dir(config: PlatformConfig) -> Path:
+    """Where the Files API keeps file bytes: server.files.storage_dir, else the data home's
+    `files` folder (resolved here, on the machine that builds the application)."""
+    given = config.server.files.storage_dir
+    return Path(given).expanduser().resolve() if given else home() / "files"
 
 
 def needs_external_scaler(config: PlatformConfig) -> bool:

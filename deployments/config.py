@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from observability.slo import DEFAULT_SLO, ItlP95Ms, SloSettings, SloTargets, TtftP95Ms
+from serving.batch.files.rules import FileLimitOverrides, FileLimits
 
 # The model path that means "the embedded demo model, made on first use under the data dir".
 DEMO_MODEL = "builtin:demo"
@@ -51,6 +52,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FilesConfig(FileLimits):
+    """The Files API: where file bytes are kept, and each tenant's limits on its files
+    unless the tenant's own `files` sets some (max_file_bytes, max_files, max_total_bytes)."""
+
+    # None: $AIFACTORY_HOME/files. Every gateway replica must see the same folder: with
+    # several replicas or nodes, a shared filesystem mounted at this path on each.
+    storage_dir: str | None = None
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
@@ -68,6 +78,7 @@ class ServerConfig(_Strict):
     max_json_depth: Annotated[int, Field(ge=8, le=1000)] = 64
     # Stored Responses API responses (`store: true`) are kept this long, then gone.
     response_retention_days: Annotated[float, Field(gt=0, le=3650)] = 30
+    files: FilesConfig = Field(default_factory=FilesConfig)
 
     _custom_resources = field_validator("resources")(_custom_only)
 
@@ -140,6 +151,9 @@ class TenantConfig(_Strict):
     # Given, it replaces the tenant's targets (a target left out is the platform default,
     # DEFAULT_SLO); left out, the store keeps what it has.
     slo: SloSettings | None = None
+    # Its own limits on its files (Files API), over server.files'; left out, the store keeps
+    # what it has.
+    files: FileLimitOverrides | None = None
 
 
 _DEFAULT_SLO_MS = SloSettings.of(DEFAULT_SLO)

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from deployments.config import DEFAULT_TENANT, ConfigError, PlatformConfig
+from serving.batch.files import store as file_limits
 from serving.tenancy import (
     Conflict,
     NotFound,
@@ -45,6 +46,8 @@ def apply_config(store: Store, config: PlatformConfig) -> None:
             store.update_tenant(tenant.name, priority=tenant.priority, slo=tenant.slo)
         if tenant.quota is not None:
             store.set_quota(tenant.name, **tenant.quota.model_dump())
+        if tenant.files is not None:
+            file_limits.set_limits(store, tenant.name, tenant.files)
     for endpoint in config.endpoints:
         try:
             existing = store.get_endpoint(endpoint.name)
