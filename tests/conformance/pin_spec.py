@@ -1,7 +1,7 @@
 """Cut the schemas the conformance tests use out of OpenAI's published OpenAPI document
 (github.com/openai/openai-openapi, `openapi.json`) into `openai_schemas.json`, with every
 schema they reference: the whole document is 3.4 MB, the part that describes chat,
-completions, embeddings, models and errors far less.
+completions, embeddings, models, files and errors far less.
 
     python -m tests.conformance.pin_spec /path/to/openapi.json COMMIT
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 ROOTS = ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse",
          "CreateCompletionResponse", "CreateEmbeddingResponse", "ListModelsResponse", "Model",
-         "ErrorResponse", "Response", "ResponseStreamEvent")
+         "ErrorResponse", "Response", "ResponseStreamEvent", "OpenAIFile", "ListFilesResponse",
+         "DeleteFileResponse")
 PINNED = Path(__file__).with_name("openai_schemas.json")
 PREFIX = "#/components/schemas/"
 

@@ -38,7 +38,9 @@ OPERATIONS = [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/
               ("/v1/responses", "POST"), ("/v1/responses/{response_id}", "GET"),
               ("/v1/responses/{response_id}", "DELETE"), ("/v1/embeddings", "POST"),
               ("/pooling", "POST"), ("/score", "POST"), ("/v1/score", "POST"),
-              ("/rerank", "POST"), ("/v1/rerank", "POST"), ("/v2/rerank", "POST")]
+              ("/rerank", "POST"), ("/v1/rerank", "POST"), ("/v2/rerank", "POST"),
+              ("/v1/files", "POST"), ("/v1/files", "GET"), ("/v1/files/{file_id}", "GET"),
+              ("/v1/files/{file_id}", "DELETE"), ("/v1/files/{file_id}/content", "GET")]
 
 
 @pytest.fixture(scope="module")

@@ -170,6 +170,61 @@ def test_every_post_route_refuses_hostile_bodies_in_openais_shape(platform, auth
     assert set(error) == {"message", "type", "param", "code"} and len(error["message"]) < 400
 
 
+FILES_BOUNDARY = "probe"
+
+
+def files_form(*parts: tuple[str, bytes, str | None], end: bool = True) -> bytes:
+    out = b""
+    for name, value, filename in parts:
+        disposition = f'form-data; name="{name}"' + (
+            "" if filename is None else f'; filename="{filename}"')
+        out += f"--{FILES_BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        out += value + b"\r\n"
+    return out + (f"--{FILES_BOUNDARY}--\r\n".encode() if end else b"")
+
+
+JSONL = b'{"custom_id": "1"}\n'
+PURPOSE = ("purpose", b"batch", None)
+
+
+@pytest.mark.parametrize(("raw", "multipart", "status", "param"), [
+    # The JSON routes' probes: none is a form.
+    (b'{"model": "demo-remote", "input": ', False, 400, "file"),
+    (b'["model", "demo-remote"]', False, 400, "file"),
+    (b'{"model": "demo-remote", "input": "' + b"a" * (9 << 20) + b'"}', False, 400, "file"),
+    (b"", True, 400, "file"),
+    (files_form(PURPOSE), True, 400, "file"),  # no file
+    (files_form(("file", JSONL, "a.jsonl")), True, 400, "purpose"),
+    (files_form(PURPOSE, ("file", JSONL, "a"), ("file", JSONL, "b")), True, 400, "file"),
+    (files_form(("purpose", b"assistants", None), ("file", JSONL, "a")), True, 400, "purpose"),
+    (files_form(("purpose", b"\x00" * 2000, None)), True, 400, "purpose"),
+    (files_form(PURPOSE, ("file", JSONL, "a" * 100_000)), True, 400, "file"),
+    (files_form(PURPOSE, ("file", b"\xff\xfe\x00", "a.jsonl")), True, 400, "file"),
+    (files_form(PURPOSE, ("file", JSONL, "a"), end=False), True, 400, "file"),
+    (files_form(PURPOSE, ("file", b"{}\n" * (40 << 20), "big.jsonl")), True, 413, "file"),
+])
+def test_the_files_route_refuses_hostile_bodies_in_openais_shape(platform, auth, raw,
+                                                                 multipart, status, param):
+    content_type = (f"multipart/form-data; boundary={FILES_BOUNDARY}" if multipart
+                    else "application/json")
+    reply = httpx.post(platform["url"] + "/v1/files", content=raw, timeout=60,
+                       headers={**auth, "content-type": content_type})
+    assert reply.status_code == status, reply.text[:300]
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and len(error["message"]) < 400
+    assert error["param"] == param
+
+
+@pytest.mark.parametrize("file_id", ["..", "%2e%2e", "file-" + "0" * 5000, "file-abc",
+                                     "%00", "file-" + "0" * 32])
+def test_a_file_id_nobody_has_is_a_404_on_every_files_route(platform, auth, file_id):
+    for method, path in (("GET", f"/v1/files/{file_id}"), ("DELETE", f"/v1/files/{file_id}"),
+                         ("GET", f"/v1/files/{file_id}/content")):
+        reply = httpx.request(method, platform["url"] + path, headers=auth, timeout=30)
+        assert reply.status_code == 404, (method, path, reply.text[:300])
+        assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+
+
 def test_models_and_readiness_show_no_paths_or_other_tenants_endpoints(platform, keys):
     with httpx.Client(base_url=platform["url"], timeout=30) as http:
         models = http.get("/v1/models", headers={"authorization": f"Bearer {keys['globex']}"})
