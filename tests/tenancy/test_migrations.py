@@ -163,3 +163,19 @@ def test_0006_adds_an_append_only_audit_log_and_takes_it_back(empty_database_url
     upgrade(empty_database_url)
     assert revision(engine) == HEAD
     engine.dispose()
+
+
+def test_0009_adds_the_files_tables_and_takes_them_back(empty_database_url: str) -> None:
+    """0009: files and each tenant's limits on them; downgraded, neither is left."""
+    from alembic import command
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0008")
+    upgrade(empty_database_url)
+    engine = sa.create_engine(empty_database_url)
+    assert {"files", "file_quotas"} <= set(sa.inspect(engine).get_table_names())
+    command.downgrade(config, "0008")
+    assert not {"files", "file_quotas"} & set(sa.inspect(engine).get_table_names())
+    upgrade(empty_database_url)
+    assert revision(engine) == HEAD
+    engine.dispose()
