@@ -68,7 +68,7 @@ def test_bytes_live_under_the_id_only_readable_by_the_platform(files):
 
 def test_an_open_file_stays_readable_when_deleted_meanwhile(files):
     made = upload(files, "acme", b'{"x": 1}\n')
-    record, content = files.open("acme", made.id)
+    _, content = files.open("acme", made.id)
     assert files.delete("acme", made.id)
     with content:
         assert content.read() == b'{"x": 1}\n'
@@ -80,7 +80,10 @@ def test_pages_follow_creation_with_openais_cursor(files, clock):
         made.append(upload(files, "acme", b"{}\n", name=f"{n}.jsonl").id)
         clock.advance(seconds=1)
     upload(files, "globex", b"{}\n")
-    ids = lambda q: [f.id for f in files.list("acme", q)[0]]  # noqa: E731
+
+    def ids(query: ListQuery) -> list[str]:
+        return [f.id for f in files.list("acme", query)[0]]
+
     assert ids(ListQuery()) == made[::-1]  # newest first by default
     assert ids(ListQuery(order="asc")) == made
     assert files.list("acme", ListQuery(limit=2)) == (

@@ -158,7 +158,7 @@ async def asgi_post(app, key: str, chunks: list[bytes], headers: dict[str, str])
                "server": ("gw", 80), "client": ("c", 1), "root_path": ""}, receive, send)
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
-    return start["status"], dict((k.decode(), v.decode()) for k, v in start["headers"]), \
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, \
         json.loads(body), asked
 
 
@@ -183,7 +183,7 @@ async def test_a_declared_length_past_the_limit_is_refused_unread(platform):
 
 
 async def test_a_tenant_out_of_room_gets_429_unread_and_told_not_to_retry(http, platform):
-    app, keys, files = platform
+    app, keys, _ = platform
     for _ in range(LIMITS.max_files):
         assert (await http.post("/v1/files", content=form(PURPOSE, FILE),
                                 headers=MULTIPART)).status_code == 200
