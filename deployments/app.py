@@ -36,6 +36,7 @@ from serving.batch.files.routes import build_files_router
 from serving.batch.files.rules import FileLimits
 from serving.batch.files.service import Files
 from serving.batch.files.storage import FileStorage
+from serving.batch.routes import batch_api
 from serving.engine import EngineHost
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
@@ -114,7 +115,7 @@ class GatewayDeployment:
             self._targets, self._access,
             routers=(("/admin/v1", admin), ("/admin/v1", autoscaler), ("/tenant/v1", tenant),
                      ("", build_files_router(self._access, self._files))),
-            replica=replica, limits=self._settings.limits, files=self._files)
+            replica=replica, limits=self._settings.limits, parts=(batch_api(self._files),))
 
     async def check_health(self) -> None:
         if self._host is not None:

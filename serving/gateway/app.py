@@ -5,7 +5,9 @@ deployment mounts beside them (admin, tenant self-service)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -24,6 +26,18 @@ from serving.tenancy import KeyScope
 READY_TIMEOUT_S = 5.0
 
 
+class Background(Protocol):
+    """Work a part runs beside the routes while the app runs (the batch worker)."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# A part of the API built on the gateway's own steps: its routes, and its background work.
+GatewayPart = Callable[[Gateway], tuple[APIRouter, Background | None]]
+
+
 async def _is_admin(access: Access, request: Request) -> bool:
     header = request.headers.get("authorization")
     if not header:
@@ -37,12 +51,26 @@ async def _is_admin(access: Access, request: Request) -> bool:
 def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
                       routers: tuple[tuple[str, APIRouter], ...] = (),
                       replica: str | None = None,
-                      limits: RequestLimits = RequestLimits()) -> FastAPI:
+                      limits: RequestLimits = RequestLimits(),
+                      parts: Sequence[GatewayPart] = ()) -> FastAPI:
     """`routers` are mounted beside the OpenAI routes, e.g. ("/admin/v1", admin router);
     `replica` names this gateway replica in each response's x-aifactory-replica header;
-    `limits` bound each request body."""
+    `limits` bound each request body; `parts` are built on this replica's gateway (the
+    Batch API: its routes and its worker, run while the app runs)."""
     configure_tracing("aifactory")  # only when the OTEL_* variables ask for traces
-    app = FastAPI(title="AI Factory gateway", version="0.1.0")
+    gateway = Gateway(endpoints, access, replica, limits)
+    built = [part(gateway) for part in parts]
+    background = [work for _, work in built if work is not None]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for work in background:
+            work.start()
+        yield
+        for work in background:
+            await work.stop()
+
+    app = FastAPI(title="AI Factory gateway", version="0.1.0", lifespan=lifespan)
     publish_openai_schema(app)  # the /v1 bodies, which the routes read themselves
 
     @app.exception_handler(StarletteHTTPException)
@@ -50,7 +78,9 @@ def build_gateway_app(endpoints: Mapping[str, EndpointTarget], access: Access,
         # Unknown paths and wrong methods answer in OpenAI's error shape too.
         return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
 
-    app.include_router(build_openai_router(Gateway(endpoints, access, replica, limits)))
+    app.include_router(build_openai_router(gateway))
+    for router, _ in built:
+        app.include_router(router)
     for prefix, router in routers:
         app.include_router(router, prefix=prefix)
 
