@@ -31,6 +31,8 @@ class BatchFiles(Protocol):
 
     def write(self, tenant: str, filename: str, data: bytes) -> str: ...
 
+    def delete(self, tenant: str, file_id: str) -> bool: ...
+
 
 @dataclass(frozen=True)
 class LineResult:
@@ -134,6 +136,11 @@ class BatchWorker:
                                         error_file_id=error_id)
         if moved:
             logger.info("batch %s: %s -> %s", batch.id, batch.status, step.status)
+            return
+        # Another replica moved it first, with files of its own: these are nobody's.
+        for file_id in (output_id, error_id):
+            if file_id is not None:
+                await asyncio.to_thread(self.files.delete, batch.tenant, file_id)
 
     def _write_files(self, batch: Batch, status: BatchStatus) -> tuple[str | None, str | None]:
         ended = batches.ended_lines(self.store, batch.id)

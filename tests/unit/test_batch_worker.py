@@ -29,6 +29,9 @@ class Files:
         self.saved[file_id] = (tenant, data)
         return file_id
 
+    def delete(self, tenant: str, file_id: str) -> bool:
+        return self.saved.pop(file_id, None) is not None
+
     def lines(self, file_id: str) -> list[dict]:
         return [json.loads(x) for x in self.saved[file_id][1].splitlines()]
 
@@ -165,3 +168,18 @@ async def test_an_expired_batch_keeps_what_finished(store, clock) -> None:
     assert sorted(finished + expired) == [f"req-{i}" for i in range(1, 5)]
     assert finished and all(x["error"]["code"] == "batch_expired"
                             for x in files.lines(done.error_file_id))
+
+
+async def test_two_replicas_finishing_one_batch_leave_one_set_of_files(store) -> None:
+    batch, files = make(store, 2), Files()
+    first = BatchWorker(store, files, Engine(), lambda model: 2, "gw-1")
+    second = BatchWorker(store, files, Engine(), lambda model: 2, "gw-2")
+    for line in batches.claim(store, "gw-1", batch, 2, timedelta(seconds=30)):
+        batches.record(store, "gw-1", batch.id, line.line, 200, {"id": "c"}, f"r{line.line}")
+    batches.advance(store, batch.id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING)
+    finalizing = batches.find(store, "acme", batch.id)
+    assert finalizing.status is BatchStatus.FINALIZING
+    # Both see it finalizing and write its files; one moves it, the other's files go.
+    await asyncio.gather(first._advance(finalizing), second._advance(finalizing))
+    done = batches.find(store, "acme", batch.id)
+    assert done.status is BatchStatus.COMPLETED and list(files.saved) == [done.output_file_id]
