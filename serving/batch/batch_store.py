@@ -181,6 +181,24 @@ def unfinished(store) -> list[Batch]:
         return [_batch(r) for r in s.scalars(select(BatchRow).where(BatchRow.status.in_(live)))]
 
 
+def pending_by_tenant(store) -> dict[tuple[str, str], int]:
+    """{(tenant, queued|running): lines} over unfinished batches, one grouped query. A line
+    waiting out its tenant's rate limit (`defer`) counts as queued."""
+    live = [s.value for s in BatchStatus if not s.is_terminal]
+    with store._tx() as s:
+        rows = s.execute(
+            select(BatchRow.tenant, BatchLineRow.state,
+                   (BatchLineRow.lease_owner.is_(None)).label("unowned"), func.count())
+            .join(BatchRow, BatchRow.id == BatchLineRow.batch_id)
+            .where(BatchRow.status.in_(live), BatchLineRow.state != ENDED)
+            .group_by(BatchRow.tenant, BatchLineRow.state, "unowned")).all()
+    pending: dict[tuple[str, str], int] = {}
+    for tenant, state, unowned, lines in rows:
+        key = (tenant, QUEUED if state == QUEUED or unowned else RUNNING)
+        pending[key] = pending.get(key, 0) + lines
+    return pending
+
+
 def claim(store, owner: str, batch: Batch, limit: int, lease: timedelta) -> list[ClaimedLine]:
     """Up to `limit` of the batch's lines for `owner` until the lease ends: queued ones, or
     running ones whose lease ran out (their replica died). Each is taken by one replica
@@ -233,6 +251,17 @@ def release(store, owner: str, batch_id: str, lines: Sequence[int]) -> None:
                   .where(BatchLineRow.batch_id == batch_id, BatchLineRow.line.in_(lines),
                          BatchLineRow.state == RUNNING, BatchLineRow.lease_owner == owner)
                   .values(state=QUEUED, lease_owner=None, lease_until=None))
+
+
+def defer(store, owner: str, batch_id: str, line: int, until: datetime) -> bool:
+    """A line its tenant's rate limit refused, put back untouched until `until`: unowned, its
+    lease running to then, so any replica claims it after (and no ledger record was made)."""
+    with store._tx() as s:
+        return s.execute(
+            update(BatchLineRow)
+            .where(BatchLineRow.batch_id == batch_id, BatchLineRow.line == line,
+                   BatchLineRow.state == RUNNING, BatchLineRow.lease_owner == owner)
+            .values(lease_owner=None, lease_until=until)).rowcount == 1
 
 
 def record(store, owner: str, batch_id: str, line: int, status_code: int,

@@ -88,6 +88,34 @@ def test_lines_are_claimed_once_answered_once_and_taken_over_after_a_lease(store
     assert ended[3].answer == {"id": "c4"}  # the replica that held the line answered it
 
 
+def test_a_deferred_line_waits_unowned_then_any_replica_takes_it(store, tenants, clock):
+    """A line refused by its tenant's rate limit: put back until the limit lets it through,
+    never recorded meanwhile, then claimed again (by any replica) and answered once."""
+    batch = make(store, 2)
+    [line, _] = batches.claim(store, "gw-1", batch, 2, LEASE)
+    assert not batches.defer(store, "gw-2", batch.id, 1, clock() + timedelta(seconds=5))
+    assert batches.defer(store, "gw-1", batch.id, 1, clock() + timedelta(seconds=5))
+    assert not batches.record(store, "gw-1", batch.id, 1, 200, {"id": "late"}, "r1")
+    batches.renew(store, "gw-1", batch.id, [1], LEASE)  # not its owner's any more
+    assert batches.claim(store, "gw-2", batch, 10, LEASE) == []
+    assert batches.pending_by_tenant(store) == {("acme", "queued"): 1, ("acme", "running"): 1}
+    clock.advance(seconds=6)
+    [again] = batches.claim(store, "gw-2", batch, 10, LEASE)
+    assert (again.line, again.custom_id) == (line.line, line.custom_id)
+    assert batches.record(store, "gw-2", batch.id, 1, 200, {"id": "c1"}, "r1")
+    assert batches.pending_by_tenant(store) == {("acme", "running"): 1}
+
+
+def test_pending_lines_are_counted_per_tenant_over_unfinished_batches(store, tenants):
+    acme, globex, done = make(store, 3), make(store, 2, tenant="globex"), make(store, 4)
+    batches.claim(store, "gw-1", acme, 1, LEASE)
+    batches.cancel(store, "acme", done.id)
+    assert batches.advance(store, done.id, BatchStatus.CANCELLING, BatchStatus.CANCELLED)
+    assert batches.pending_by_tenant(store) == {
+        ("acme", "queued"): 2, ("acme", "running"): 1, ("globex", "queued"): 2}
+    assert globex.tenant == "globex"
+
+
 def test_status_moves_once_and_cancel_follows_openai(store, tenants):
     batch = make(store)
     assert batches.advance(store, batch.id, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING)
