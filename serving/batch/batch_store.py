@@ -24,6 +24,7 @@ COMPLETION_WINDOW = timedelta(hours=24)  # OpenAI's only window, "24h"
 BATCH_ID = re.compile(r"^batch_[0-9a-f]{32}$")
 QUEUED, RUNNING, ENDED = "queued", "running", "ended"
 _INSERT_CHUNK = 1000
+_MOVE_ATTEMPTS = 5  # a cancel re-reads a batch whose status moved under it this often
 
 
 @dataclass(frozen=True)
@@ -147,17 +148,19 @@ def cancel(store, tenant: str, batch_id: str) -> Batch | None | BatchStatus:
     when it can no longer be cancelled."""
     if not is_batch_id(batch_id):
         return None
-    with store._tx() as s:
-        row = s.get(BatchRow, batch_id, with_for_update=True)
-        if row is None or row.tenant != tenant:
-            return None
-        status = BatchStatus(row.status)
-        after = after_cancel(status)
-        if after is None:
-            return status
-        if after is not status:
-            _enter(row, after, store._now())
-        return _batch(row)
+    for _ in range(_MOVE_ATTEMPTS):
+        with store._tx() as s:
+            row = s.get(BatchRow, batch_id)
+            if row is None or row.tenant != tenant:
+                return None
+            status = BatchStatus(row.status)
+            after = after_cancel(status)
+            if after is None:
+                return status
+            if after is status or _move(s, row, after, store._now()):
+                s.refresh(row)
+                return _batch(row)
+    raise RuntimeError(f"batch {batch_id} keeps changing status under a cancel")
 
 
 def counts(store, batch_id: str) -> tuple[Progress, int, int]:
@@ -300,25 +303,30 @@ def advance(store, batch_id: str, expected: BatchStatus, to: BatchStatus, *,
             output_file_id: str | None = None, error_file_id: str | None = None) -> bool:
     """Move the batch from `expected` to `to` (with its files); False when another replica
     moved it first, or a cancel came between."""
+    files = {name: value for name, value in (("output_file_id", output_file_id),
+                                             ("error_file_id", error_file_id)) if value}
     with store._tx() as s:
-        row = s.get(BatchRow, batch_id, with_for_update=True)
+        row = s.get(BatchRow, batch_id)
         if row is None or row.status != expected.value:
             return False
-        _enter(row, to, store._now())
-        row.output_file_id = output_file_id or row.output_file_id
-        row.error_file_id = error_file_id or row.error_file_id
-        return True
+        return _move(s, row, to, store._now(), **files)
+
+
+def _move(s, row: BatchRow, to: BatchStatus, now: datetime, **values: Any) -> bool:
+    """Compare and set: the batch moves to `to` only if its status is still the one `row`
+    was read with. A conditional UPDATE, atomic on SQLite too, where FOR UPDATE locks
+    nothing and two replicas could otherwise both move one batch (and both write files)."""
+    moments = {**row.moments, to.value: now.isoformat()}
+    return s.execute(
+        update(BatchRow).where(BatchRow.id == row.id, BatchRow.status == row.status)
+        .values(status=to.value, moments=moments, **values)
+        .execution_options(synchronize_session=False)).rowcount == 1
 
 
 def _claimable(now: datetime):
     """Queued, or running under a lease that ran out (its replica died)."""
     return or_(BatchLineRow.state == QUEUED,
                and_(BatchLineRow.state == RUNNING, BatchLineRow.lease_until < now))
-
-
-def _enter(row: BatchRow, status: BatchStatus, now: datetime) -> None:
-    row.status = status.value
-    row.moments = {**row.moments, status.value: now.isoformat()}
 
 
 def _batch(row: BatchRow) -> Batch:
