@@ -97,6 +97,19 @@ SPECS: tuple[MetricSpec, ...] = (
                "Usage records the store refused for good, kept in the spool's dead-letter "
                "file instead of the ledger (a bug or a tampered spool: alert on any).",
                ("tenant",)),
+    # -- batch jobs: their lines are counted here, never in the request metrics above -------
+    MetricSpec("aifactory_batch_lines", Kind.COUNTER,
+               "Batch lines that ended, by outcome (as aifactory_requests' outcome label).",
+               (*_REQUEST, "outcome")),
+    MetricSpec("aifactory_batch_prompt_tokens", Kind.COUNTER,
+               "Prompt tokens of ended batch lines, as the engine counted them.", _REQUEST),
+    MetricSpec("aifactory_batch_completion_tokens", Kind.COUNTER,
+               "Completion tokens of ended batch lines (rate(): a tenant's batch tokens/s).",
+               _REQUEST),
+    MetricSpec("aifactory_batch_lines_pending", Kind.GAUGE,
+               "A tenant's lines of unfinished batches not yet ended, by state (queued, "
+               "running), as the store holds them; every gateway replica reports the same "
+               "figure, so aggregate with max.", ("tenant", "state")),
     # -- engine: vLLM's own scheduler and iteration stats --------------------------------------
     MetricSpec("aifactory_queue_time_seconds", Kind.HISTOGRAM,
                "Time a finished request waited in the engine's queue before its first "

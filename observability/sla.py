@@ -20,6 +20,9 @@ How each figure counts (the report's `definitions` repeats this for its readers)
   below the tenant's p95 targets. compliance = compliant / judged; the objective is met when
   compliance >= objective.
 - tokens: prompt and completion tokens of every record (rejected requests record none).
+- batch: the lines of batch jobs (a record keyed `{batch_id}-{line}`) are counted apart, in
+  the report's `batch` section, and in none of the figures above: they have no latency
+  target, and a backlog of them must not dilute (or drag down) the interactive figures.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ DEFINITIONS = {
     "percentiles": "nearest-rank over per-request values",
     "compliant": "ok request with a measured TTFT, TTFT <= target and ITL <= target (when "
                  "defined)",
+    "batch": "lines of batch jobs, counted only in the batch section: they have no latency "
+             "target",
 }
 
 
@@ -78,6 +83,19 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class BatchUsage:
+    """The window's batch lines: how they ended and what they cost; no latency is judged."""
+
+    batches: int  # distinct batches with a line in the window
+    lines: int
+    outcomes: dict[str, int]
+    availability: float | None  # ok / (ok + platform faults), as for interactive requests
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
 class SlaReport:
     tenant: str
     since: datetime
@@ -98,6 +116,7 @@ class SlaReport:
     rejections: int
     bucket: Literal["hour", "day"]
     buckets: list[Bucket]
+    batch: BatchUsage
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
     object: Literal["sla_report"] = "sla_report"
 
@@ -184,9 +203,14 @@ def sla_report(records: Iterable[UsageRecord], *, tenant: str, targets: SloTarge
         raise ValueError("until must be after since")
     by: Literal["hour", "day"] = "hour" if until - since <= HOURLY_UP_TO else "day"
     total = _Tally()
+    batch, batch_ids = _Tally(), set()
     buckets: dict[datetime, _Tally] = {}
     for record in records:
         if record.tenant != tenant or not since <= record.created_at < until:
+            continue
+        if (batch_id := record.batch_id) is not None:
+            batch.add(record, targets)
+            batch_ids.add(batch_id)
             continue
         total.add(record, targets)
         buckets.setdefault(_bucket_start(record.created_at, by), _Tally()).add(record, targets)
@@ -207,6 +231,10 @@ def sla_report(records: Iterable[UsageRecord], *, tenant: str, targets: SloTarge
                         t.availability, percentile(sorted(t.ttft), 95),
                         percentile(sorted(t.itl), 95), _ratio(t.compliant, t.judged))
                  for start, t in sorted(buckets.items())],
+        batch=BatchUsage(batches=len(batch_ids), lines=batch.requests, outcomes=batch.outcomes,
+                         availability=batch.availability, prompt_tokens=batch.prompt_tokens,
+                         completion_tokens=batch.completion_tokens,
+                         total_tokens=batch.prompt_tokens + batch.completion_tokens),
     )
 
 

@@ -116,6 +116,24 @@ def line_chart(title: str, buckets: list[dict[str, Any]], by: str, field: str,
     return _frame(title, y_max, y_format, [_label(b, by) for b in buckets], "".join(body))
 
 
+def batch_section(batch: dict[str, Any]) -> str:
+    """Batch jobs apart from interactive traffic: no latency target, so counts and tokens."""
+    if not batch.get("lines"):
+        return ""
+    outcomes = batch["outcomes"]
+    rows = [("Batches", f"{batch['batches']:,}"), ("Lines", f"{batch['lines']:,}"),
+            ("Availability (ok / (ok + platform faults))", _share(batch["availability"])),
+            ("Ok / errors / rejected", (f"{outcomes['ok']:,} / {outcomes['error']:,} / "
+                                        f"{outcomes['rejected']:,}")),
+            ("Tokens (prompt + completion)", (f"{batch['total_tokens']:,} "
+                                              f"({batch['prompt_tokens']:,} + "
+                                              f"{batch['completion_tokens']:,})"))]
+    cells = "".join(f'<tr><td>{escape(a)}</td><td class="num">{escape(b)}</td></tr>'
+                    for a, b in rows)
+    return ('<h2>Batch jobs</h2><p class="note">Not in the figures above: batch lines have '
+            f"no latency target.</p><table>{cells}</table>")
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole page for one report (the JSON form of `observability.sla.SlaReport`)."""
     tenant = escape(report["tenant"])
@@ -146,6 +164,7 @@ def render_html(report: dict[str, Any]) -> str:
         ("Compliant requests", line_chart("compliance", buckets, by, "compliance",
                                           report["objective"], _share)),
     ]
+    batch = report.get("batch") or {}
     definitions = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>"
                           for k, v in report["definitions"].items())
     summary = "".join(f'<tr><td>{escape(a)}</td><td class="num">{escape(b)}</td><td>{c}</td>'
@@ -167,5 +186,6 @@ def render_html(report: dict[str, Any]) -> str:
         "<h2>Latency</h2><table><tr><th>SLI</th><th>Requests</th><th>p50</th><th>p95</th>"
         f"<th>p99</th><th>p95 target</th><th></th></tr>{latency}</table>"
         f"{figures if buckets else '<p>No requests in this window.</p>'}"
+        f"{batch_section(batch)}"
         f'<h2>How the figures count</h2><ul class="note">{definitions}</ul>'
         "</body></html>\n")

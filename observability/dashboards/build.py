@@ -1,8 +1,8 @@
 """The Grafana dashboards, written with grafana-foundation-sdk and committed as JSON.
 
 Three dashboards: operator overview (the partition and the autoscaler), tenant SLA (each
-tenant's latency against its own targets, its error budget, rejections and tokens) and engine
-health (queues, KV cache, throughput). Panels read the recording rules of
+tenant's latency against its own targets, its error budget, rejections, tokens and batch
+jobs) and engine health (queues, KV cache, throughput). Panels read the recording rules of
 `observability/rules` where one exists. Regenerate with `python -m observability.dashboards.build`;
 a test fails when the JSON drifts.
 """
@@ -207,6 +207,21 @@ def tenant_sla() -> Dashboard:
              "{{tenant}} prompt"),
             (f"sum by (tenant) (rate({m('aifactory_completion_tokens')}{sel}[5m]))",
              "{{tenant}} completion"),
+        ], width=24))
+        .with_row(Row("Batch jobs (no latency target: apart from the figures above)"))
+        .with_panel(series("Batch lines pending", "none", [
+            (f'max by (tenant, state) ({m("aifactory_batch_lines_pending")}{sel})',
+             "{{tenant}} {{state}}")], stacked=True,
+            description="Lines of unfinished batches, queued or running, as the store holds "
+                        "them (every gateway replica reports it: max, not sum)."))
+        .with_panel(series("Batch lines ended", "reqps", [
+            (f"sum by (tenant, outcome) (rate({m('aifactory_batch_lines')}{sel}[5m]))",
+             "{{tenant}} {{outcome}}")], stacked=True))
+        .with_panel(series("Batch tokens per second", "none", [
+            (f"sum by (tenant) (rate({m('aifactory_batch_completion_tokens')}{sel}[5m]))",
+             "{{tenant}} completion"),
+            (f"sum by (tenant) (rate({m('aifactory_batch_prompt_tokens')}{sel}[5m]))",
+             "{{tenant}} prompt"),
         ], width=24))
     )
 

@@ -33,6 +33,7 @@ from serving.tenancy import (
     scopes_for,
 )
 from serving.tenancy.admission import month_of
+from serving.tenancy.records import batch_of
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,8 @@ class Access:
         scopes = scopes_for(principal.tenant, endpoint, tenant_limits, endpoint_limits)
         decision, reservation = await self._reserve(scopes, claim, now)
         if decision.admitted:
-            self.metrics.started(principal.tenant, endpoint, model)
+            self.metrics.started(principal.tenant, endpoint, model,
+                                 batch=batch_of(request_id) is not None)
         return Admitted(request_id, principal, endpoint, decision, reservation, prompt,
                         time.monotonic(), datetime.fromtimestamp(now, UTC), model=model,
                         span=span, client_request_id=client_request_id)
@@ -345,7 +347,8 @@ class Access:
                 duration_s=duration, ttft_s=ttft,
                 itl_s=telemetry.inter_token_latency(
                     admitted.first_token_at, admitted.last_token_at, admitted.content_events),
-                rejected_code=admitted.decision.error_code if outcome is Outcome.REJECTED else None)
+                rejected_code=admitted.decision.error_code if outcome is Outcome.REJECTED else None,
+                batch=batch_of(admitted.request_id) is not None)
             # Tenants' targets arrive on the principal; a store without them means defaults.
             self.metrics.finished(done, getattr(principal, "slo", DEFAULT_SLO),
                                   was_in_flight=admitted.decision.admitted)

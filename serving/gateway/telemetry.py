@@ -38,6 +38,7 @@ class Finished:
     itl_s: float | None = None
     rejected_code: str | None = None
     error_class: ErrorClass | None = None
+    batch: bool = False  # a batch job's line: counted by the batch metrics instead
 
     @property
     def outcome_label(self) -> str:
@@ -88,13 +89,20 @@ class RequestMetrics:
         self._targets: dict[str, tuple[float, float, float]] = {}
         self._lock = threading.Lock()
 
-    def started(self, tenant: str, endpoint: str, model: str) -> None:
-        self._move_in_flight((tenant, endpoint, model), +1)
+    def started(self, tenant: str, endpoint: str, model: str, batch: bool = False) -> None:
+        if not batch:  # batch lines are the store's to count (aifactory_batch_lines_pending)
+            self._move_in_flight((tenant, endpoint, model), +1)
 
     def finished(self, done: Finished, slo: SloTargets, was_in_flight: bool) -> None:
-        """`slo` is the tenant's targets."""
+        """`slo` is the tenant's targets. A batch line is counted apart: it has no latency
+        target, and a backlog of lines must not read as the tenant's interactive traffic."""
         tags = {"tenant": done.tenant, "endpoint": done.endpoint, "model": done.model}
         sink = self._sink
+        if done.batch:
+            sink.inc("aifactory_batch_lines", {**tags, "outcome": done.outcome_label})
+            sink.inc("aifactory_batch_prompt_tokens", tags, done.prompt_tokens)
+            sink.inc("aifactory_batch_completion_tokens", tags, done.completion_tokens)
+            return
         if was_in_flight:
             self._move_in_flight((done.tenant, done.endpoint, done.model), -1)
         sink.inc("aifactory_requests", {**tags, "outcome": done.outcome_label})

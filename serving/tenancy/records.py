@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -140,6 +141,23 @@ class Quota:
                       self.concurrent_requests, self.tokens_per_month)
 
 
+# A batch line's ledger key: its batch's id and its line number. The platform makes every
+# request id (a request's own is 32 hex digits), so no request's can take this shape.
+_BATCH_LINE_ID = re.compile(r"^(batch_[0-9a-f]{32})-([0-9]+)$")
+
+
+def batch_line_request_id(batch_id: str, line: int) -> str:
+    """The ledger's key of a batch line: the same for every attempt at it, so a line run
+    again after a crash is never recorded twice (the ledger skips a request id it has)."""
+    return f"{batch_id}-{line}"
+
+
+def batch_of(request_id: str) -> str | None:
+    """The batch a ledger record's request belongs to; None for an interactive request."""
+    matched = _BATCH_LINE_ID.fullmatch(request_id)
+    return None if matched is None else matched.group(1)
+
+
 @dataclass(frozen=True)
 class UsageRecord:
     """One request that reached admission, as the ledger keeps it."""
@@ -162,6 +180,11 @@ class UsageRecord:
     # anything but ok, why (ErrorClass).
     http_status: int | None = None
     error_class: ErrorClass | None = None
+
+    @property
+    def batch_id(self) -> str | None:
+        """The batch this record is a line of (the ledger keys a line `{batch_id}-{line}`)."""
+        return batch_of(self.request_id)
 
     @property
     def is_platform_fault(self) -> bool:

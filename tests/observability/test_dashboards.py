@@ -105,7 +105,8 @@ LABEL_VALUES = {"tenant": "acme", "endpoint": "chat", "model": "m", "replica": "
                 "accelerator": "cpu", "reason": "scale_up", "code": "rate_limit_exceeded"}
 # Labels with values that matter to the queries: every value a query selects on is present.
 LABEL_CHOICES = {"outcome": {"ok": 99, "error": 1, "rejected": 5, "client_cancelled": 2},
-                 "slo": {"met": 999, "missed": 1}, "sli": {"ttft": 2.0, "itl": 0.2}}
+                 "slo": {"met": 999, "missed": 1}, "sli": {"ttft": 2.0, "itl": 0.2},
+                 "state": {"queued": 40, "running": 4}}
 GAUGES = {"aifactory_tenant_slo_objective_ratio": 0.99,
           "aifactory_engine_kv_cache_usage_ratio": 0.4,
           "aifactory_partition_capacity_accelerators": 8, "aifactory_endpoint_guaranteed_replicas": 1}

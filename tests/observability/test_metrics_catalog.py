@@ -38,10 +38,14 @@ CONTRACT = {
     "aifactory_endpoint_replicas_actual": "ray_aifactory_endpoint_replicas_actual",
     "aifactory_autoscaler_decisions": "ray_aifactory_autoscaler_decisions_total",
     "aifactory_ledger_dead_letters": "ray_aifactory_ledger_dead_letters_total",
+    "aifactory_batch_lines": "ray_aifactory_batch_lines_total",
+    "aifactory_batch_prompt_tokens": "ray_aifactory_batch_prompt_tokens_total",
+    "aifactory_batch_completion_tokens": "ray_aifactory_batch_completion_tokens_total",
+    "aifactory_batch_lines_pending": "ray_aifactory_batch_lines_pending",
 }
 
 ALLOWED_LABELS = {"tenant", "endpoint", "model", "outcome", "code", "slo", "sli", "replica",
-                  "accelerator", "reason"}
+                  "accelerator", "reason", "state"}
 
 
 def test_every_contract_metric_is_defined_once_with_its_exposed_name():

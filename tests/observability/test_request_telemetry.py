@@ -122,6 +122,24 @@ def test_a_rejected_request_counts_as_rejected_and_rate_limited_only():
     assert {k[0] for k in sink.counters} == {"aifactory_requests", "aifactory_rate_limited"}
 
 
+def test_a_batch_line_is_counted_by_the_batch_metrics_only():
+    sink = FakeSink()
+    recorder = telemetry.RequestMetrics(sink)
+    recorder.started("acme", "demo", "llama", batch=True)
+    recorder.finished(finished(ttft=None, itl=None, batch=True), DEFAULT_SLO, was_in_flight=True)
+    recorder.finished(finished(Outcome.ERROR, ttft=None, itl=None, completion_tokens=0,
+                               batch=True), DEFAULT_SLO, was_in_flight=True)
+    assert sink.counter("aifactory_batch_lines", **LABELS, outcome="ok") == 1
+    assert sink.counter("aifactory_batch_lines", **LABELS, outcome="error") == 1
+    assert sink.counter("aifactory_batch_prompt_tokens", **LABELS) == 14
+    assert sink.counter("aifactory_batch_completion_tokens", **LABELS) == 11
+    # Nothing in the interactive series: no request, no in-flight move, no latency.
+    assert sink.gauges == {} and sink.observed == {}
+    assert {k[0] for k in sink.counters} == {"aifactory_batch_lines",
+                                             "aifactory_batch_prompt_tokens",
+                                             "aifactory_batch_completion_tokens"}
+
+
 def test_non_streamed_and_failed_requests_get_no_made_up_latencies():
     sink = FakeSink()
     recorder = telemetry.RequestMetrics(sink)

@@ -122,7 +122,8 @@ def test_the_json_form_has_utc_times() -> None:
                       until=T0 + timedelta(hours=1)).as_json()
     assert (body["object"], body["since"], body["buckets"][0]["start"]) == (
         "sla_report", "2025-03-14T09:00:00Z", "2025-03-14T09:00:00Z")
-    assert set(body["definitions"]) == {"availability", "itl", "percentiles", "compliant"}
+    assert set(body["definitions"]) == {"availability", "itl", "percentiles", "compliant",
+                                       "batch"}
 
 
 class _Elements(HTMLParser):
@@ -181,3 +182,46 @@ def test_the_html_escapes_the_bucket_word() -> None:
                         since=T0, until=T0 + timedelta(hours=1)).as_json()
     page = render_html({**report, "bucket": "<img src=x onerror=alert(1)>"})
     assert "<img" not in page and "&lt;img" in page
+
+
+BATCH = "batch_" + "ab" * 16
+
+
+def batch_line(line: int, **kwargs) -> UsageRecord:
+    """A batch line's record: keyed `{batch_id}-{line}`, not streamed (no TTFT)."""
+    return replace(record(line, ttft=None, **kwargs), request_id=f"{BATCH}-{line}")
+
+
+def test_batch_lines_are_reported_apart_from_interactive_traffic() -> None:
+    interactive = [record(1, ttft=0.2, duration=1.7, completion=16),
+                   record(2, ttft=1.5, duration=2.5, completion=11)]  # one compliant of two
+    lines = [batch_line(3, completion=40, prompt=7), batch_line(4, completion=40, prompt=7),
+             batch_line(5, outcome=Outcome.ERROR, completion=0),
+             batch_line(6, outcome=Outcome.REJECTED, completion=0, prompt=0),
+             replace(batch_line(7, completion=5, prompt=1),
+                     request_id="batch_" + "cd" * 16 + "-0")]
+    report = sla_report(interactive + lines, tenant="acme", targets=TARGETS, since=T0,
+                        until=T0 + timedelta(hours=1))
+    # The interactive figures see only the two interactive requests...
+    assert report.requests == 2 and report.compliance == 0.5
+    assert report.completion_tokens == 27 and report.rejections == 0
+    assert sum(bucket.requests for bucket in report.buckets) == 2
+    # ...and the batch section only the lines, of two batches.
+    batch = report.batch
+    assert (batch.batches, batch.lines) == (2, 5)
+    assert batch.outcomes == {"ok": 3, "error": 1, "rejected": 1, "client_cancelled": 0}
+    assert batch.availability == 3 / 4
+    assert (batch.prompt_tokens, batch.completion_tokens, batch.total_tokens) == (
+        25, 85, 110)
+    html = render_html(report.as_json())
+    assert "<h2>Batch jobs</h2>" in html and "110" in html
+
+
+def test_only_the_platform_s_batch_line_keys_count_as_batch_lines() -> None:
+    """A request id merely starting with "batch_" is not a batch line's key."""
+    lookalikes = [replace(record(n), request_id=rid) for n, rid in enumerate((
+        "batch_123-1", f"{BATCH}-x", f"{BATCH}", f"{BATCH}-1-2", "x" + f"{BATCH}-1"))]
+    report = sla_report(lookalikes, tenant="acme", targets=TARGETS, since=T0,
+                        until=T0 + timedelta(hours=1))
+    assert report.requests == 5 and report.batch.lines == 0
+    assert "Batch jobs" not in render_html(report.as_json())
