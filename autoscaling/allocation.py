@@ -23,7 +23,7 @@ class Claim(NamedTuple):
     firm: int | None = None
     # Replicas beyond firm that the endpoint keeps against claimants of its own or a lower
     # priority: recently granted replicas, or ones a scale-down window holds (see
-    # policy._shielded and policy._window_held).
+    # damping.growth_shield and damping.window_hold).
     shielded: int | None = None
     # Grew less than hold_after_growth_s ago: taking a replica back would reverse its last
     # action, so its shielded replicas yield to guarantees only, not to a higher priority.

@@ -10,7 +10,8 @@ import pytest
 
 from autoscaling import EndpointSignals, EndpointState, PolicyState, PolicyTuning, Reason, decide
 from autoscaling.allocation import Claim, allocate
-from autoscaling.policy import Desire, apply_windows, desired_from_signals
+from autoscaling.damping import apply_windows
+from autoscaling.desire import Desire, desired_from_signals
 
 # The rows below were written for a 300 s scale-down window (the default is now 600 s).
 TUNING = PolicyTuning(downscale_window_s=300.0)
