@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, func, or_, select, update
 
@@ -200,6 +200,42 @@ def pending_by_tenant(store) -> dict[tuple[str, str], int]:
         key = (tenant, QUEUED if state == QUEUED or unowned else RUNNING)
         pending[key] = pending.get(key, 0) + lines
     return pending
+
+
+class ModelBacklog(NamedTuple):
+    """Batch lines for one model (endpoint): still to be sent, and in its engines now."""
+
+    queued: int
+    running: int
+
+
+def backlog_by_model(store) -> dict[str, ModelBacklog]:
+    """{model: (queued, running)} over unfinished batches, one grouped query: the work the
+    partition autoscaler may lend idle replicas to. Queued: lines that may still be sent
+    (their batch in progress and within its window; one waiting out a rate limit, or whose
+    replica died, counts); running: lines a live replica holds, whatever its batch's status
+    (a cancelling batch waits for them)."""
+    now = store._now()
+    live = [s.value for s in BatchStatus if not s.is_terminal]
+    held = and_(BatchLineRow.state == RUNNING, BatchLineRow.lease_owner.is_not(None),
+                BatchLineRow.lease_until >= now)
+    sendable = and_(BatchRow.status == BatchStatus.IN_PROGRESS.value, BatchRow.expires_at > now)
+    with store._tx() as s:
+        rows = s.execute(
+            select(BatchLineRow.body["model"].as_string().label("model"),
+                   held.label("held"), func.count())
+            .join(BatchRow, BatchRow.id == BatchLineRow.batch_id)
+            .where(BatchRow.status.in_(live), BatchLineRow.state != ENDED,
+                   or_(held, sendable))
+            .group_by("model", "held")).all()
+    backlog: dict[str, ModelBacklog] = {}
+    for model, running, lines in rows:
+        if model is None:
+            continue  # no model named: the route step answers it 400, no endpoint runs it
+        queued, held_lines = backlog.get(model, ModelBacklog(0, 0))
+        backlog[model] = (ModelBacklog(queued, held_lines + lines) if running
+                          else ModelBacklog(queued + lines, held_lines))
+    return backlog
 
 
 def claim(store, owner: str, batch: Batch, limit: int, lease: timedelta) -> list[ClaimedLine]:
