@@ -155,6 +155,10 @@ def with_custom_resources(options: dict[str, Any], resources: dict[str, float]) 
 def engine_args(endpoint: EndpointConfig, partition: PartitionConfig) -> dict[str, Any]:
     engine = endpoint.engine.model_dump(exclude={"extra_args"}, exclude_none=True)
     engine.update(endpoint.engine.extra_args)
+    # vLLM's priority scheduler, so that an engine schedules interactive requests before the
+    # batch lines sent to it (the gateway sets each request's priority; a client cannot).
+    # Under "fcfs" (an operator's choice in extra_args) priorities are ignored.
+    engine.setdefault("scheduling_policy", "priority")
     if partition.accelerator == "gpu" and endpoint.engine.tensor_parallel_size > 1:
         engine.setdefault("distributed_executor_backend", "ray")
     return engine

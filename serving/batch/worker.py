@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from observability import metrics
 from serving.batch import batch_store as batches
 from serving.batch.batch_store import Batch, ClaimedLine
 from serving.batch.lifecycle import BatchStatus, may_send, next_step
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.25  # how soon a line follows room on its endpoint, and a batch its lines' ends
 LEASE = timedelta(seconds=20)  # a dead replica's lines are taken over this long after
 RENEW_EVERY = 20  # ticks (5 s): a live replica's leases never run out
+MIN_DEFER_S = 0.5  # a deferred line (and its tenant's other lines) waits at least this long
 
 
 class BatchFiles(Protocol):
@@ -36,9 +39,17 @@ class BatchFiles(Protocol):
 
 @dataclass(frozen=True)
 class LineResult:
+    """A line's answer; or, with `retry_after_s`, none yet: the line is to be sent again
+    that much later (its tenant's rate limit refused it, nothing was recorded)."""
+
     status: int
     body: dict[str, Any]
     request_id: str
+    retry_after_s: float | None = None
+
+    @classmethod
+    def deferred(cls, request_id: str, retry_after_s: float) -> LineResult:
+        return cls(429, {}, request_id, max(retry_after_s, MIN_DEFER_S))
 
 
 RunLine = Callable[[ClaimedLine], Awaitable[LineResult]]
@@ -59,6 +70,8 @@ class BatchWorker:
         self.tick_s = tick_s
         self.lease = lease
         self.running: dict[str, dict[int, asyncio.Task]] = {}
+        self.paused_until: dict[str, float] = {}  # tenant -> monotonic time its limits allow
+        self._reported: set[tuple[str, str]] = set()
         self._ticks = 0
         self._task: asyncio.Task | None = None
 
@@ -95,8 +108,23 @@ class BatchWorker:
             for batch_id, lines in self.running.items():
                 await asyncio.to_thread(batches.renew, self.store, self.owner, batch_id,
                                         list(lines), self.lease)
+            await asyncio.to_thread(self._report_pending)
+
+    def _report_pending(self) -> None:
+        """aifactory_batch_lines_pending from the store; a tenant's figure that is gone is
+        set to 0 rather than left at its last value."""
+        pending = batches.pending_by_tenant(self.store)
+        for tenant, state in self._reported - set(pending):
+            metrics.set_gauge("aifactory_batch_lines_pending", {"tenant": tenant,
+                                                                "state": state}, 0)
+        for (tenant, state), lines in pending.items():
+            metrics.set_gauge("aifactory_batch_lines_pending", {"tenant": tenant,
+                                                                "state": state}, lines)
+        self._reported = set(pending)
 
     async def _send(self, batch: Batch) -> None:
+        if self.paused_until.get(batch.tenant, 0.0) > time.monotonic():
+            return  # its rate limits refused a line: none of its lines until they allow
         model = await asyncio.to_thread(self._model_of, batch)
         limit = self.room(model) if model is not None else 0
         if limit <= 0:
@@ -114,6 +142,9 @@ class BatchWorker:
     async def _answer(self, line: ClaimedLine) -> None:
         try:
             result = await self.run_line(line)
+            if result.retry_after_s is not None:
+                await self._defer(line, result.retry_after_s)
+                return
             await asyncio.to_thread(batches.record, self.store, self.owner, line.batch_id,
                                     line.line, result.status, result.body, result.request_id)
         except asyncio.CancelledError:
@@ -122,6 +153,13 @@ class BatchWorker:
             logger.warning("batch %s line %d failed to run: %r", line.batch_id, line.line, exc)
         finally:
             self.running.get(line.batch_id, {}).pop(line.line, None)
+
+    async def _defer(self, line: ClaimedLine, retry_after_s: float) -> None:
+        resume = time.monotonic() + retry_after_s
+        self.paused_until[line.tenant] = max(self.paused_until.get(line.tenant, 0.0), resume)
+        until = self.store._now() + timedelta(seconds=retry_after_s)
+        await asyncio.to_thread(batches.defer, self.store, self.owner, line.batch_id,
+                                line.line, until)
 
     async def _advance(self, batch: Batch) -> None:
         progress, _, _ = await asyncio.to_thread(batches.counts, self.store, batch.id)

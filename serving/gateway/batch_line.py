@@ -1,7 +1,13 @@
 """One batch line through the gateway's own steps, as the batch's tenant, without HTTP:
 route (a model it may call), admit (its quotas and monthly budget apply), call the engine,
 answer and settle exactly one ledger record under the line's request id. The answer is what
-an HTTP client would have got: its status and JSON body (an OpenAI error for a refusal)."""
+an HTTP client would have got: its status and JSON body (an OpenAI error for a refusal).
+
+Two refusals are waited out instead of answered, before anything is recorded for the line:
+its tenant's rate and concurrency limits (a batch is in no hurry; the line goes back until
+they let it through) and the store being away (503). A refusal that waiting cannot help (the
+monthly budget spent, a line larger than a limit) is the line's answer, as OpenAI's
+`insufficient_quota` lines are."""
 
 from __future__ import annotations
 
@@ -10,21 +16,34 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi.responses import Response
+
 from serving.batch.batch_store import ClaimedLine
 from serving.batch.capacity import EndpointLoad, batch_room
 from serving.batch.worker import LineResult
 from serving.gateway import telemetry
-from serving.gateway.engine_steps import call_engine, engine_body, respond
+from serving.gateway.access import Admitted
+from serving.gateway.engine_steps import BATCH_PRIORITY, call_engine, engine_body, respond
 from serving.gateway.errors import error_response
-from serving.gateway.exchange import Exchange, Refusal
+from serving.gateway.exchange import Exchange, Refusal, Route
 from serving.gateway.pipeline import (
     Gateway,
-    admit,
+    ask_quotas,
     check_shape,
     continue_conversation,
+    refused,
     route,
 )
 from serving.tenancy import KeyScope, Principal, TenantStatus
+from serving.tenancy.admission import Limit
+from serving.tenancy.records import batch_line_request_id
+
+STORE_AWAY_RETRY_S = 1.0  # a line refused for the store being away is sent again after this
+# A concurrency slot frees at no time the limits know: a line refused for one tries again
+# after this. (Requests and tokens per minute say when their window resets.)
+SLOT_RETRY_S = 0.5
+# Limits that waiting cures; the monthly budget and a line larger than a limit it never is.
+WAITABLE = frozenset({Limit.CONCURRENCY, Limit.REQUESTS, Limit.TOKENS})
 
 
 @dataclass(frozen=True)
@@ -38,41 +57,65 @@ class LineAnswer:
         return self.status == 200
 
 
-def line_request_id(batch_id: str, line: int) -> str:
-    """The ledger's key of a batch line: the same for every attempt at it, so a line run
-    again after a crash is never recorded twice (the ledger skips a request id it has)."""
-    return f"{batch_id}-{line}"
+class LineDeferred(Exception):
+    """The line was refused in a way waiting will cure; nothing was recorded for it."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
+async def admit_line(gateway: Gateway, principal: Principal, chosen: Route,
+                     body: dict[str, Any], exchange: Exchange) -> Admitted:
+    """`admit` for a line: a refusal that waiting cures defers it, unrecorded (a batch is
+    in no hurry, and its tenant's concurrency limit must not fail the lines past it)."""
+    admitted = await ask_quotas(gateway.access, principal, chosen, body, exchange)
+    decision = admitted.decision
+    if decision.admitted:
+        return admitted
+    if set(decision.refused) <= WAITABLE:
+        raise LineDeferred(decision.retry_after_s or SLOT_RETRY_S)
+    raise await refused(gateway.access, admitted)
 
 
 async def answer_line(gateway: Gateway, principal: Principal, kind: str, body: dict[str, Any],
                       request_id: str, custom_id: str) -> LineAnswer:
     """`kind` is the gateway's (chat, completion, embedding, responses); the line's
-    `custom_id` is kept in its ledger record as the client's id of the request."""
-    access = gateway.access
+    `custom_id` is kept in its ledger record as the client's id of the request. Raises
+    LineDeferred for a refusal that waiting cures."""
     exchange = Exchange(kind, request_id, telemetry.start_request_span({}, kind))
     exchange.client_request_id = custom_id[:128]
     try:
-        try:
-            check_shape(body, gateway.limits)
-            chosen = await route(gateway.endpoints, access, principal, body)
-            if kind == "responses":
-                body = await continue_conversation(access, principal, body, exchange,
-                                                   gateway.limits)
-            telemetry.describe_request(exchange.span, kind, chosen.model, body,
-                                       principal.tenant)
-            admitted = await admit(access, principal, chosen, body, exchange)
-            body, wants = engine_body({**body, "stream": False}, exchange.span,
-                                      principal.tenant, kind)
-            call, head = await call_engine(access, chosen, admitted, body, exchange)
-        except Refusal as refusal:
-            response = refusal.response
-        else:
-            response = await respond(access, chosen, admitted, call, head, wants, exchange)
+        response = await _through_steps(gateway, principal, kind, body, exchange)
     except BaseException as exc:
         telemetry.end_span(exchange.span, error=type(exc).__name__)
         raise
     telemetry.end_span(exchange.span, response.status_code)
     return LineAnswer(response.status_code, json.loads(response.body), request_id)
+
+
+async def _through_steps(gateway: Gateway, principal: Principal, kind: str,
+                         body: dict[str, Any], exchange: Exchange) -> Response:
+    access = gateway.access
+    try:
+        check_shape(body, gateway.limits)
+        chosen = await route(gateway.endpoints, access, principal, body)
+        if kind == "responses":
+            body = await continue_conversation(access, principal, body, exchange,
+                                               gateway.limits)
+        telemetry.describe_request(exchange.span, kind, chosen.model, body, principal.tenant)
+        admitted = await admit_line(gateway, principal, chosen, body, exchange)
+    except Refusal as refusal:
+        if refusal.response.status_code == 503:  # the store away, before any record
+            raise LineDeferred(STORE_AWAY_RETRY_S) from None
+        return refusal.response
+    try:
+        body, wants = engine_body({**body, "stream": False}, exchange.span, principal.tenant,
+                                  kind, priority=BATCH_PRIORITY)
+        call, head = await call_engine(access, chosen, admitted, body, exchange)
+    except Refusal as refusal:
+        return refusal.response
+    return await respond(access, chosen, admitted, call, head, wants, exchange)
 
 
 class GatewayLines:
@@ -94,12 +137,12 @@ class GatewayLines:
                                        batch_in_flight=self.batch_in_flight.get(model, 0)))
 
     async def run(self, line: ClaimedLine) -> LineResult:
-        request_id = line_request_id(line.batch_id, line.line)
+        request_id = batch_line_request_id(line.batch_id, line.line)
         tenant = await asyncio.to_thread(self.gateway.access.store.get_tenant, line.tenant)
         if tenant.status != TenantStatus.ACTIVE:
-            refused = error_response(403, f"tenant {tenant.name!r} is suspended",
-                                     code="account_deactivated")
-            return LineResult(403, json.loads(refused.body), request_id)
+            suspended = error_response(403, f"tenant {tenant.name!r} is suspended",
+                                       code="account_deactivated")
+            return LineResult(403, json.loads(suspended.body), request_id)
         principal = Principal(tenant.name, tenant.priority, line.key_prefix, KeyScope.INFERENCE,
                               tenant.slo)
         model = str(line.body.get("model"))
@@ -107,6 +150,8 @@ class GatewayLines:
         try:
             answer = await answer_line(self.gateway, principal, line.kind, line.body,
                                        request_id, line.custom_id)
+        except LineDeferred as deferred:
+            return LineResult.deferred(request_id, deferred.retry_after_s)
         finally:
             self.batch_in_flight[model] -= 1
         return LineResult(answer.status, answer.body, answer.request_id)

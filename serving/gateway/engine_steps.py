@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 # one too: vLLM caches an embedding model's prompts): salted per tenant.
 SALTED = frozenset({"chat", "completion", "responses", "embedding", "pooling", "score",
                     "rerank"})
+# vLLM's request priority (lower is scheduled first; the platform's engines run vLLM's
+# priority scheduler): batch lines after every interactive request waiting on an engine.
+INTERACTIVE_PRIORITY, BATCH_PRIORITY = 0, 1
 # Kinds whose streams are chat's and completions' (`data:` events, stream_options, [DONE]).
 STREAM_OPTIONS = frozenset({"chat", "completion"})
 # Kinds whose bodies are OpenAI's (shaped to its schema); tokenizing, pooling, scoring and
@@ -46,15 +49,16 @@ def tenant_cache_salt(tenant: str, given: str | None) -> str:
     return hashlib.sha256(f"{tenant}\0{given or ''}".encode()).hexdigest()
 
 
-def engine_body(body: dict[str, Any], span: Any, tenant: str,
-                kind: str = "completion") -> tuple[dict[str, Any], StreamWants]:
+def engine_body(body: dict[str, Any], span: Any, tenant: str, kind: str = "completion",
+                priority: int = INTERACTIVE_PRIORITY) -> tuple[dict[str, Any], StreamWants]:
     """The body the engine gets, and what the client asked of the stream's usage. The ledger
     needs the engine's exact counts, also of a stream cut short, so the engine is always
     asked for the final usage event and for running counts in every event. A request's
-    prefix-cache salt is its tenant's."""
+    prefix-cache salt is its tenant's; its scheduling priority the platform's."""
     if kind not in SALTED:
         return telemetry.with_trace_context(span, body), StreamWants(usage=True)
-    body = {**body, "cache_salt": tenant_cache_salt(tenant, body.get("cache_salt"))}
+    body = {**body, "cache_salt": tenant_cache_salt(tenant, body.get("cache_salt")),
+            "priority": priority}
     if body.get("stream") is not True or kind not in STREAM_OPTIONS:
         return telemetry.with_trace_context(span, body), StreamWants(usage=True)
     options = body.get("stream_options") or {}  # an object, or absent (check_shape)

@@ -183,28 +183,40 @@ async def refuse_if_full(access: Access, principal: Principal, chosen: Route,
         raise await overloaded(access, unadmitted, chosen.model, why)
 
 
-async def admit(access: Access, principal: Principal, chosen: Route, body: dict[str, Any],
-                exchange: Exchange) -> Admitted:
-    """The tenant's quotas; 429 when they refuse. Either way the response says what is
-    left (x-ratelimit-*) and what this cost the gateway (Server-Timing)."""
+async def ask_quotas(access: Access, principal: Principal, chosen: Route,
+                     body: dict[str, Any], exchange: Exchange) -> Admitted:
+    """The tenant's quotas asked for the request: its reservation if they admit it, their
+    refusal if not (nothing recorded yet either way)."""
     try:
-        admitted = await access.admit(principal, chosen.model, exchange.request_id, body,
-                                      chosen.card.get("max_model_len", 0),
-                                      model=chosen.model_label, span=exchange.span,
-                                      client_request_id=exchange.client_request_id,
-                                      claims=CLAIMS[exchange.kind])
+        return await access.admit(principal, chosen.model, exchange.request_id, body,
+                                  chosen.card.get("max_model_len", 0),
+                                  model=chosen.model_label, span=exchange.span,
+                                  client_request_id=exchange.client_request_id,
+                                  claims=CLAIMS[exchange.kind])
     except NotGranted:
         raise model_not_found(chosen.model) from None
     except Exception as exc:
         raise store_unavailable(exc) from None
+
+
+async def refused(access: Access, admitted: Admitted) -> Refusal:
+    """The 429 of a request its quotas refused, recorded as rejected."""
+    await access.finish(admitted, Outcome.REJECTED)
+    decision = admitted.decision
+    return Refusal(error_response(429, decision.reason, code=decision.error_code))
+
+
+async def admit(access: Access, principal: Principal, chosen: Route, body: dict[str, Any],
+                exchange: Exchange) -> Admitted:
+    """The tenant's quotas; 429 when they refuse. Either way the response says what is
+    left (x-ratelimit-*) and what this cost the gateway (Server-Timing)."""
+    admitted = await ask_quotas(access, principal, chosen, body, exchange)
     exchange.headers.update(admitted.decision.headers())
     # What authentication, access and admission cost this request (W3C Server-Timing).
     exchange.headers["server-timing"] = (
         f"admission;dur={(time.perf_counter() - exchange.arrived) * 1000:.3f}")
-    decision = admitted.decision
-    if not decision.admitted:
-        await access.finish(admitted, Outcome.REJECTED)
-        raise Refusal(error_response(429, decision.reason, code=decision.error_code))
+    if not admitted.decision.admitted:
+        raise await refused(access, admitted)
     return admitted
 
 

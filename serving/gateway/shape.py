@@ -52,6 +52,10 @@ def bad_shape(body: dict[str, Any], limits: RequestLimits) -> BadShape | None:
     salt = body.get("cache_salt")
     if salt is not None and not (isinstance(salt, str) and 0 < len(salt) <= 128):
         return BadShape("cache_salt must be a string of 1 to 128 characters", "cache_salt")
+    if body.get("priority", 0) != 0:
+        # vLLM's scheduling priority is the platform's to set (batch lines after interactive
+        # requests); a client's would let it jump every other tenant's queue.
+        return BadShape("priority is set by the platform; leave it out", "priority")
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         return BadShape("stream_options must be an object, e.g. {\"include_usage\": true}",

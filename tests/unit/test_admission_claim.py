@@ -54,6 +54,9 @@ def test_every_prompt_is_estimated():
     ({"prompt": P, "cache_salt": ""}, "cache_salt"),
     ({"prompt": P, "cache_salt": 7}, "cache_salt"),
     ({"prompt": P, "cache_salt": "s" * 129}, "cache_salt"),
+    ({"prompt": P, "priority": -100}, "priority"),  # would jump every tenant's queue
+    ({"prompt": P, "priority": 5}, "priority"),
+    ({"prompt": P, "priority": "0"}, "priority"),
     ({"messages": [{"role": "user", "content": {"a": {"b": {"c": {}}}}}]}, None),
 ])
 def test_bodies_the_gateway_cannot_count_are_refused(body, param):
@@ -68,6 +71,7 @@ def test_bodies_within_the_limits_pass():
                      limits) is None
     assert bad_shape({"messages": [{"role": "user", "content": "hi"}],
                       "stream_options": None}, limits) is None
+    assert bad_shape({"prompt": P, "priority": 0}, limits) is None  # vLLM's default, harmless
 
 
 def test_json_depth_is_measured_without_recursion():

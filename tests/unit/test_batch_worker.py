@@ -183,3 +183,52 @@ async def test_two_replicas_finishing_one_batch_leave_one_set_of_files(store) ->
     await asyncio.gather(first._advance(finalizing), second._advance(finalizing))
     done = batches.find(store, "acme", batch.id)
     assert done.status is BatchStatus.COMPLETED and list(files.saved) == [done.output_file_id]
+
+
+async def test_a_line_its_rate_limit_refuses_waits_and_is_answered_once(store, clock) -> None:
+    """Line 2 is refused by its tenant's rate limit once: it goes back unrecorded, the
+    tenant's lines pause, and after the wait it is sent again and ends once, in the output."""
+    batch, files, sent, limited = make(store, 3), Files(), [], {2}
+
+    async def engine(line) -> LineResult:
+        sent.append(line.line)
+        if line.line in limited:
+            limited.discard(line.line)
+            return LineResult.deferred(f"r{line.line}", 0.5)
+        return LineResult(200, {"id": f"cmpl-{line.line}"}, f"r{line.line}")
+
+    def one_at_a_time(model: str) -> int:
+        return 1 - sum(len(lines) for lines in worker.running.values())
+
+    worker = BatchWorker(store, files, engine, one_at_a_time, "gw-1")
+    await settle(worker)
+    assert sent == [1, 2]  # line 3 waits with line 2: the tenant's limit holds them both
+    assert batches.find(store, "acme", batch.id).status is BatchStatus.IN_PROGRESS
+    assert batches.pending_by_tenant(store) == {("acme", "queued"): 2}
+    await asyncio.sleep(0.6)  # the tenant's pause (real time) and the line's lease (store's)
+    clock.advance(seconds=1)
+    await settle(worker)
+    done = batches.find(store, "acme", batch.id)
+    assert done.status is BatchStatus.COMPLETED and sorted(sent) == [1, 2, 2, 3]
+    assert [x["custom_id"] for x in files.lines(done.output_file_id)] == [
+        "req-1", "req-2", "req-3"]
+    assert done.error_file_id is None
+
+
+async def test_pending_lines_are_reported_per_tenant_and_zeroed_when_gone(store, monkeypatch):
+    gauges: dict[tuple[str, str], float] = {}
+    monkeypatch.setattr("serving.batch.worker.metrics.set_gauge",
+                        lambda name, tags, value: gauges.__setitem__(
+                            (tags["tenant"], tags["state"]), value))
+    batch, engine = make(store, 3), Engine()
+    worker = BatchWorker(store, Files(), engine, lambda model: 1, "gw-1")
+    engine.gate.clear()
+    await worker.tick()
+    await asyncio.sleep(0)
+    await asyncio.to_thread(worker._report_pending)
+    assert gauges == {("acme", "queued"): 2, ("acme", "running"): 1}
+    engine.gate.set()
+    await settle(worker)
+    assert batches.find(store, "acme", batch.id).status is BatchStatus.COMPLETED
+    await asyncio.to_thread(worker._report_pending)
+    assert gauges == {("acme", "queued"): 0, ("acme", "running"): 0}

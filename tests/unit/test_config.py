@@ -110,6 +110,11 @@ def test_engine_settings_become_vllm_flags():
     assert "--max-model-len" in argv and argv[argv.index("--max-model-len") + 1] == "512"
     assert "--enforce-eager" in argv and "--no-enable-prefix-caching" in argv
     assert argv[argv.index("--max-num-batched-tokens") + 1] == "1024"
+    # vLLM's priority scheduler by default (batch lines after interactive requests)...
+    assert argv[argv.index("--scheduling-policy") + 1] == "priority"
+    fcfs = parse_config({"endpoints": [{**ENDPOINT, "engine": {
+        "extra_args": {"scheduling_policy": "fcfs"}}}]})
+    assert engine_args(fcfs.endpoints[0], fcfs.partition)["scheduling_policy"] == "fcfs"
 
 
 def test_engine_resources_cpu_gpu_and_tensor_parallel():

@@ -10,7 +10,13 @@ import pytest
 from starlette.requests import Request
 
 from serving.gateway.access import Access
-from serving.gateway.engine_steps import call_engine, engine_body, respond
+from serving.gateway.engine_steps import (
+    BATCH_PRIORITY,
+    INTERACTIVE_PRIORITY,
+    call_engine,
+    engine_body,
+    respond,
+)
 from serving.gateway.exchange import Exchange, Refusal, Route
 from serving.gateway.pipeline import (
     MAX_BODY_BYTES,
@@ -364,3 +370,13 @@ def test_a_pooling_models_prompts_are_salted_per_tenant_too(kind, salted):
     assert ("cache_salt" in sent) == salted
     if salted:
         assert sent["cache_salt"] == engine_body({}, None, "acme")[0]["cache_salt"]
+
+
+def test_the_engine_priority_is_the_platforms():
+    """Batch lines after interactive requests on vLLM's priority scheduler; a client's own
+    `priority` never reaches the engine (check_shape refuses any but 0)."""
+    assert engine_body({"priority": 0}, None, "t")[0]["priority"] == INTERACTIVE_PRIORITY
+    line = engine_body({}, None, "t", "chat", priority=BATCH_PRIORITY)[0]
+    assert line["priority"] == BATCH_PRIORITY > INTERACTIVE_PRIORITY
+    assert "priority" not in engine_body({}, None, "t", "tokenize")[0]  # no engine queue
+
