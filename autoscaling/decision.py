@@ -25,6 +25,9 @@ class Reason(StrEnum):
     SCALE_UP_DELAYED = "scale_up_delayed"  # wish to grow not yet older than its window
     SCALE_DOWN_DELAYED = "scale_down_delayed"  # wish to shrink not yet older than its window
     BOUNDS = "bounds"  # clipped to min_replicas or max_replicas
+    BATCH_LENT = "batch_lent"  # idle capacity lent to its batch backlog, the lowest tier
+    BATCH_YIELDED = "batch_yielded"  # replicas lent to batch taken back for interactive demand
+    BATCH_RETURNED = "batch_returned"  # batch backlog done or smaller: lent replicas given back
 
 
 # One clause of an explanation: a str.format template and its arguments. Formatting a
@@ -44,6 +47,7 @@ class EndpointDecision:
     reason: Reason  # the stage that settled the target
     driver: Reason  # the signal behind the desire: LOAD, QUEUE, SLO_BREACH, KV_PRESSURE, ...
     notes: tuple[Note, ...] = ()
+    lent: int = 0  # of target, replicas lent to its batch backlog: the first taken back
 
     @property
     def changed(self) -> bool:
@@ -64,6 +68,7 @@ class EndpointDecision:
             "target": self.target,
             "reason": self.reason.value,
             "driver": self.driver.value,
+            "lent_to_batch": self.lent,
             "explanation": self.explanation,
         }
 

@@ -2,10 +2,11 @@
 
 decide() runs named stages per endpoint, then one partition-wide stage:
 
-    desired_from_signals -> apply_windows -> apply_bounds -> allocate (capacity) -> settle_reason
+    interactive_view -> desired_from_signals -> apply_windows -> apply_bounds
+        -> allocate (capacity) -> lend (what is left, to batch backlogs) -> settle_reason
 
 The first stage is in desire.py, the windows and holds against flapping in damping.py, the
-sharing of capacity in allocation.py.
+sharing of capacity in allocation.py, the batch tier in lending.py.
 Time is passed in, never read; nothing here does I/O. The state a decision needs from the
 past travels in and out as PolicyState, so a restarted controller resumes where it stopped.
 """
@@ -13,6 +14,7 @@ past travels in and out as PolicyState, so a restarted controller resumes where 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from autoscaling.allocation import Claim, allocate
 from autoscaling.damping import (
@@ -26,8 +28,16 @@ from autoscaling.damping import (
 )
 from autoscaling.decision import EndpointDecision, Note, PolicyResult, Reason
 from autoscaling.desire import Desire, desired_from_signals
+from autoscaling.lending import (
+    Lending,
+    batch_need,
+    interactive_view,
+    lend,
+    lending_reason,
+    lending_wish,
+)
 from autoscaling.signals import EndpointSignals
-from autoscaling.spec import EndpointSpec, PartitionSpec
+from autoscaling.spec import EndpointSpec, PartitionSpec, PolicyTuning
 from autoscaling.state import EndpointState, PolicyState
 
 
@@ -73,12 +83,13 @@ def decide(
 
     An endpoint absent from signals is held. An endpoint unknown to state starts from its
     observed ready replicas (or zero), so a first decision after a restart without state
-    does not tear down what is running.
+    does not tear down what is running. The interactive stages see each endpoint without
+    the replicas lent to its batch backlog; the batch tier (lending.py) then lends what the
+    interactive targets leave.
     """
     past = state if state is not None else PolicyState()
     tuning = partition.tuning
-    stages: list[tuple[EndpointSpec, EndpointSignals | None, EndpointState, Desire, Damped,
-                       int]] = []
+    stages: list[Stages] = []
     claims: list[Claim] = []
     for spec in partition.endpoints:
         observed = signals.get(spec.name)
@@ -86,11 +97,14 @@ def decide(
         if remembered is None:
             ready = None if observed is None else observed.ready_replicas
             remembered = EndpointState(target=ready or 0)
-        previous = remembered.target
-        desire = desired_from_signals(spec, observed, previous, remembered, tuning, now)
+        lent = min(remembered.batch_lent or 0, remembered.target)
+        previous = remembered.target - lent
+        interactive = interactive_view(observed, previous, lent)
+        desire = desired_from_signals(spec, interactive, previous, remembered, tuning, now)
         damped = apply_windows(spec, desire, previous, remembered, tuning, now)
         want = apply_bounds(spec, damped.replicas)
-        stages.append((spec, observed, remembered, desire, damped, want))
+        stages.append(Stages(spec, observed, interactive, remembered, lent, desire, damped,
+                             want))
         firm = firm_hold(spec, desire)
         shielded = growth_shield(want, firm, remembered, tuning, now)
         if shielded is None:
@@ -100,27 +114,38 @@ def decide(
                             grew_recently(remembered, tuning, now)))
 
     targets = allocate(partition.capacity, claims)
+    wishes = [_lending(s, target, tuning, now) for s, target in zip(stages, targets)]
+    left = partition.capacity - sum(t * s.spec.replica_cost for s, t in zip(stages, targets))
+    lent_now = lend(left, partition.endpoints, wishes, [s.lent for s in stages])
 
     decisions: dict[str, EndpointDecision] = {}
     endpoint_states: dict[str, EndpointState] = {}
     allocated = 0.0
-    for (spec, observed, remembered, desire, damped, want), target in zip(stages, targets):
-        previous = remembered.target
-        reason, notes = settle_reason(spec, desire, damped, want, previous, target)
+    for s, target, lending, lent in zip(stages, targets, wishes, lent_now):
+        spec, remembered, desire, damped = s.spec, s.remembered, s.desire, s.damped
+        previous = remembered.target - s.lent
+        reason, notes = settle_reason(spec, desire, damped, s.want, previous, target)
+        batch_reason, batch_notes = lending_reason(s.observed, lending, s.lent, lent)
+        # The batch tier explains the decision when its tenants' share did not move and
+        # said no more than what drives it; its notes are kept either way.
+        if batch_reason is not None and target == previous and (
+                lent != s.lent or reason is desire.driver):
+            reason = batch_reason
         decisions[spec.name] = EndpointDecision(
             endpoint=spec.name,
-            previous=previous,
-            current=None if observed is None else observed.ready_replicas,
+            previous=remembered.target,
+            current=None if s.observed is None else s.observed.ready_replicas,
             desired=desire.replicas,
-            target=target,
+            target=target + lent,
             reason=reason,
             driver=desire.driver,
-            notes=notes,
+            notes=notes + batch_notes,
+            lent=lent,
         )
         # An upward streak stays ripe until granted, so freed capacity is used at once.
         up_since = damped.up_since if target < desire.replicas else None
         endpoint_states[spec.name] = EndpointState(
-            target=target,
+            target=target + lent,
             idle_since=desire.idle_since,
             up_since=up_since,
             down_since=damped.down_since,
@@ -133,10 +158,34 @@ def decide(
             grew_at=now if target > previous else remembered.grew_at,
             waiting=desire.waiting,
             waiting_at=now if desire.waiting is not None else remembered.waiting_at,
+            batch_lent=lent or None,
+            batch_up_since=lending.up_since if lent < lending.need else None,
+            batch_down_since=lending.down_since,
         )
-        allocated += target * spec.replica_cost
+        allocated += (target + lent) * spec.replica_cost
     return PolicyResult(
         decisions=decisions,
         state=PolicyState(endpoints=endpoint_states, decided_at=now),
         allocated=allocated,
     )
+
+
+class Stages(NamedTuple):
+    """One endpoint on its way through decide(): what was seen, remembered and wished."""
+
+    spec: EndpointSpec
+    observed: EndpointSignals | None
+    interactive: EndpointSignals | None  # observed without its batch lines (lending.py)
+    remembered: EndpointState
+    lent: int  # replicas lent to its batch backlog at the last decision
+    desire: Desire
+    damped: Damped
+    want: int  # the interactive share's wish after windows and bounds
+
+
+def _lending(s: Stages, interactive: int, tuning: PolicyTuning, now: float) -> Lending:
+    """What s's batch backlog wishes lent beside its `interactive` target."""
+    backlog = None if s.observed is None else s.observed.batch_backlog
+    ongoing = None if s.interactive is None else s.interactive.ongoing
+    need = batch_need(s.spec, backlog, ongoing, interactive)
+    return lending_wish(s.spec, s.observed, need, s.lent, interactive, s.remembered, tuning, now)

@@ -29,6 +29,10 @@ class EndpointState:
     SLO at or below target concurrency, at any load: below its guarantee a tenant shrinks only
     to a rate per replica it has carried. ready is the replicas seen ready at the last
     decision: a rate is carried only on a size that was already up then.
+    batch_lent is how many replicas of target are lent to the endpoint's batch backlog, the
+    lowest tier (autoscaling.lending): everything else about the endpoint (streaks, holds,
+    previous) is about the rest, its interactive share. batch_up_since and batch_down_since
+    are the streaks of wishes to lend it more or fewer.
     Fields added after format 1 are optional: a state saved without them loads with None.
     """
 
@@ -45,6 +49,9 @@ class EndpointState:
     wanted: int | None = None
     carried_rps_per_replica: float | None = None
     ready: int | None = None
+    batch_lent: int | None = None
+    batch_up_since: float | None = None
+    batch_down_since: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +77,9 @@ class EndpointState:
             wanted=None if raw.get("wanted") is None else int(raw["wanted"]),
             carried_rps_per_replica=number("carried_rps_per_replica"),
             ready=None if raw.get("ready") is None else int(raw["ready"]),
+            batch_lent=None if raw.get("batch_lent") is None else int(raw["batch_lent"]),
+            batch_up_since=number("batch_up_since"),
+            batch_down_since=number("batch_down_since"),
         )
 
 

@@ -3,12 +3,14 @@
 Whatever the signals (including missing ones) and whatever the state carried in:
 - the targets never cost more than the partition's capacity;
 - every endpoint with demand gets at least min(desired, guaranteed);
-- targets stay within [min_replicas, max_replicas];
+- targets stay within [min_replicas, max_replicas], and replicas lent to batch within them;
+- batch lending (any backlog, lent or not) changes none of the above;
 - the state survives a JSON round trip and decides the same afterwards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from hypothesis import given, settings
@@ -71,13 +73,19 @@ signals_of_one = st.one_of(
         kv_cache_usage=st.one_of(st.none(), st.floats(0, 1)),
         ttft_p95_s=maybe_latency,
         itl_p95_s=maybe_latency,
+        batch_backlog=st.one_of(st.none(), st.integers(0, 500)),
+        batch_running=st.one_of(st.none(), st.integers(0, 100)),
     ),
 )
 
 
 def _has_demand(observed: EndpointSignals | None) -> bool:
-    return (observed is not None and observed.ongoing is not None
-            and (observed.ongoing > 0 or (observed.arrival_rate_rps or 0) > 0))
+    """Interactive demand: load beyond the batch lines in the engines."""
+    if observed is None or observed.ongoing is None:
+        return False
+    interactive = observed.ongoing - (observed.batch_running or 0)
+    return interactive > 0 or (interactive == observed.ongoing
+                               and (observed.arrival_rate_rps or 0) > 0)
 
 
 @settings(max_examples=150, deadline=None)
@@ -98,10 +106,35 @@ def test_no_decision_exceeds_capacity_or_breaks_a_guarantee(partition, data):
         for spec in partition.endpoints:
             decision = result.decisions[spec.name]
             assert spec.min_replicas <= decision.target <= spec.max_replicas
+            assert 0 <= decision.lent <= decision.target
             if _has_demand(observed[spec.name]):
                 owed = min(decision.desired, spec.guaranteed_replicas, spec.max_replicas)
                 assert decision.target >= owed, decision.explanation
             assert decision.explanation
+        state = result.state
+
+
+@settings(max_examples=100, deadline=None)
+@given(partition=partitions(), data=st.data())
+def test_batch_is_the_lowest_tier(partition, data):
+    """Whatever is lent to batch backlogs, every endpoint's interactive share is what it
+    would be with no backlog anywhere: lending takes only what interactive claims leave."""
+    names = [spec.name for spec in partition.endpoints]
+    state: PolicyState | None = None
+    now = 0.0
+    for _ in range(data.draw(st.integers(1, 5), label="ticks")):
+        now += data.draw(st.sampled_from((1.0, 10.0, 100.0, 700.0)), label="step")
+        observed = {name: data.draw(signals_of_one, label=name) for name in names}
+        without = {name: None if s is None else dataclasses.replace(s, batch_backlog=0)
+                   for name, s in observed.items()}
+        result = decide(partition, observed, state, now)
+        alone = decide(partition, without, state, now)
+        # Without a backlog nothing is lent; unobserved, what was lent is held.
+        assert all(d.lent == 0 for name, d in alone.decisions.items() if without[name])
+        for name in names:
+            decision, other = result.decisions[name], alone.decisions[name]
+            assert decision.target - decision.lent == other.target - other.lent, (
+                decision.explanation)
         state = result.state
 
 
