@@ -212,6 +212,7 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
     autoscaling = None
     if partition is not None:
         from autoscaling.live.controller import PartitionController
+        from deployments.batch_backlog import StoreBatchBacklog
 
         settings = config.partition.autoscaler
         autoscaler = serve.deployment(PartitionController).options(
@@ -221,7 +222,7 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
                {e.name: engine_deployment_name(e.name) for e in partition.endpoints},
                {e.name: config.endpoint(e.name).replicas for e in partition.endpoints},
                tenancy.database_url, settings.period_s, settings.window_s,
-               config.partition.accelerator)
+               config.partition.accelerator, StoreBatchBacklog(tenancy.database_url))
         autoscaling = AutoscalingWiring(
             cards={e.name: {"root": model_paths[e.name],
                             "max_model_len": config.endpoint(e.name).engine.max_model_len}

@@ -5,14 +5,18 @@ controller resumes where it stopped.
 
 Engine replicas push an EngineSample about once a second (`report_engine`); gateway
 replicas push their arrivals and held requests (`report_gateway`) and ask for an endpoint at
-zero to be woken (`wake`), which runs a decision at once instead of at the next period.
+zero to be woken (`wake`), which runs a decision at once instead of at the next period. The
+batch lines waiting for each endpoint are read from the store at each decision, through a
+callable the app builder hands in: the policy lends them what interactive demand leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from autoscaling.decision import PolicyResult
@@ -20,6 +24,7 @@ from autoscaling.live.persistence import Snapshot, SnapshotStore, upgrade
 from autoscaling.live.serve_control import ServeControl
 from autoscaling.live.window import GatewaySample, SignalWindow
 from autoscaling.policy import decide
+from autoscaling.signals import EndpointSignals
 from autoscaling.spec import PartitionSpec
 from autoscaling.state import EndpointState, PolicyState
 from observability import metrics
@@ -31,6 +36,19 @@ logger = logging.getLogger("ray.serve")
 # A burst of wakes runs at most one decision per this many seconds.
 MIN_DECISION_GAP_S = 0.5
 
+# Batch lines per endpoint (its model name), as (queued, running): what the store holds.
+BatchBacklog = Callable[[], Mapping[str, tuple[int, int]]]
+
+
+def with_batch_backlog(signals: EndpointSignals, endpoint: str,
+                       backlog: Mapping[str, tuple[int, int]] | None) -> EndpointSignals:
+    """The endpoint's signals with its batch lines; none of them in the store is a backlog of
+    0, a store not read (None) leaves it unknown (the policy then holds what it lent)."""
+    if backlog is None:
+        return signals
+    queued, running = backlog.get(endpoint, (0, 0))
+    return dataclasses.replace(signals, batch_backlog=queued + running, batch_running=running)
+
 
 class PartitionController:
     """Ray Serve replica class (wrapped with `serve.deployment` by the app builder; one
@@ -39,10 +57,14 @@ class PartitionController:
     async def __init__(self, partition: dict[str, Any], app_name: str,
                        deployments: dict[str, str], initial_targets: dict[str, int],
                        database_url: str, period_s: float = 5.0, window_s: float = 15.0,
-                       accelerator: str = "cpu") -> None:
+                       accelerator: str = "cpu", batch_backlog: BatchBacklog | None = None,
+                       ) -> None:
         """`initial_targets`: the replicas the application was deployed with, where a first
-        start begins (replicas still loading count: they are not yet running)."""
+        start begins (replicas still loading count: they are not yet running).
+        `batch_backlog` reads the batch lines per endpoint from the store (blocking; run in a
+        thread); None: nothing is lent to batch work."""
         self.partition = PartitionSpec.model_validate(partition)
+        self.batch_backlog = batch_backlog
         self.period_s = period_s
         self.accelerator = accelerator
         self.window = SignalWindow(window_s)
@@ -109,8 +131,11 @@ class PartitionController:
     async def step(self) -> PolicyResult:
         running = await self.serve.running_replicas()
         self.running = running
+        backlog = await self._read_batch_backlog()
         now = time.time()
-        signals = {spec.name: self.window.signals(spec.name, running.get(spec.name), now)
+        signals = {spec.name: with_batch_backlog(
+                       self.window.signals(spec.name, running.get(spec.name), now),
+                       spec.name, backlog)
                    for spec in self.partition.endpoints}
         result = decide(self.partition, signals, self.state, now)
         for name, decision in result.decisions.items():
@@ -133,6 +158,15 @@ class PartitionController:
         self._record_metrics(result)
         return result
 
+    async def _read_batch_backlog(self) -> Mapping[str, tuple[int, int]] | None:
+        if self.batch_backlog is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.batch_backlog)
+        except Exception as exc:  # noqa: BLE001 - the store away: decide, hold what is lent
+            logger.warning("autoscaler: batch backlog not read: %r", exc)
+            return None
+
     def _decision_view(self, decision: dict[str, Any], signals) -> dict[str, Any]:
         spec = self.partition.endpoint(decision["endpoint"])
         return {**decision, "guaranteed": spec.guaranteed_replicas,
@@ -140,7 +174,9 @@ class PartitionController:
                 "signals": {"running": signals.running, "waiting": signals.waiting,
                             "arrival_rate_rps": signals.arrival_rate_rps,
                             "kv_cache_usage": signals.kv_cache_usage,
-                            "ttft_p95_s": signals.ttft_p95_s, "itl_p95_s": signals.itl_p95_s}}
+                            "ttft_p95_s": signals.ttft_p95_s, "itl_p95_s": signals.itl_p95_s,
+                            "batch_backlog": signals.batch_backlog,
+                            "batch_running": signals.batch_running}}
 
     def _record_metrics(self, result: PolicyResult) -> None:
         metrics.set_gauge("aifactory_partition_capacity_accelerators",
