@@ -94,7 +94,8 @@ def lending_wish(spec: EndpointSpec, signals: EndpointSignals | None, need: int,
 
     More once the wish has lasted upscale_window_s (a backlog the replicas up clear soon is
     not worth a cold start), except a first replica for an endpoint with none: nothing else
-    would run its lines. Fewer once the wish has lasted downscale_window_s (as lines end the
+    would run its lines; and none within hold_after_growth_s of a yield, which it would
+    reverse (lent, taken back, lent again: two flaps in one window). Fewer once the wish has lasted downscale_window_s (as lines end the
     backlog shrinks, and a lent replica stopped early only to be lent again is a flap),
     except all at once when the backlog is gone. Backlog not observed: hold, lend no more.
     """
@@ -114,6 +115,12 @@ def _lending_wish(signals: EndpointSignals | None, need: int, lent: int, interac
         return Lending(lent, need, None, None)
     if need > lent:
         since = now if remembered.batch_up_since is None else remembered.batch_up_since
+        yielded = remembered.batch_yielded_at
+        if yielded is not None and now - yielded < tuning.hold_after_growth_s:
+            # Lending again so soon after yielding reverses the yield: a flap.
+            return Lending(lent, need, since, None, (
+                ("lending {} to batch waits {:g}s after it yielded ({:.0f}s so far)",
+                 (need, tuning.hold_after_growth_s, now - yielded)),))
         waited = now - since
         if waited >= tuning.upscale_window_s:
             return Lending(need, need, since, None)

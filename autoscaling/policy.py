@@ -161,6 +161,8 @@ def decide(
             batch_lent=lent or None,
             batch_up_since=lending.up_since if lent < lending.need else None,
             batch_down_since=lending.down_since,
+            batch_yielded_at=now if batch_reason is Reason.BATCH_YIELDED
+            else remembered.batch_yielded_at,
         )
         allocated += (target + lent) * spec.replica_cost
     return PolicyResult(

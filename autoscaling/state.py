@@ -32,7 +32,8 @@ class EndpointState:
     batch_lent is how many replicas of target are lent to the endpoint's batch backlog, the
     lowest tier (autoscaling.lending): everything else about the endpoint (streaks, holds,
     previous) is about the rest, its interactive share. batch_up_since and batch_down_since
-    are the streaks of wishes to lend it more or fewer.
+    are the streaks of wishes to lend it more or fewer; batch_yielded_at the last decision
+    that took lent replicas back for interactive demand (no more is lent for a hold after).
     Fields added after format 1 are optional: a state saved without them loads with None.
     """
 
@@ -52,6 +53,7 @@ class EndpointState:
     batch_lent: int | None = None
     batch_up_since: float | None = None
     batch_down_since: float | None = None
+    batch_yielded_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +82,7 @@ class EndpointState:
             batch_lent=None if raw.get("batch_lent") is None else int(raw["batch_lent"]),
             batch_up_since=number("batch_up_since"),
             batch_down_since=number("batch_down_since"),
+            batch_yielded_at=number("batch_yielded_at"),
         )
 
 

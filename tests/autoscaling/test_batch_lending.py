@@ -150,9 +150,26 @@ def test_a_returning_guarantee_takes_lent_replicas_back_in_one_decision(endpoint
     assert (chat.target, chat.reason) == (3, R.GUARANTEE)  # within its guarantee, at once
     assert (bulk.target, bulk.lent, bulk.reason) == (1, 1, R.BATCH_YIELDED)
     assert "3 replica(s) lent to batch taken back for interactive demand" in bulk.explanation
+    assert result.state.endpoints["bulk"].batch_yielded_at == 0.0
     assert result.allocated == 4.0
     # 40 batch lines in bulk's engines are not its tenants' demand: no interactive want.
     assert bulk.desired == 0
+
+
+def test_after_yielding_batch_resumes_when_capacity_frees_not_before_the_hold(endpoint,
+                                                                             partition):
+    spec = partition(endpoint("bulk", max_replicas=4), capacity=4)
+    # bulk yielded 3 of 4 at 0 s; the interactive tenant that took them is gone again.
+    state = PolicyState(endpoints={"bulk": EndpointState(target=1, batch_lent=1,
+                                                         batch_yielded_at=0.0)})
+    observed = {"bulk": _batch(300, running=10, ready=1)}
+    held = decide(spec, observed, state, now=100.0)
+    assert (held.targets["bulk"], held.decisions["bulk"].reason) == (1, R.SCALE_UP_DELAYED)
+    assert "lending 4 to batch waits 600s after it yielded (100s so far)" in (
+        held.decisions["bulk"].explanation)
+    # 600 s after the yield (the wish older than its 10 s window): all 4 lent again.
+    resumed = decide(spec, observed, held.state, now=600.0)
+    assert (resumed.targets["bulk"], resumed.decisions["bulk"].reason) == (4, R.BATCH_LENT)
 
 
 def test_lent_replicas_yield_to_a_higher_priority_without_guarantee(endpoint, partition,
