@@ -45,16 +45,22 @@ class Controller(Protocol):
 
 
 class PartitionController:
-    """Feeds the partition policy the simulator's signals, as the live controller would."""
+    """Feeds the partition policy the simulator's signals, as the live controller would: a
+    batch endpoint's queue and running requests are its batch backlog (the store's count,
+    live), so they are lent what the interactive endpoints leave; its first replicas are
+    lent ones."""
 
     name = "partition"
 
-    def __init__(self, partition: PartitionSpec, initial: np.ndarray) -> None:
+    def __init__(self, partition: PartitionSpec, initial: np.ndarray,
+                 batch: tuple[str, ...] = ()) -> None:
         self.partition = partition
         self.names = [spec.name for spec in partition.endpoints]
-        self.state = PolicyState(
-            endpoints={name: EndpointState(target=int(n)) for name, n in zip(self.names, initial)}
-        )
+        self.batch = frozenset(batch)
+        self.state = PolicyState(endpoints={
+            name: EndpointState(target=int(n),
+                                batch_lent=int(n) if name in self.batch and n else None)
+            for name, n in zip(self.names, initial)})
         self.reasons: Counter[str] = Counter()
 
     def decide(self, observed: ObservedSignals, now: float) -> np.ndarray:
@@ -77,6 +83,7 @@ class PartitionController:
                 kv_cache_usage=kv,
                 ttft_p95_s=None if math.isnan(ttft) else ttft,  # NaN: nothing observed
                 itl_p95_s=None if math.isnan(itl) else itl,
+                **(self._batch_lines(waiting, running) if name in self.batch else {}),
             )
             for name, ready, rate, waiting, running, kv, ttft, itl in columns
         }
@@ -87,6 +94,14 @@ class PartitionController:
                 self.reasons[decision.reason.value] += 1
         return np.fromiter((d.target for d in result.decisions.values()), dtype=np.int64,
                            count=len(self.names))
+
+
+    @staticmethod
+    def _batch_lines(waiting: float, running: float) -> dict[str, int]:
+        # Every request of a batch endpoint is a batch line, all of them sent to its engines
+        # (the simulator has no store to queue them in): none is left as interactive load.
+        lines = math.ceil(waiting + running)
+        return {"batch_backlog": lines, "batch_running": lines}
 
 
 @dataclass
@@ -230,7 +245,7 @@ def _terms(engines: FluidEngines, costs: np.ndarray, capacity: float) -> dict[st
 def controllers(world: World) -> list[Controller]:
     """The partition policy and the three baselines, in report order."""
     return [
-        PartitionController(world.partition, world.initial_replicas),
+        PartitionController(world.partition, world.initial_replicas, world.batch),
         ray_fixed_max(world, CONTROL_INTERVAL_S),
         ray_shared(world, CONTROL_INTERVAL_S),
         static_allocation(world),
