@@ -436,6 +436,19 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_adapter(args: argparse.Namespace) -> int:
+    from deployments.demo_adapter import write_demo_adapter
+    from deployments.demo_model import is_model_dir, write_demo_model
+
+    base = Path(args.base) if args.base else data.demo_model_dir()
+    if not args.base and not is_model_dir(base):
+        _say(f"making the demo model in {base} ...")
+        write_demo_model(base)
+    path = write_demo_adapter(args.path, base, seed=args.seed, rank=args.rank)
+    _say(f"wrote a LoRA adapter (rank {args.rank}) for {base} to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aifactory", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -458,6 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo-model", help="write the small demo model to PATH")
     demo.add_argument("path")
     demo.set_defaults(func=cmd_demo_model)
+
+    adapter = sub.add_parser("demo-adapter", help="write a small LoRA adapter for the demo model "
+                                                  "to PATH")
+    adapter.add_argument("path")
+    adapter.add_argument("--base", help="the base model folder (default: the demo model, "
+                                        "made on first use)")
+    adapter.add_argument("--seed", type=int, default=0, help="seeds the adapter's weights")
+    adapter.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
+    adapter.set_defaults(func=cmd_demo_adapter)
 
     register_admin_commands(sub)
 
