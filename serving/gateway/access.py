@@ -307,6 +307,19 @@ class Access:
             error_class=error_class,
         ))
 
+    async def withdraw(self, admitted: Admitted) -> None:
+        """Undo an admission whose request the engines never served and whose sender sends
+        it again under the same request id (a batch line): its slot and tokens freed, no
+        usage record (the next attempt's is the request's only one)."""
+        if admitted.finished:
+            return
+        admitted.finished = True
+        if admitted.reservation is not None:
+            await self._release(admitted.reservation, 0)
+        if admitted.decision.admitted:
+            self.metrics.withdrawn(admitted.principal.tenant, admitted.endpoint, admitted.model,
+                                   batch=batch_of(admitted.request_id) is not None)
+
     async def _release(self, reservation: Reservation, spent: int) -> None:
         """Free the slot and settle the tokens. The counters failing here must cost neither
         the usage record (written next, whatever happens here) nor the slot for a lease's

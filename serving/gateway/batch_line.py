@@ -3,11 +3,12 @@ route (a model it may call), admit (its quotas and monthly budget apply), call t
 answer and settle exactly one ledger record under the line's request id. The answer is what
 an HTTP client would have got: its status and JSON body (an OpenAI error for a refusal).
 
-Two refusals are waited out instead of answered, before anything is recorded for the line:
-its tenant's rate and concurrency limits (a batch is in no hurry; the line goes back until
-they let it through) and the store being away (503). A refusal that waiting cannot help (the
-monthly budget spent, a line larger than a limit) is the line's answer, as OpenAI's
-`insufficient_quota` lines are."""
+Some refusals are waited out instead of answered, with nothing recorded for the line: its
+tenant's rate and concurrency limits (a batch is in no hurry; the line goes back until they
+let it through), the store being away (503), and its engines failing it (none reachable, a
+replica killed mid-answer: sent again, a few times, under the same request id). A refusal
+that waiting cannot help (the monthly budget spent, a line larger than a limit) is the
+line's answer, as OpenAI's `insufficient_quota` lines are."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from serving.gateway import telemetry
 from serving.gateway.access import Admitted
 from serving.gateway.engine_steps import BATCH_PRIORITY, call_engine, engine_body, respond
 from serving.gateway.errors import error_response
-from serving.gateway.exchange import Exchange, Refusal, Route
+from serving.gateway.exchange import Exchange, Refusal, Route, Unserved
 from serving.gateway.pipeline import (
     Gateway,
     ask_quotas,
@@ -42,6 +43,12 @@ STORE_AWAY_RETRY_S = 1.0  # a line refused for the store being away is sent agai
 # A concurrency slot frees at no time the limits know: a line refused for one tries again
 # after this. (Requests and tokens per minute say when their window resets.)
 SLOT_RETRY_S = 0.5
+# A line its engines fail is sent again this often (by this replica), waiting twice as long
+# each time up to a cap (1, 2, 4, ... 30 s: a minute and more, what a CPU engine replica
+# takes to be restarted), before the failure is its answer.
+ENGINE_FAULT_RESENDS = 6
+ENGINE_FAULT_WAIT_CAP_S = 30.0
+MAX_TRACKED_FAULTS = 100_000
 # Limits that waiting cures; the monthly budget and a line larger than a limit it never is.
 WAITABLE = frozenset({Limit.CONCURRENCY, Limit.REQUESTS, Limit.TOKENS})
 
@@ -65,6 +72,10 @@ class LineDeferred(Exception):
         self.retry_after_s = retry_after_s
 
 
+class EngineFault(LineDeferred):
+    """The engines failed the line (none reachable, a replica died); nothing was recorded."""
+
+
 async def admit_line(gateway: Gateway, principal: Principal, chosen: Route,
                      body: dict[str, Any], exchange: Exchange) -> Admitted:
     """`admit` for a line: a refusal that waiting cures defers it, unrecorded (a batch is
@@ -79,14 +90,20 @@ async def admit_line(gateway: Gateway, principal: Principal, chosen: Route,
 
 
 async def answer_line(gateway: Gateway, principal: Principal, kind: str, body: dict[str, Any],
-                      request_id: str, custom_id: str) -> LineAnswer:
+                      request_id: str, custom_id: str, resend_on_fault: bool = True
+                      ) -> LineAnswer:
     """`kind` is the gateway's (chat, completion, embedding, responses); the line's
     `custom_id` is kept in its ledger record as the client's id of the request. Raises
-    LineDeferred for a refusal that waiting cures."""
+    LineDeferred for a refusal that waiting cures, and (with `resend_on_fault`) for the
+    engines failing it."""
     exchange = Exchange(kind, request_id, telemetry.start_request_span({}, kind))
     exchange.client_request_id = custom_id[:128]
+    exchange.resend_on_fault = resend_on_fault
     try:
-        response = await _through_steps(gateway, principal, kind, body, exchange)
+        try:
+            response = await _through_steps(gateway, principal, kind, body, exchange)
+        except Unserved as unserved:
+            raise EngineFault(unserved.retry_after_s) from None
     except BaseException as exc:
         telemetry.end_span(exchange.span, error=type(exc).__name__)
         raise
@@ -126,6 +143,9 @@ class GatewayLines:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.batch_in_flight: dict[str, int] = {}
+        # Engine failures per line, so a line that keeps failing its engine (one that crashes
+        # it, say) is answered with the failure after a few resends rather than sent for ever.
+        self.engine_faults: dict[str, int] = {}
 
     def room(self, model: str) -> int:
         target = self.gateway.endpoints.get(model)
@@ -147,11 +167,20 @@ class GatewayLines:
                               tenant.slo)
         model = str(line.body.get("model"))
         self.batch_in_flight[model] = self.batch_in_flight.get(model, 0) + 1
+        faults = self.engine_faults.get(request_id, 0)
         try:
             answer = await answer_line(self.gateway, principal, line.kind, line.body,
-                                       request_id, line.custom_id)
+                                       request_id, line.custom_id,
+                                       resend_on_fault=faults < ENGINE_FAULT_RESENDS)
+        except EngineFault as fault:
+            if len(self.engine_faults) >= MAX_TRACKED_FAULTS:
+                self.engine_faults.clear()  # lines another replica took over: forget them
+            self.engine_faults[request_id] = faults + 1
+            backoff = min(2.0 ** faults, ENGINE_FAULT_WAIT_CAP_S)
+            return LineResult.deferred(request_id, max(fault.retry_after_s, backoff))
         except LineDeferred as deferred:
             return LineResult.deferred(request_id, deferred.retry_after_s)
         finally:
             self.batch_in_flight[model] -= 1
+        self.engine_faults.pop(request_id, None)
         return LineResult(answer.status, answer.body, answer.request_id)

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from serving.gateway import responses, telemetry
 from serving.gateway.access import Access, Admitted
 from serving.gateway.errors import error_response, from_engine_error
-from serving.gateway.exchange import Exchange, Refusal, Route
+from serving.gateway.exchange import Exchange, Refusal, Route, Unserved
 from serving.gateway.openai_shape import shaped
 from serving.gateway.relay import relay, settle_reply
 from serving.gateway.stream_usage import StreamWants, stream_wants
@@ -34,6 +34,8 @@ SALTED = frozenset({"chat", "completion", "responses", "embedding", "pooling", "
 # vLLM's request priority (lower is scheduled first; the platform's engines run vLLM's
 # priority scheduler): batch lines after every interactive request waiting on an engine.
 INTERACTIVE_PRIORITY, BATCH_PRIORITY = 0, 1
+# How soon a request the engines failed is sent again by a sender that resends (a batch line).
+FAULT_RETRY_S = 1.0
 # Kinds whose streams are chat's and completions' (`data:` events, stream_options, [DONE]).
 STREAM_OPTIONS = frozenset({"chat", "completion"})
 # Kinds whose bodies are OpenAI's (shaped to its schema); tokenizing, pooling, scoring and
@@ -80,6 +82,7 @@ async def call_engine(access: Access, chosen: Route, admitted: Admitted, body: d
         raise
     except EndpointUnavailable as exc:
         call.cancel()
+        await resend_if_asked(access, admitted, exchange, exc.retry_after_s)
         await access.finish(admitted, Outcome.ERROR, http_status=503,
                             error_class=ErrorClass.PLATFORM_ERROR)
         raise Refusal(error_response(503, str(exc), code="endpoint_unavailable",
@@ -87,14 +90,25 @@ async def call_engine(access: Access, chosen: Route, admitted: Admitted, body: d
     except EndpointOverloaded as exc:
         # The endpoint's bounded queue filled while this request waited for its turn.
         call.cancel()
+        await resend_if_asked(access, admitted, exchange, exc.retry_after_s)
         raise await overloaded(access, admitted, chosen.model, str(exc)) from None
     except Exception as exc:
         call.cancel()
         logger.warning("endpoint %s failed: %r", chosen.model, exc)
+        await resend_if_asked(access, admitted, exchange, FAULT_RETRY_S)
         await access.finish(admitted, Outcome.ERROR, http_status=503,
                             error_class=ErrorClass.PLATFORM_ERROR)
         raise Refusal(error_response(
             503, f"endpoint `{chosen.model}` is unavailable: {type(exc).__name__}")) from None
+
+
+async def resend_if_asked(access: Access, admitted: Admitted, exchange: Exchange,
+                          retry_after_s: float) -> None:
+    """For a request its sender sends again (a batch line), the engines' failure is no
+    answer: its admission is undone, nothing recorded, and Unserved raised."""
+    if exchange.resend_on_fault:
+        await access.withdraw(admitted)
+        raise Unserved(retry_after_s)
 
 
 async def respond(access: Access, chosen: Route, admitted: Admitted, call: EngineCall,
@@ -103,6 +117,8 @@ async def respond(access: Access, chosen: Route, admitted: Admitted, call: Engin
     """The engine's JSON reply (settled now), or its stream, relayed and settled at its end."""
     if head["status"] != HTTPStatus.OK:
         status, err = from_engine_error(head.get("body") or {})
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            await resend_if_asked(access, admitted, exchange, FAULT_RETRY_S)
         await access.finish(admitted, Outcome.ERROR, http_status=status,
                             error_class=ErrorClass.CLIENT_ERROR if status < 500
                             else ErrorClass.ENGINE_ERROR)

@@ -19,6 +19,16 @@ from serving.targets import EndpointTarget
 logger = logging.getLogger(__name__)
 
 
+class Unserved(Exception):
+    """The engines did not serve the request, through no fault of its own (none reachable,
+    one failed), and nothing was recorded for it: its sender sends it again, under the same
+    request id, after `retry_after_s` (see Exchange.resend_on_fault)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(retry_after_s)
+        self.retry_after_s = retry_after_s
+
+
 class Refusal(Exception):
     """A request refused before it reached an engine, as the response to send."""
 
@@ -38,6 +48,9 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)
     client_request_id: str | None = None
     conversation: responses.Conversation | None = None  # a Responses API request's
+    # Whether its sender will send it again when the engines fail it (a batch line): then
+    # such a failure raises Unserved, unrecorded, instead of answering it with a 5xx.
+    resend_on_fault: bool = False
 
 
 @dataclass(frozen=True)

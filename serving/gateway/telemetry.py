@@ -93,6 +93,11 @@ class RequestMetrics:
         if not batch:  # batch lines are the store's to count (aifactory_batch_lines_pending)
             self._move_in_flight((tenant, endpoint, model), +1)
 
+    def withdrawn(self, tenant: str, endpoint: str, model: str, batch: bool = False) -> None:
+        """A request that started and will be sent again (Access.withdraw): not counted."""
+        if not batch:
+            self._move_in_flight((tenant, endpoint, model), -1)
+
     def finished(self, done: Finished, slo: SloTargets, was_in_flight: bool) -> None:
         """`slo` is the tenant's targets. A batch line is counted apart: it has no latency
         target, and a backlog of lines must not read as the tenant's interactive traffic."""

@@ -17,7 +17,7 @@ from serving.gateway.engine_steps import (
     engine_body,
     respond,
 )
-from serving.gateway.exchange import Exchange, Refusal, Route
+from serving.gateway.exchange import Exchange, Refusal, Route, Unserved
 from serving.gateway.pipeline import (
     MAX_BODY_BYTES,
     admit,
@@ -27,7 +27,7 @@ from serving.gateway.pipeline import (
     route,
 )
 from serving.gateway.stream_usage import StreamWants
-from serving.targets import EndpointUnavailable, InFlightBound
+from serving.targets import EndpointOverloaded, EndpointUnavailable, InFlightBound
 from serving.tenancy import ErrorClass, LocalAdmissionCounters, Outcome
 from tests.unit.stores import sqlite_store
 
@@ -380,3 +380,30 @@ def test_the_engine_priority_is_the_platforms():
     assert line["priority"] == BATCH_PRIORITY > INTERACTIVE_PRIORITY
     assert "priority" not in engine_body({}, None, "t", "tokenize")[0]  # no engine queue
 
+
+
+@pytest.mark.parametrize("reply", [
+    EndpointUnavailable("no replica woke", retry_after_s=7),
+    EndpointOverloaded("queue full"),
+    RuntimeError("actor died"),
+    {"status": 500, "body": {"error": {"message": "engine dead", "code": 500}}},
+])
+async def test_a_request_its_sender_resends_is_unserved_and_unrecorded(store, access,
+                                                                       principal, reply):
+    """A batch line the engines fail: no record, its slot freed; the same request id
+    admitted again is recorded once."""
+    access_with_slot = Access(store, LocalAdmissionCounters())
+    store.set_quota("t", concurrent_requests=1)
+    chosen = Route("m", Target(reply=reply), {"max_model_len": 64})
+    exchange = Exchange("completion", "r1", None)
+    exchange.resend_on_fault = True
+    admitted = await admit(access_with_slot, principal, chosen, {"prompt": "hi"}, exchange)
+    with pytest.raises(Unserved) as unserved:
+        call, head = await call_engine(access_with_slot, chosen, admitted, {}, exchange)
+        await respond(access_with_slot, chosen, admitted, call, head, True, exchange)
+    assert unserved.value.retry_after_s > 0 and records(store) == []
+    served = Route("m", Target(), {"max_model_len": 64})
+    again = await admit(access_with_slot, principal, served, {"prompt": "hi"}, exchange)
+    call, head = await call_engine(access_with_slot, served, again, {}, exchange)
+    await respond(access_with_slot, served, again, call, head, True, exchange)
+    assert [(r.request_id, r.outcome) for r in records(store)] == [("r1", Outcome.OK)]
