@@ -1,5 +1,5 @@
-"""The admin API's routes: tenants, keys, endpoints and grants, quotas, usage, the audit log.
-Admin keys only; every write is recorded in the audit log as the calling key's."""
+"""The admin API's routes: tenants, keys, endpoints and grants, quotas, usage, the audit log,
+every tenant's batch jobs. Admin keys only; every write is recorded in the audit log as the calling key's."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations at run
 # time, and `Depends(require_admin)` names a local it could not find in a string.
@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from observability.sla import SlaReport
 from serving.admin import operations
+from serving.admin.batches import add_operator_batch_routes
 from serving.admin.bootstrap import ADMIN_TENANT
 from serving.admin.errors import AdminRoute
 from serving.admin.protocol import (
@@ -265,4 +266,7 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
     async def audit_log(query: Annotated[AuditLogQuery, Query()]) -> AuditList:
         return AuditList.of(await run(audit.read, store.engine, query.query(query.tenant)))
 
+    # Batch jobs: every tenant's, listed and cancelled
+
+    add_operator_batch_routes(router, store, acting_store(store, require_admin))
     return router

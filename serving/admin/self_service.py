@@ -1,6 +1,6 @@
 """Tenant self-service over HTTP: a tenant's own endpoints, quota and usage, read with any of
-its own keys, and the audit log's entries about it, read with its admin-scoped keys. Mounted
-at /tenant/v1; it never shows another tenant's data."""
+its own keys; the audit log's entries about it and its batch jobs (listed, cancelled), with
+its admin-scoped keys. Mounted at /tenant/v1; it never shows another tenant's data."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from observability.sla import SlaReport
 from serving.admin import operations
+from serving.admin.batches import add_tenant_batch_routes
 from serving.admin.errors import AdminRoute
 from serving.admin.protocol import (
     AuditList,
@@ -24,6 +25,7 @@ from serving.admin.protocol import (
     UsageOut,
     UsageQuery,
 )
+from serving.admin.router import acting_store
 from serving.tenancy import Forbidden, KeyScope, Principal, Store, Unauthenticated, audit
 from serving.tenancy.store import utc_now
 
@@ -107,4 +109,5 @@ def build_tenant_router(store: Store, *,
         return AuditList.of(audit.AuditPage([e.seen_by(caller.tenant) for e in page.entries],
                                             page.has_more))
 
+    add_tenant_batch_routes(router, store, caller_of, acting_store(store, caller_of))
     return router

@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from serving.batch.batch_input import BATCH_ENDPOINTS, BatchLine, LineError
 from serving.batch.lifecycle import BatchStatus, Progress, after_cancel
+from serving.tenancy import audit
 from serving.tenancy import validation as check
 from serving.tenancy.models import BatchLineRow, BatchRow
 
@@ -118,22 +119,36 @@ def create(store, *, tenant: str, key_prefix: str, endpoint: str, input_file_id:
         return _batch(row)
 
 
-def find(store, tenant: str, batch_id: str) -> Batch | None:
+# `tenant` below is whose batches a caller may see: a tenant's own, or None for the
+# platform's operators, who see every tenant's.
+
+
+def _visible(row: BatchRow | None, tenant: str | None) -> bool:
+    return row is not None and (tenant is None or row.tenant == tenant)
+
+
+def find(store, tenant: str | None, batch_id: str) -> Batch | None:
     if not is_batch_id(batch_id):
         return None
     with store._tx() as s:
         row = s.get(BatchRow, batch_id)
-        return None if row is None or row.tenant != tenant else _batch(row)
+        return _batch(row) if _visible(row, tenant) else None
 
 
-def page(store, tenant: str, *, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-    """The tenant's batches, newest first, after the batch `after` (OpenAI's cursor); and
-    whether more follow."""
+def page(store, tenant: str | None, *, after: str | None, limit: int,
+         statuses: Sequence[BatchStatus] = ()) -> tuple[list[Batch], bool]:
+    """The tenant's batches (every tenant's for None), only those in `statuses` if any are
+    given, newest first, after the batch `after` (OpenAI's cursor); and whether more
+    follow."""
     with store._tx() as s:
-        query = select(BatchRow).where(BatchRow.tenant == tenant)
+        query = select(BatchRow)
+        if tenant is not None:
+            query = query.where(BatchRow.tenant == tenant)
+        if statuses:
+            query = query.where(BatchRow.status.in_([status.value for status in statuses]))
         if after is not None:
             cursor = s.get(BatchRow, after) if is_batch_id(after) else None
-            if cursor is None or cursor.tenant != tenant:
+            if not _visible(cursor, tenant):
                 return [], False
             query = query.where(or_(BatchRow.created_at < cursor.created_at,
                                     and_(BatchRow.created_at == cursor.created_at,
@@ -143,21 +158,27 @@ def page(store, tenant: str, *, after: str | None, limit: int) -> tuple[list[Bat
         return [_batch(r) for r in rows[:limit]], len(rows) > limit
 
 
-def cancel(store, tenant: str, batch_id: str) -> Batch | None | BatchStatus:
+def cancel(store, tenant: str | None, batch_id: str) -> Batch | None | BatchStatus:
     """The batch after a cancel request; None when the tenant has no such batch; its status
-    when it can no longer be cancelled."""
+    when it can no longer be cancelled. A store acting for an operator or a tenant's admin
+    (`Store.acting_as`) records the move in the audit log, in the move's transaction."""
     if not is_batch_id(batch_id):
         return None
     for _ in range(_MOVE_ATTEMPTS):
         with store._tx() as s:
             row = s.get(BatchRow, batch_id)
-            if row is None or row.tenant != tenant:
+            if not _visible(row, tenant):
                 return None
             status = BatchStatus(row.status)
             after = after_cancel(status)
             if after is None:
                 return status
-            if after is status or _move(s, row, after, store._now()):
+            now = store._now()
+            if after is status or _move(s, row, after, now):
+                if after is not status and store.actor is not None:
+                    audit.append(s, store.actor, now, audit.Change(
+                        "batch.cancel", f"batch/{row.id}", row.tenant,
+                        {"status": status.value}, {"status": after.value}))
                 s.refresh(row)
                 return _batch(row)
     raise RuntimeError(f"batch {batch_id} keeps changing status under a cancel")

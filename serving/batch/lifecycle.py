@@ -78,6 +78,11 @@ def may_send(status: BatchStatus, now: datetime, expires_at: datetime) -> bool:
     return status is BatchStatus.IN_PROGRESS and now < expires_at
 
 
+def cannot_cancel(status: BatchStatus) -> str:
+    """Why a cancel request is refused: the batch has finished."""
+    return f"a batch that is {status.value} cannot be cancelled"
+
+
 def after_cancel(status: BatchStatus) -> BatchStatus | None:
     """What a cancel request makes of a batch; None when it can no longer be cancelled (a
     finished one), which the API answers with a 400 as OpenAI does."""

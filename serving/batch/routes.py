@@ -16,9 +16,19 @@ from fastapi.responses import JSONResponse, Response
 
 from serving.batch import batch_store as batches
 from serving.batch.batch_input import BATCH_ENDPOINTS, check_input
+from serving.batch.files.protocol import SECURED
 from serving.batch.files.rules import is_file_id, shown
 from serving.batch.files.service import Files
-from serving.batch.lifecycle import BatchStatus
+from serving.batch.lifecycle import BatchStatus, cannot_cancel
+from serving.batch.protocol import (
+    CREATE_BODY,
+    LIST_LIMIT,
+    LIST_PARAMETERS,
+    BatchList,
+    BatchObject,
+    errors,
+    listed,
+)
 from serving.batch.worker import BatchWorker
 from serving.gateway.batch_line import GatewayLines
 from serving.gateway.errors import error_response
@@ -30,7 +40,6 @@ from serving.tenancy import Principal
 CREATE_FIELDS = {"input_file_id", "endpoint", "completion_window", "metadata",
                  "output_expires_after"}
 MAX_METADATA = (16, 64, 512)  # OpenAI's: pairs, key characters, value characters
-LIST_LIMIT = (1, 100, 20)  # OpenAI's: least, most, default
 
 
 class BadRequest(Exception):
@@ -110,7 +119,8 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
                                metadata=body.get("metadata"))
         return JSONResponse(shown_batch(batch))
 
-    @router.post("/v1/batches")
+    @router.post("/v1/batches", openapi_extra=CREATE_BODY, responses={
+        200: {"model": BatchObject}, **errors(400, 401, 403, 404, 413, 503)})
     async def create_batch(request: Request) -> Response:
         try:
             caller = await authenticate(gateway.access, request)
@@ -127,7 +137,8 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
         except Refusal as refusal:
             return refusal.response
 
-    @router.get("/v1/batches")
+    @router.get("/v1/batches", openapi_extra=LIST_PARAMETERS,
+                responses={200: {"model": BatchList}, **errors(400, 401, 403, 503)})
     async def list_batches(request: Request) -> Response:
         try:
             caller = await authenticate(gateway.access, request)
@@ -138,10 +149,7 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
 
             def page() -> dict[str, Any]:
                 found, more = batches.page(store, caller.tenant, after=after, limit=limit)
-                data = [shown_batch(b) for b in found]
-                return {"object": "list", "data": data,
-                        "first_id": data[0]["id"] if data else None,
-                        "last_id": data[-1]["id"] if data else None, "has_more": more}
+                return listed([shown_batch(b) for b in found], more)
 
             try:
                 return JSONResponse(await asyncio.to_thread(page))
@@ -150,7 +158,8 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
         except Refusal as refusal:
             return refusal.response
 
-    @router.get("/v1/batches/{batch_id:path}")
+    @router.get("/v1/batches/{batch_id:path}", openapi_extra=SECURED,
+                responses={200: {"model": BatchObject}, **errors(401, 403, 404, 503)})
     async def retrieve_batch(batch_id: str, request: Request) -> Response:
         try:
             caller = await authenticate(gateway.access, request)
@@ -167,7 +176,8 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
             return refusal.response
         return not_found(batch_id) if found is None else JSONResponse(found)
 
-    @router.post("/v1/batches/{batch_id}/cancel")
+    @router.post("/v1/batches/{batch_id}/cancel", openapi_extra=SECURED,
+                 responses={200: {"model": BatchObject}, **errors(400, 401, 403, 404, 503)})
     async def cancel_batch(batch_id: str, request: Request) -> Response:
         try:
             caller = await authenticate(gateway.access, request)
@@ -182,8 +192,7 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
         if after is None:
             return not_found(batch_id)
         if isinstance(after, BatchStatus):
-            return error_response(400, f"a batch that is {after.value} cannot be cancelled",
-                                  param="batch_id")
+            return error_response(400, cannot_cancel(after), param="batch_id")
         return JSONResponse(shown_after)
 
     return router

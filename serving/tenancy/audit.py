@@ -115,6 +115,12 @@ def record_writes(session: Session, actor: Actor, at: datetime) -> None:
     event.listen(session, "after_flush", append)
 
 
+def append(session: Session, actor: Actor, at: datetime, change: Change) -> None:
+    """One entry for a change the session's flushes cannot see (a conditional UPDATE, as a
+    batch's cancel makes), in the session's own transaction."""
+    session.connection().execute(AuditRow.__table__.insert(), [_values(actor, at, change)])
+
+
 def _before_flush(s: Session, _flush: UOWTransaction, _instances: object) -> None:
     """An endpoint's grants go with it (ON DELETE CASCADE): note whose they were while the
     rows are still there, for the endpoint's `before`."""

@@ -67,6 +67,11 @@ class Store:
         view._actor = actor
         return view
 
+    @property
+    def actor(self) -> audit.Actor | None:
+        """Whose writes this store makes (None: the platform's own, not audited)."""
+        return self._actor
+
     @contextmanager
     def _tx(self) -> Iterator[Session]:
         """One transaction; uniqueness races that slipped past the checks become Conflict."""

@@ -297,6 +297,8 @@ def _every_route() -> list[tuple[str, str, dict | None]]:
         ("DELETE", "/tenants/acme/endpoints/llama/quota", None),
         ("GET", "/tenants/acme/usage", None), ("GET", "/usage.csv", None),
         ("GET", "/tenants/acme/sla", None), ("GET", "/audit", None),
+        ("GET", "/batches", None), ("GET", "/batches/batch_" + "0" * 32, None),
+        ("POST", "/batches/batch_" + "0" * 32 + "/cancel", None),
     ]
 
 
