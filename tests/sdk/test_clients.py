@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aifactory_sdk._client as client_module
 import httpx
 import pytest
 from aifactory_sdk import (
@@ -84,26 +83,6 @@ class Platform:
         if isinstance(answer, Exception):
             raise answer
         return answer
-
-
-@pytest.fixture
-def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The waits between attempts, taken on a hand-moved clock instead of slept; jitter 1."""
-    now = [0.0]
-    taken: list[float] = []
-
-    def wait(seconds: float) -> None:
-        taken.append(seconds)
-        now[0] += seconds
-
-    async def async_wait(seconds: float) -> None:
-        wait(seconds)
-
-    monkeypatch.setattr(client_module, "_sleep", wait)
-    monkeypatch.setattr(client_module, "_async_sleep", async_wait)
-    monkeypatch.setattr(client_module, "_clock", lambda: now[0])
-    monkeypatch.setattr(client_module, "_jitter", lambda: 1.0)
-    return taken
 
 
 def make(kind: str, platform: Platform, **options: Any) -> Client | AsyncClient:

@@ -5,11 +5,16 @@ field renamed or dropped on either side fails here, not in a user's code."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from aifactory_sdk import types
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
+from serving.admin import build_admin_router, build_tenant_router
+from serving.batch.files.routes import build_files_router
+from serving.batch.routes import build_batch_router
 from serving.gateway import build_gateway_app
 
 # SDK type -> the gateway document's schema of the same body
@@ -20,12 +25,28 @@ PAIRS = [
     (types.ModelList, "ModelList"),
     (types.ModelCard, "Model"),
     (types.ResponseObject, "ResponsesResponse"),
+    (types.FileObject, "FileObject"),
+    (types.FileList, "FileList"),
+    (types.FileDeleted, "FileDeleted"),
+    (types.Batch, "BatchObject"),
+    (types.BatchList, "BatchList"),
+    (types.OperatorBatch, "OperatorBatch"),
+    (types.OperatorBatchList, "OperatorBatchList"),
 ]
 
 
 @pytest.fixture(scope="module")
 def schemas() -> dict:
-    document = TestClient(build_gateway_app({}, access=None)).get("/openapi.json").json()
+    """The document of a gateway with the parts the platform mounts beside the inference
+    routes (files, batches, admin and self-service); no route runs, so none needs a store."""
+    def batches(gateway):
+        return build_batch_router(SimpleNamespace(access=SimpleNamespace(store=None)),
+                                  None), None
+
+    app = build_gateway_app({}, access=None, parts=(batches,), routers=(
+        ("/admin/v1", build_admin_router(None)), ("/tenant/v1", build_tenant_router(None)),
+        ("", build_files_router(None, None))))
+    document = TestClient(app).get("/openapi.json").json()
     return document["components"]["schemas"]
 
 

@@ -32,6 +32,7 @@ from aifactory_sdk._core import (
     retry_delay,
 )
 from aifactory_sdk._streams import ChunkDecoder
+from aifactory_sdk.batch_resources import Batches, Files
 from aifactory_sdk.resources import (
     Admin,
     Chat,
@@ -64,6 +65,8 @@ class _Surface:
         self.embeddings = Embeddings(self)
         self.models = Models(self)
         self.responses = Responses(self)
+        self.files = Files(self)
+        self.batches = Batches(self)
         self.tenant = TenantSelfService(self)
         self.admin = Admin(self)
 

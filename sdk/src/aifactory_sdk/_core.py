@@ -120,16 +120,30 @@ def _max_retries(value: int) -> int:
 
 
 @dataclass(frozen=True)
+class Upload:
+    """A file sent as one part of a multipart form: its name as shown, and its bytes (held in
+    memory, so that a retried attempt sends them again whole)."""
+
+    filename: str
+    content: bytes
+    content_type: str = "application/octet-stream"
+
+
+@dataclass(frozen=True)
 class Call:
-    """One API call, before any I/O: where it goes, what it carries, what it returns.
-    `chunk` is set for a streamed call: the type of each event."""
+    """One API call, before any I/O: where it goes, what it carries, what it returns (`str`
+    and `bytes` for a body taken as it is). `chunk` is set for a streamed call: the type of
+    each event. A call with `uploads` sends a multipart form: those files, and `form`'s
+    fields beside them."""
 
     method: str
     path: str
-    result: type[BaseModel | str]
+    result: type[BaseModel | str | bytes]
     body: Mapping[str, Any] | None = None
     params: Mapping[str, Any] | None = None
     chunk: type[BaseModel] | None = None
+    uploads: Mapping[str, Upload] | None = None
+    form: Mapping[str, str] | None = None
 
     @property
     def streams(self) -> bool:
@@ -149,8 +163,13 @@ def request_args(call: Call, options: Options) -> dict[str, Any]:
         _otel_propagate.inject(headers)
     params = None if call.params is None else {k: _param(v) for k, v in call.params.items()
                                                if v is not None}
-    return {"method": call.method, "url": options.base_url + call.path, "headers": headers,
+    args = {"method": call.method, "url": options.base_url + call.path, "headers": headers,
             "json": call.body, "params": params, "timeout": options.timeout}
+    if call.uploads is not None:
+        args["files"] = {name: (part.filename, part.content, part.content_type)
+                         for name, part in call.uploads.items()}
+        args["data"] = dict(call.form or {})
+    return args
 
 
 def _param(value: Any) -> str:
@@ -167,6 +186,8 @@ def _param(value: Any) -> str:
 def parse_result(call: Call, headers: httpx.Headers, body: bytes) -> Any:
     """A successful response as the call's typed result, stamped with request id and limits."""
     request_id = headers.get(REQUEST_ID_HEADER)
+    if call.result is bytes:
+        return body
     if call.result is str:
         return body.decode("utf-8")
     try:

@@ -1,15 +1,17 @@
 """The API's surface, written once for both clients: each method describes its `Call` and
 hands it to the client, which sends it. On `Client` a method returns its result; on
-`AsyncClient` it returns an awaitable of the same result."""
+`AsyncClient` it returns an awaitable of the same result. Files and batches are in
+`batch_resources`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
-from urllib.parse import quote
+from typing import Any, Literal
 
+from aifactory_sdk._base import Resource, Sender, _segment
 from aifactory_sdk._core import NOT_GIVEN, Call, NotGiven
+from aifactory_sdk.batch_resources import OperatorBatches, TenantBatches
 from aifactory_sdk.types import (
     ApiKey,
     ApiKeyList,
@@ -37,28 +39,6 @@ from aifactory_sdk.types import (
 )
 
 Moment = datetime | timedelta | str | None  # a timedelta means "that long before now"
-
-
-def _segment(value: str | int) -> str:
-    """One path segment, escaped so that a name can never become a different path."""
-    text = str(value)
-    escaped = quote(text, safe="")
-    # "." and ".." would be resolved away by URL normalisation; escaped they stay a name.
-    return escaped.replace(".", "%2E") if set(text) <= {"."} else escaped
-
-
-class Sender(Protocol):
-    """A client: `Client._send` returns the result, `AsyncClient._send` an awaitable of it."""
-
-    def _send(self, call: Call) -> Any: ...
-
-
-class Resource:
-    def __init__(self, client: Sender) -> None:
-        self._client = client
-
-    def _send(self, call: Call) -> Any:
-        return self._client._send(call)
 
 
 def _inference(path: str, body: dict[str, Any], stream: bool, result: type, chunk: type) -> Call:
@@ -156,6 +136,10 @@ def _window(since: Moment, until: Moment, by: str) -> dict[str, Any]:
 
 
 class TenantSelfService(Resource):
+    def __init__(self, client: Sender) -> None:
+        super().__init__(client)
+        self.batches = TenantBatches(client)
+
     def endpoints(self) -> Any:
         """`MyEndpointList`: the endpoints this tenant may call, each with its quota there."""
         return self._send(Call("GET", "/tenant/v1/endpoints", MyEndpointList))
@@ -297,6 +281,7 @@ class Admin(Resource):
         self.keys = Keys(client)
         self.endpoints = Endpoints(client)
         self.quotas = Quotas(client)
+        self.batches = OperatorBatches(client)
 
     def usage(self, tenant: str, *, since: Moment = None, until: Moment = None,
               by: Literal["hour", "day"] = "day") -> Any:

@@ -1,5 +1,5 @@
-"""Typed results: inference (OpenAI's shapes), tenant self-service and administration, and the
-rate-limit state and request id every result carries."""
+"""Typed results: inference, files and batches (OpenAI's shapes), tenant self-service and
+administration, and the rate-limit state and request id every result carries."""
 
 from aifactory_sdk.types._result import (
     LimitState,
@@ -31,6 +31,19 @@ from aifactory_sdk.types.admin import (
     UsageBucket,
     UsageReport,
 )
+from aifactory_sdk.types.batch import (
+    Batch,
+    BatchError,
+    BatchErrors,
+    BatchList,
+    BatchRequestCounts,
+    BatchStatus,
+    FileDeleted,
+    FileList,
+    FileObject,
+    OperatorBatch,
+    OperatorBatchList,
+)
 from aifactory_sdk.types.inference import (
     ChatChoice,
     ChatChunkChoice,
@@ -58,6 +71,12 @@ __all__ = [
     "ApiKeyList",
     "AuditEntry",
     "AuditList",
+    "Batch",
+    "BatchError",
+    "BatchErrors",
+    "BatchList",
+    "BatchRequestCounts",
+    "BatchStatus",
     "ChatChoice",
     "ChatChunkChoice",
     "ChatCompletion",
@@ -74,6 +93,9 @@ __all__ = [
     "EmbeddingList",
     "Endpoint",
     "EndpointList",
+    "FileDeleted",
+    "FileList",
+    "FileObject",
     "KeyScope",
     "LimitState",
     "Model",
@@ -81,6 +103,8 @@ __all__ = [
     "ModelList",
     "MyEndpoint",
     "MyEndpointList",
+    "OperatorBatch",
+    "OperatorBatchList",
     "PriorityClass",
     "Quota",
     "RateLimit",
