@@ -1,5 +1,5 @@
-"""`aifactory` admin commands: tenants, keys, endpoints, grants, quotas, usage, SLA and the
-audit log, each one call of the SDK's admin resources (`aifactory_sdk`), the platform's one
+"""`aifactory` admin commands: tenants, keys, endpoints, grants, quotas, usage, SLA, the
+audit log and batch jobs, each one call of the SDK's admin resources (`aifactory_sdk`), the platform's one
 client. Only `admin bootstrap` (deployments.admin_key) opens the store itself."""
 
 from __future__ import annotations
@@ -358,8 +358,12 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--html", metavar="FILE",
                         help="also write the report as a self-contained HTML file with charts")
 
-    # Imported here: that module builds on this one's helpers.
+    # Imported here: those modules build on this one's helpers.
     from deployments.admin_audit_cli import add_audit_arguments, audit
+    from deployments.admin_batch_cli import add_batch_commands
+
+    add_batch_commands(group("batch", "list and cancel the batch jobs of every tenant"),
+                       command)
 
     add_audit_arguments(command(subparsers, "audit", audit, "the audit log of admin actions: "
                                                             "who changed what, when, from where"))

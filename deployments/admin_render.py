@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -66,6 +66,26 @@ ENDPOINT_COLUMNS = [("NAME", lambda e: e["name"]),
                     ("CREATED", lambda e: when(e["created_at"]))]
 
 
+def _moment(seconds: int | None) -> str | None:
+    """Unix seconds (as OpenAI's objects give times) shown as "2025-03-14 09:26:53Z"."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _lines(batch: dict) -> str:
+    """E.g. "7/10 ok, 1 failed": lines answered 200 and not, of all the batch's lines."""
+    counts = batch["request_counts"]
+    failed = f", {counts['failed']} failed" if counts["failed"] else ""
+    return f"{counts['completed']}/{counts['total']} ok{failed}"
+
+
+BATCH_COLUMNS = [("ID", lambda b: b["id"]), ("TENANT", lambda b: b.get("tenant")),
+                 ("STATUS", lambda b: b["status"]), ("ENDPOINT", lambda b: b["endpoint"]),
+                 ("LINES", _lines), ("CREATED", lambda b: _moment(b["created_at"])),
+                 ("KEY", lambda b: b.get("key_prefix"))]
+
+
 def tenant_table(tenants: list[dict]) -> None:
     print_table(TENANT_COLUMNS, tenants)
 
@@ -76,6 +96,10 @@ def key_table(keys: list[dict]) -> None:
 
 def endpoint_table(endpoints: list[dict]) -> None:
     print_table(ENDPOINT_COLUMNS, endpoints)
+
+
+def batch_table(batches: list[dict]) -> None:
+    print_table(BATCH_COLUMNS, batches)
 
 
 def quota_table(quota: dict) -> None:
