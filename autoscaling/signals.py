@@ -12,9 +12,10 @@ class EndpointSignals:
     running and waiting are means over the window (vLLM's num_requests_running and
     num_requests_waiting, summed over replicas); latencies are percentiles over the window
     and are None when no request finished its first token or a decode step in it.
-    batch_backlog is the batch lines for this endpoint still to be sent or in its engines
-    now, batch_running the latter: counted from the store at the decision, they are part of
-    running, waiting and the arrivals too (the engines cannot tell them apart).
+    batch_backlog is the batch lines for this endpoint still to be sent or sent, as the store
+    counts them at the decision; batch_running the mean of those sent over the window. Sent
+    lines are part of running, waiting and the arrivals too: the engines cannot tell them
+    apart.
     """
 
     ready_replicas: int | None = None
@@ -25,7 +26,7 @@ class EndpointSignals:
     ttft_p95_s: float | None = None
     itl_p95_s: float | None = None
     batch_backlog: int | None = None
-    batch_running: int | None = None
+    batch_running: float | None = None
 
     @property
     def ongoing(self) -> float | None:

@@ -6,14 +6,13 @@ controller resumes where it stopped.
 Engine replicas push an EngineSample about once a second (`report_engine`); gateway
 replicas push their arrivals and held requests (`report_gateway`) and ask for an endpoint at
 zero to be woken (`wake`), which runs a decision at once instead of at the next period. The
-batch lines waiting for each endpoint are read from the store at each decision, through a
-callable the app builder hands in: the policy lends them what interactive demand leaves.
+batch lines for each endpoint are read from the store at each decision, through a callable
+the app builder hands in: the policy lends them what interactive demand leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -24,7 +23,6 @@ from autoscaling.live.persistence import Snapshot, SnapshotStore, upgrade
 from autoscaling.live.serve_control import ServeControl
 from autoscaling.live.window import GatewaySample, SignalWindow
 from autoscaling.policy import decide
-from autoscaling.signals import EndpointSignals
 from autoscaling.spec import PartitionSpec
 from autoscaling.state import EndpointState, PolicyState
 from observability import metrics
@@ -38,16 +36,6 @@ MIN_DECISION_GAP_S = 0.5
 
 # Batch lines per endpoint (its model name), as (queued, running): what the store holds.
 BatchBacklog = Callable[[], Mapping[str, tuple[int, int]]]
-
-
-def with_batch_backlog(signals: EndpointSignals, endpoint: str,
-                       backlog: Mapping[str, tuple[int, int]] | None) -> EndpointSignals:
-    """The endpoint's signals with its batch lines; none of them in the store is a backlog of
-    0, a store not read (None) leaves it unknown (the policy then holds what it lent)."""
-    if backlog is None:
-        return signals
-    queued, running = backlog.get(endpoint, (0, 0))
-    return dataclasses.replace(signals, batch_backlog=queued + running, batch_running=running)
 
 
 class PartitionController:
@@ -133,9 +121,10 @@ class PartitionController:
         self.running = running
         backlog = await self._read_batch_backlog()
         now = time.time()
-        signals = {spec.name: with_batch_backlog(
-                       self.window.signals(spec.name, running.get(spec.name), now),
-                       spec.name, backlog)
+        if backlog is not None:  # not read: the window's reads age out, then it is unknown
+            for spec in self.partition.endpoints:
+                self.window.add_batch(spec.name, now, *backlog.get(spec.name, (0, 0)))
+        signals = {spec.name: self.window.signals(spec.name, running.get(spec.name), now)
                    for spec in self.partition.endpoints}
         result = decide(self.partition, signals, self.state, now)
         for name, decision in result.decisions.items():

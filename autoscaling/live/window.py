@@ -7,6 +7,7 @@ of the last `window_s` seconds and summarises them per endpoint. Pure: time is p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -41,6 +42,8 @@ class SignalWindow:
         self.window_s = window_s
         self._engines: dict[str, dict[str, deque[tuple[float, EngineSample]]]] = defaultdict(dict)
         self._gateways: dict[str, dict[str, deque[tuple[float, GatewaySample]]]] = defaultdict(dict)
+        # The store's batch lines per endpoint at each read: (at, queued, running).
+        self._batch: dict[str, deque[tuple[float, int, int]]] = defaultdict(deque)
 
     def add_engine(self, endpoint: str, replica: str, at: float, sample: EngineSample) -> None:
         self._engines[endpoint].setdefault(replica, deque()).append((at, sample))
@@ -48,8 +51,12 @@ class SignalWindow:
     def add_gateway(self, endpoint: str, gateway: str, at: float, sample: GatewaySample) -> None:
         self._gateways[endpoint].setdefault(gateway, deque()).append((at, sample))
 
+    def add_batch(self, endpoint: str, at: float, queued: int, running: int) -> None:
+        """The batch lines for `endpoint` in the store at `at`: still to send, and sent."""
+        self._batch[endpoint].append((at, queued, running))
+
     def forget_before(self, cutoff: float) -> None:
-        for by_source in (*self._engines.values(), *self._gateways.values()):
+        for by_source in (*self._engines.values(), *self._gateways.values(), self._batch):
             for source in list(by_source):
                 reports = by_source[source]
                 while reports and reports[0][0] < cutoff:
@@ -57,12 +64,33 @@ class SignalWindow:
                 if not reports:
                     del by_source[source]
 
+    def batch(self, endpoint: str) -> tuple[int | None, float | None]:
+        """(lines queued or running at the last read, mean of those running over the window);
+        (None, None) when the store was not read within the window.
+
+        The engines' load is a mean over the window, so the batch lines in it are taken out
+        as a mean too: when a batch ends, its lines stay in the engines' means for a window
+        and must not read as the endpoint's interactive demand then."""
+        reads = self._batch.get(endpoint)
+        if not reads:
+            return None, None
+        _, queued, running = reads[-1]
+        return queued + running, sum(r for _, _, r in reads) / len(reads)
+
     def held(self, endpoint: str) -> int:
         """Requests the gateways hold for `endpoint`, by each gateway's latest report."""
         return sum(reports[-1][1].held for reports in self._gateways[endpoint].values())
 
     def signals(self, endpoint: str, ready_replicas: int | None, now: float) -> EndpointSignals:
-        """Signals of `endpoint` over (now - window_s, now].
+        """Signals of `endpoint` over (now - window_s, now], its batch lines with them."""
+        load = self._load(endpoint, ready_replicas, now)
+        backlog, running = self.batch(endpoint)
+        if backlog is None:
+            return load
+        return dataclasses.replace(load, batch_backlog=backlog, batch_running=running)
+
+    def _load(self, endpoint: str, ready_replicas: int | None, now: float) -> EndpointSignals:
+        """The engines' and gateways' part of the signals.
 
         running/waiting: each reporting replica's mean over its reports, summed over replicas,
         plus the requests held at the gateways (they wait too, only not in an engine). With

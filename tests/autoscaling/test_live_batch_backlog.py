@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from autoscaling import EndpointSignals
-from autoscaling.live.controller import PartitionController, with_batch_backlog
+from autoscaling.live.controller import PartitionController
+from autoscaling.live.window import SignalWindow
 from deployments.batch_backlog import StoreBatchBacklog
 from serving.batch import batch_store
 from serving.batch.batch_input import BatchLine
@@ -27,15 +27,21 @@ PARTITION = {
 }
 
 
-@pytest.mark.parametrize(("backlog", "expected"), [
-    (None, (None, None)),  # the store was not read: unknown
-    ({}, (0, 0)),  # read, and no line for this endpoint
-    ({"bulk": (25, 5)}, (30, 5)),  # 25 queued + 5 running
-])
-def test_signals_carry_the_endpoints_batch_lines(backlog, expected):
-    signals = with_batch_backlog(EndpointSignals(ready_replicas=1, running=5.0), "bulk", backlog)
-    assert (signals.batch_backlog, signals.batch_running) == expected
-    assert (signals.ready_replicas, signals.running) == (1, 5.0)
+def test_the_window_reads_batch_lines_as_a_mean_like_the_engines_load():
+    window = SignalWindow(window_s=10)
+    assert window.signals("bulk", 1, now=100.0).batch_backlog is None  # never read: unknown
+    window.add_batch("bulk", 100.0, queued=25, running=8)
+    window.add_batch("bulk", 105.0, queued=20, running=4)
+    signals = window.signals("bulk", 1, now=106.0)
+    # backlog as last read: 20 + 4; running as the engines' load, a mean: (8 + 4) / 2
+    assert (signals.batch_backlog, signals.batch_running) == (24, 6.0)
+    # The batch ends: its lines still weigh in the engines' means for a window, so in the
+    # running mean too; the backlog is gone at once.
+    window.add_batch("bulk", 108.0, queued=0, running=0)
+    signals = window.signals("bulk", 1, now=109.0)
+    assert (signals.batch_backlog, signals.batch_running) == (0, 4.0)
+    # Not read for a window (the store away): unknown again.
+    assert window.signals("bulk", 1, now=130.0).batch_running is None
 
 
 class FakeServe:
@@ -109,6 +115,7 @@ async def test_a_store_that_cannot_be_read_holds_what_is_lent(controller, databa
         raise ConnectionError("the store is away")
 
     controller.batch_backlog = away
+    controller.window = SignalWindow(controller.window.window_s)  # no read within the window
     controller.serve.running = {"chat": 0, "bulk": 1}
     result = await controller.step()
     assert (result.targets["bulk"], result.decisions["bulk"].lent) == (1, 1)
