@@ -32,6 +32,8 @@ PAIRS = [
     (types.BatchList, "BatchList"),
     (types.OperatorBatch, "OperatorBatch"),
     (types.OperatorBatchList, "OperatorBatchList"),
+    (types.SlaReport, "SlaReport"),
+    (types.SlaBatch, "BatchUsage"),
 ]
 
 

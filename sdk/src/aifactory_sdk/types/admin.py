@@ -172,6 +172,19 @@ class SlaBucket(BaseModel):
     compliance: float | None = None
 
 
+class SlaBatch(BaseModel):
+    """The window's batch lines, apart from the interactive figures (no latency target)."""
+
+    model_config = ConfigDict(extra="allow")
+    batches: int
+    lines: int
+    outcomes: dict[str, int]
+    availability: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
 class SlaReport(Result):
     """A tenant's SLA over [since, until): availability, latency percentiles against its
     targets, the share of compliant requests against its objective. `definitions` says how
@@ -191,6 +204,7 @@ class SlaReport(Result):
     objective_met: bool | None = None
     total_tokens: int = 0
     buckets: list[SlaBucket] = []
+    batch: SlaBatch | None = None  # None from a gateway older than the batch section
     definitions: dict[str, str] = {}
 
 
