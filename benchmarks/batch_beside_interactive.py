@@ -56,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -207,8 +208,9 @@ class Interactive:
                 "ttft_p99_ms": percentile(ms, 99), "first_error": self.first_error}
 
 
-async def one_request(client, rng: random.Random) -> float:
-    began = time.perf_counter()
+async def one_request(client, rng: random.Random, began: float | None = None) -> float:
+    """TTFT in seconds, from `began` (its arrival, by time.perf_counter) if given."""
+    began = time.perf_counter() if began is None else began
     stream = await client.completions.create(model=MODEL, prompt=prompt(rng),
                                              max_tokens=MAX_TOKENS, stream=True,
                                              extra_body={"ignore_eos": True})
@@ -229,7 +231,8 @@ async def drive_interactive(client, rate: float, stop: asyncio.Event, seed: int)
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while not stop.is_set():
-        tasks.append(asyncio.create_task(one_request(client, random.Random(rng.random()))))
+        tasks.append(asyncio.create_task(one_request(client, random.Random(rng.random()),
+                                                     time.perf_counter())))
         next_at += rng.expovariate(rate)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, next_at - loop.time()))
@@ -257,9 +260,10 @@ class BatchRun:
     first_error: str | None
 
 
-async def run_batch(client, input_file_id: str) -> BatchRun:
-    """One batch of the uploaded file, from create to an end state; its tokens from the
-    output file's usage."""
+async def run_batch(client, input_file_id: str,
+                    ended: Callable[[], None] | None = None) -> BatchRun:
+    """One batch of the uploaded file, from create to an end state (then `ended()`, before
+    its files are read); its tokens from the output file's usage."""
     began = time.perf_counter()
     batch = await client.batches.create(input_file_id=input_file_id,
                                         endpoint="/v1/chat/completions",
@@ -268,6 +272,8 @@ async def run_batch(client, input_file_id: str) -> BatchRun:
         await asyncio.sleep(POLL_S)
         batch = await client.batches.retrieve(batch.id)
     wall_s = time.perf_counter() - began
+    if ended is not None:
+        ended()
     tokens = lines_ok = 0
     if batch.output_file_id:
         for line in jsonl_lines((await client.files.content(batch.output_file_id)).text):
@@ -308,7 +314,7 @@ async def phase_busy(batch_client, interactive, input_file_id: str, args, seed: 
     stop = asyncio.Event()
     load = asyncio.create_task(drive_interactive(interactive, args.rate, stop, seed))
     try:
-        batch = await run_batch(batch_client, input_file_id)
+        batch = await run_batch(batch_client, input_file_id, ended=stop.set)
     finally:
         stop.set()
     return {"interactive": (await load).summary(), "batch": asdict(batch)}
