@@ -65,17 +65,19 @@ class SignalWindow:
                     del by_source[source]
 
     def batch(self, endpoint: str) -> tuple[int | None, float | None]:
-        """(lines queued or running at the last read, mean of those running over the window);
-        (None, None) when the store was not read within the window.
+        """(lines queued or running at the last read, lines running: the last read or their
+        mean over the window, whichever is more); (None, None) when the store was not read
+        within the window.
 
-        The engines' load is a mean over the window, so the batch lines in it are taken out
-        as a mean too: when a batch ends, its lines stay in the engines' means for a window
-        and must not read as the endpoint's interactive demand then."""
+        The lines running are part of the endpoint's load, some as a mean over the window
+        (the engines'), some as last reported (those a gateway holds for an endpoint at
+        zero), and must not read as its interactive demand: when a batch ends its lines stay
+        in the engines' means for a window, when one starts they are held at once."""
         reads = self._batch.get(endpoint)
         if not reads:
             return None, None
         _, queued, running = reads[-1]
-        return queued + running, sum(r for _, _, r in reads) / len(reads)
+        return queued + running, max(running, sum(r for _, _, r in reads) / len(reads))
 
     def held(self, endpoint: str) -> int:
         """Requests the gateways hold for `endpoint`, by each gateway's latest report."""

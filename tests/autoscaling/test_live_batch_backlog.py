@@ -40,6 +40,9 @@ def test_the_window_reads_batch_lines_as_a_mean_like_the_engines_load():
     window.add_batch("bulk", 108.0, queued=0, running=0)
     signals = window.signals("bulk", 1, now=109.0)
     assert (signals.batch_backlog, signals.batch_running) == (0, 4.0)
+    # A batch starts: its lines are sent (or held at a gateway) at once: the last read.
+    window.add_batch("bulk", 110.0, queued=90, running=30)
+    assert window.signals("bulk", 1, now=111.0).batch_running == 30
     # Not read for a window (the store away): unknown again.
     assert window.signals("bulk", 1, now=130.0).batch_running is None
 
