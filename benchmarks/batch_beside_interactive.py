@@ -32,8 +32,9 @@ to 192 lines run at once beside the interactive requests. `--max-ongoing-request
 and cost the batch.
 
 The load generator runs in this process at normal niceness; Ray runs the platform's workers
-at nice 15, so the clients' clocks are not starved by the engine. Run it under the machine's
-e2e lock (it starts a Ray head): `flock /tmp/e2e.lock .venv/bin/python benchmarks/...`.
+at nice 15, so the clients' clocks are not starved by the engine. It starts a local Ray head
+of its own: nothing else may run one on the machine meanwhile (another `aifactory up`, the
+end-to-end tests); on a shared machine, hold a lock around it, e.g. `flock FILE python ...`.
 Usage: python benchmarks/batch_beside_interactive.py [--lines 5000] [--rate 4]
            [--interactive-seconds 60] [--repeats 3] [--max-ongoing-requests N]
            [--work DIR (keeps config, home, logs)] [--json (the table goes to stderr)]
@@ -161,9 +162,12 @@ def platform(work: Path, max_ongoing_requests: int | None = None):
     log = work / "up.log"
     try:
         started = time.monotonic()
+        # In a session of its own, as are the Ray processes it starts: a Ctrl-C at the
+        # terminal (or a signal to this process group) reaches this script only, which then
+        # stops the platform in order rather than leaving half of it killed.
         with open(log, "w") as out:
             up = subprocess.run([*cli, "up", "--detach", "--config", str(config)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         if up.returncode != 0:
             raise RuntimeError(f"aifactory up failed ({up.returncode}):\n"
                                f"{log.read_text()[-3000:]}")
@@ -178,17 +182,39 @@ def platform(work: Path, max_ongoing_requests: int | None = None):
             store.close()
         yield f"http://127.0.0.1:{port}/v1", keys
     finally:
-        down = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True)
-        deadline = time.monotonic() + 30
-        while _leftover_processes() and time.monotonic() < deadline:
-            time.sleep(1)
-        left = _leftover_processes()
-        if down.returncode != 0 or left:
-            subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"],
-                           capture_output=True)
-            print(f"# aifactory down ({down.returncode}) left {len(left)} processes; ran "
-                  f"`ray stop --force`:\n{down.stderr[-2000:]}\n" + "\n".join(left),
-                  file=sys.stderr)
+        # A second Ctrl-C or SIGTERM must not cut the stop short: that would leave a Ray head
+        # behind for whatever starts one next on this machine.
+        signals = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+        print("# stopping the platform", file=sys.stderr, flush=True)
+        _stop_platform(cli, env)
+        for number, handler in signals.items():
+            signal.signal(number, handler)
+
+
+def _stop_platform(cli: list[str], env: dict) -> None:
+    """`aifactory down`; if it fails or leaves Ray, vLLM or HAProxy processes, `ray stop
+    --force` and `aifactory down` again (it ends engines whose replica is gone)."""
+    def down() -> str | None:
+        try:
+            done = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True,
+                                  timeout=300, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            return "timed out"
+        return None if done.returncode == 0 else done.stderr[-2000:]
+
+    failed = down()
+    deadline = time.monotonic() + 30
+    while _leftover_processes() and time.monotonic() < deadline:
+        time.sleep(1)
+    left = _leftover_processes()
+    if failed is None and not left:
+        return
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"],
+                   capture_output=True, timeout=120, start_new_session=True)
+    down()
+    print(f"# aifactory down failed ({failed}) or left {len(left)} processes; ran `ray stop "
+          f"--force` and `aifactory down` again; now left: {_leftover_processes()}",
+          file=sys.stderr)
 
 
 # --- the two tenants' load ------------------------------------------------------------------
