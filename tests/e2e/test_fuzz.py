@@ -40,7 +40,9 @@ OPERATIONS = [("/v1/chat/completions", "POST"), ("/v1/completions", "POST"), ("/
               ("/pooling", "POST"), ("/score", "POST"), ("/v1/score", "POST"),
               ("/rerank", "POST"), ("/v1/rerank", "POST"), ("/v2/rerank", "POST"),
               ("/v1/files", "POST"), ("/v1/files", "GET"), ("/v1/files/{file_id}", "GET"),
-              ("/v1/files/{file_id}", "DELETE"), ("/v1/files/{file_id}/content", "GET")]
+              ("/v1/files/{file_id}", "DELETE"), ("/v1/files/{file_id}/content", "GET"),
+              ("/v1/batches", "POST"), ("/v1/batches", "GET"), ("/v1/batches/{batch_id}", "GET"),
+              ("/v1/batches/{batch_id}/cancel", "POST")]
 
 
 @pytest.fixture(scope="module")

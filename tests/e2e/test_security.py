@@ -341,6 +341,19 @@ def every_operator_and_tenant_route(store) -> list[tuple[str, str]]:
                    for route in router.routes for method in route.methods})
 
 
+def failed_batch(platform, key: str) -> str:
+    """The id of a batch of the key's tenant, failed in validation (it runs nothing)."""
+    from aifactory_sdk import Client
+
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/completions",
+            "body": {"model": "demo-remote", **SMALL}}
+    with Client(api_key=key, base_url=platform["url"], max_retries=0) as client:
+        made = client.files.create(file=(json.dumps(line) + "\n").encode() * 2)
+        batch = client.batches.create(input_file_id=made.id, endpoint="/v1/completions")
+    assert batch.status == "failed"  # the custom_id twice
+    return batch.id
+
+
 def test_no_route_lets_one_tenant_see_or_change_another(platform, store):
     """Cross-tenant probes on every admin and self-service route, with the attacker's
     inference key and its own tenant-admin key, the victim's names and ids in the path and
@@ -351,10 +364,11 @@ def test_no_route_lets_one_tenant_see_or_change_another(platform, store):
     attacker_admin = store.create_key(attacker, scope="admin").plaintext
     victim_key_id = store.list_keys(victim)[0].id
     post(platform, victim_key, {"model": "demo-remote", **SMALL})  # usage to be seen or not
+    victim_batch = failed_batch(platform, victim_key)  # finished: a cancel that saw it is a 400
     routes = every_operator_and_tenant_route(store)
     assert len(routes) >= 25
     filled = {"{name}": victim, "{tenant}": victim, "{endpoint}": "demo-remote",
-              "{key_id}": str(victim_key_id)}
+              "{key_id}": str(victim_key_id), "{batch_id}": victim_batch}
     for method, template in routes:
         path = template
         for slot, value in filled.items():
