@@ -16,11 +16,18 @@ NEVER_RAN = {BatchStatus.CANCELLED: ("batch_cancelled", "the batch was cancelled
              BatchStatus.EXPIRED: ("batch_expired", "the batch's 24h window ended first")}
 
 
+# Characters str.splitlines() breaks a line at that JSON leaves raw in a string (the control
+# characters among them it escapes already): escaped, so that a client reading the file with
+# `.text.splitlines()` gets one JSON object per line whatever the model wrote.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def _line(batch_id: str, line: int, custom_id: str, response: dict | None,
           error: dict | None) -> bytes:
     item = {"id": f"batch_req_{batch_id.removeprefix('batch_')}_{line}",
             "custom_id": custom_id, "response": response, "error": error}
-    return (json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    text = json.dumps(item, separators=(",", ":"), ensure_ascii=False).translate(_LINE_BREAKS)
+    return (text + "\n").encode()
 
 
 def output_files(batch_id: str, ended: Iterable[EndedLine], never_ran: Iterable[tuple[int, str]],
