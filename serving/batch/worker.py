@@ -24,8 +24,9 @@ from serving.batch.output import output_files
 logger = logging.getLogger(__name__)
 
 TICK_S = 0.25  # how soon a line follows room on its endpoint, and a batch its lines' ends
+MIN_TICK_GAP_S = 0.02  # a line's end brings the next tick forward, to no less than this
 LEASE = timedelta(seconds=20)  # a dead replica's lines are taken over this long after
-RENEW_EVERY = 20  # ticks (5 s): a live replica's leases never run out
+RENEW_EVERY_S = 5.0  # a live replica's leases never run out
 MIN_DEFER_S = 0.5  # a deferred line (and its tenant's other lines) waits at least this long
 
 
@@ -72,7 +73,8 @@ class BatchWorker:
         self.running: dict[str, dict[int, asyncio.Task]] = {}
         self.paused_until: dict[str, float] = {}  # tenant -> monotonic time its limits allow
         self._reported: set[tuple[str, str]] = set()
-        self._ticks = 0
+        self._renewed_at = time.monotonic()
+        self._line_ended = asyncio.Event()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -94,7 +96,18 @@ class BatchWorker:
                 raise
             except Exception as exc:  # the store away: try again next tick, nothing is lost
                 logger.warning("batch worker tick failed: %r", exc)
-            await asyncio.sleep(self.tick_s)
+            await self._until_next_tick()
+
+    async def _until_next_tick(self) -> None:
+        """A tick's time, or less once a line has ended (its room is free again: with few
+        lines allowed, waiting out the tick would leave the engine idle), never less than
+        MIN_TICK_GAP_S apart."""
+        self._line_ended.clear()
+        await asyncio.sleep(MIN_TICK_GAP_S)
+        try:
+            await asyncio.wait_for(self._line_ended.wait(), self.tick_s - MIN_TICK_GAP_S)
+        except TimeoutError:
+            pass
 
     async def tick(self) -> None:
         live = await asyncio.to_thread(batches.unfinished, self.store)
@@ -103,8 +116,8 @@ class BatchWorker:
             now = self.store._now()
             if may_send(batch.status, now, batch.expires_at):
                 await self._send(batch)
-        self._ticks += 1
-        if self._ticks % RENEW_EVERY == 0:
+        if time.monotonic() - self._renewed_at >= RENEW_EVERY_S:
+            self._renewed_at = time.monotonic()
             for batch_id, lines in self.running.items():
                 await asyncio.to_thread(batches.renew, self.store, self.owner, batch_id,
                                         list(lines), self.lease)
@@ -153,6 +166,7 @@ class BatchWorker:
             logger.warning("batch %s line %d failed to run: %r", line.batch_id, line.line, exc)
         finally:
             self.running.get(line.batch_id, {}).pop(line.line, None)
+            self._line_ended.set()
 
     async def _defer(self, line: ClaimedLine, retry_after_s: float) -> None:
         resume = time.monotonic() + retry_after_s

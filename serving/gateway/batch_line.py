@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import Response
 
 from serving.batch.batch_store import ClaimedLine
-from serving.batch.capacity import EndpointLoad, batch_room
+from serving.batch.capacity import BUSY_FOR_S, EndpointLoad, batch_room
 from serving.batch.worker import LineResult
 from serving.gateway import telemetry
 from serving.gateway.access import Admitted
@@ -143,6 +144,7 @@ class GatewayLines:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.batch_in_flight: dict[str, int] = {}
+        self.interactive_seen: dict[str, float] = {}  # model -> when last seen in flight
         # Engine failures per line, so a line that keeps failing its engine (one that crashes
         # it, say) is answered with the failure after a few resends rather than sent for ever.
         self.engine_faults: dict[str, int] = {}
@@ -152,9 +154,14 @@ class GatewayLines:
         if target is None:
             return 1  # the line is answered 404 by the route step, as a request would be
         bound = target.bound
+        lines = self.batch_in_flight.get(model, 0)
+        now = time.monotonic()
+        if bound.in_flight > lines:  # interactive requests in flight now (asked every tick)
+            self.interactive_seen[model] = now
+        recently = now - self.interactive_seen.get(model, -BUSY_FOR_S) < BUSY_FOR_S
         return batch_room(EndpointLoad(slots=bound.slots, in_flight=bound.in_flight,
-                                       waiting=len(bound.waiting),
-                                       batch_in_flight=self.batch_in_flight.get(model, 0)))
+                                       waiting=len(bound.waiting), batch_in_flight=lines,
+                                       interactive_recently=recently))
 
     async def run(self, line: ClaimedLine) -> LineResult:
         request_id = batch_line_request_id(line.batch_id, line.line)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from serving.batch.capacity import UNBOUNDED_BATCH_LINES, EndpointLoad, batch_room
+from serving.batch.capacity import (
+    BUSY_BATCH_LINES,
+    UNBOUNDED_BATCH_LINES,
+    EndpointLoad,
+    batch_room,
+)
 
 
 @pytest.mark.parametrize(("load", "room"), [
@@ -27,3 +32,21 @@ def test_interactive_demand_returning_stops_new_lines_at_once() -> None:
     busy = EndpointLoad(slots=8, in_flight=8, waiting=2, batch_in_flight=6)
     assert batch_room(idle) == 0 and batch_room(busy) == 0
     assert batch_room(EndpointLoad(slots=8, in_flight=2, waiting=0, batch_in_flight=2)) == 4
+
+
+@pytest.mark.parametrize(("load", "room"), [
+    # Interactive requests lately: a few lines only, however many slots are free.
+    (EndpointLoad(slots=256, in_flight=1, waiting=0, batch_in_flight=0,
+                  interactive_recently=True), BUSY_BATCH_LINES),
+    (EndpointLoad(slots=256, in_flight=BUSY_BATCH_LINES, waiting=0,
+                  batch_in_flight=BUSY_BATCH_LINES, interactive_recently=True), 0),
+    # Lines sent while it was quiet are not cut (they finish), but no more go.
+    (EndpointLoad(slots=256, in_flight=40, waiting=0, batch_in_flight=40,
+                  interactive_recently=True), 0),
+    (EndpointLoad(slots=None, in_flight=1, waiting=0, batch_in_flight=0,
+                  interactive_recently=True), min(UNBOUNDED_BATCH_LINES, BUSY_BATCH_LINES)),
+    # Quiet again: the whole free room.
+    (EndpointLoad(slots=256, in_flight=2, waiting=0, batch_in_flight=2), 256 - 64 - 2),
+])
+def test_interactive_traffic_keeps_the_batch_to_a_few_lines(load, room) -> None:
+    assert batch_room(load) == room

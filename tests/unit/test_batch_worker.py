@@ -234,3 +234,22 @@ async def test_pending_lines_are_reported_per_tenant_and_zeroed_when_gone(store,
     assert batches.find(store, "acme", batch.id).status is BatchStatus.COMPLETED
     await asyncio.to_thread(worker._report_pending)
     assert gauges == {("acme", "queued"): 0, ("acme", "running"): 0}
+
+
+async def test_a_line_ending_brings_the_next_one_without_waiting_a_tick(store) -> None:
+    """One line at a time and ticks 30 s apart: the next line follows each line's end (a
+    worker waiting for ticks would take minutes over these five)."""
+    batch, engine = make(store, 5), Engine()
+    worker = BatchWorker(store, Files(), engine,
+                         lambda model: 1 - sum(len(x) for x in worker.running.values()),
+                         "gw-1", tick_s=30.0)
+    worker.start()
+    try:
+        for _ in range(1000):
+            if batches.counts(store, batch.id)[0].ended == 5:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await worker.stop()
+    assert batches.counts(store, batch.id)[1:] == (5, 0)  # all five answered, 200
+    assert engine.sent == [1, 2, 3, 4, 5]
