@@ -153,6 +153,8 @@ class GatewayLines:
         target = self.gateway.endpoints.get(model)
         if target is None:
             return 1  # the line is answered 404 by the route step, as a request would be
+        if getattr(target, "at_zero", False):
+            return 0  # woken by the controller when it lends the backlog a replica, not here
         bound = target.bound
         lines = self.batch_in_flight.get(model, 0)
         now = time.monotonic()

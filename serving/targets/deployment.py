@@ -22,6 +22,7 @@ from serving.targets.call import BoundCall
 from serving.targets.links.directory import LinkAddress, LinkDirectory
 from serving.targets.errors import EndpointUnavailable
 from serving.targets.links import GatewayLink, LinkBroken, LinkStream, connect
+from serving.tenancy.records import batch_of
 
 logger = logging.getLogger(__name__)
 
@@ -197,10 +198,18 @@ class DeploymentTarget:
         self._waker = waker
         self._card = card
 
+    @property
+    def at_zero(self) -> bool:
+        """Autoscaled and, as the controller last said, without a running replica."""
+        return self._waker is not None and self._waker.at_zero(self.name)
+
     def call(self, kind: str, body: dict[str, Any], request_id: str) -> DeploymentCall:
         hold = None
         if self._waker is not None:
-            self._waker.arrived(self.name)
+            # A batch line is no arrival: the controller reads the batch backlog from the
+            # store and lends it only what interactive demand leaves.
+            if batch_of(request_id) is None:
+                self._waker.arrived(self.name)
             hold = lambda: self._waker.hold_until_running(self.name)  # noqa: E731
         return DeploymentCall(self.links, kind, body, request_id, self.bound, self.name, hold)
 

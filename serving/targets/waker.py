@@ -60,6 +60,11 @@ class EndpointWaker:
         self._start_reporting()
         return True
 
+    def at_zero(self, endpoint: str) -> bool:
+        """Whether the controller last said `endpoint` runs no replica (False before it
+        answered: then nothing is known)."""
+        return self._running is not None and self._running.get(endpoint, 0) == 0
+
     async def hold_until_running(self, endpoint: str) -> None:
         """Return once `endpoint` has a running replica; EndpointUnavailable after timeout_s.
         Without an answer from the controller yet, do not hold: Serve queues the request."""
