@@ -33,7 +33,7 @@ from serving.batch.worker import BatchWorker
 from serving.gateway.batch_line import GatewayLines
 from serving.gateway.errors import error_response
 from serving.gateway.exchange import Refusal, store_unavailable
-from serving.gateway.pipeline import Gateway, authenticate, read_body
+from serving.gateway.pipeline import Gateway, authenticate, for_caller, read_body
 from serving.gateway.shape import bad_shape
 from serving.tenancy import Principal
 
@@ -161,17 +161,13 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
     @router.get("/v1/batches/{batch_id:path}", openapi_extra=SECURED,
                 responses={200: {"model": BatchObject}, **errors(401, 403, 404, 503)})
     async def retrieve_batch(batch_id: str, request: Request) -> Response:
+        def read(caller: Principal) -> dict[str, Any] | None:
+            found = batches.find(store, caller.tenant, batch_id)
+            return None if found is None else shown_batch(found)
+
         try:
-            caller = await authenticate(gateway.access, request)
-
-            def read() -> dict[str, Any] | None:
-                found = batches.find(store, caller.tenant, batch_id)
-                return None if found is None else shown_batch(found)
-
-            try:
-                found = await asyncio.to_thread(read)
-            except Exception as exc:
-                raise store_unavailable(exc) from None
+            found = await for_caller(gateway.access, request,
+                                     lambda caller: asyncio.to_thread(read, caller))
         except Refusal as refusal:
             return refusal.response
         return not_found(batch_id) if found is None else JSONResponse(found)
@@ -179,14 +175,13 @@ def build_batch_router(gateway: Gateway, files: Files) -> APIRouter:
     @router.post("/v1/batches/{batch_id}/cancel", openapi_extra=SECURED,
                  responses={200: {"model": BatchObject}, **errors(400, 401, 403, 404, 503)})
     async def cancel_batch(batch_id: str, request: Request) -> Response:
+        def cancel(caller: Principal) -> tuple[Any, dict[str, Any] | None]:
+            after = batches.cancel(store, caller.tenant, batch_id)
+            return after, shown_batch(after) if isinstance(after, batches.Batch) else None
+
         try:
-            caller = await authenticate(gateway.access, request)
-            try:
-                after = await asyncio.to_thread(batches.cancel, store, caller.tenant, batch_id)
-                shown_after = None if not isinstance(after, batches.Batch) else \
-                    await asyncio.to_thread(shown_batch, after)
-            except Exception as exc:
-                raise store_unavailable(exc) from None
+            after, shown_after = await for_caller(
+                gateway.access, request, lambda caller: asyncio.to_thread(cancel, caller))
         except Refusal as refusal:
             return refusal.response
         if after is None:

@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import Request
@@ -74,6 +74,20 @@ async def authenticate(access: Access, request: Request) -> Principal:
         raise Refusal(error_response(403, str(exc), code="account_deactivated")) from None
     except TenancyError as exc:
         raise Refusal(error_response(400, str(exc))) from None
+    except Exception as exc:
+        raise store_unavailable(exc) from None
+
+
+async def for_caller(access: Access, request: Request, act: Callable[[Principal], Awaitable[Any]],
+                     passes: tuple[type[BaseException], ...] = (Refusal,)) -> Any:
+    """`act(the caller)` after authentication: the step of every route that reads or changes
+    the caller's own things. What `act` raises of `passes` goes on as raised; anything else
+    is the store (or Redis) away, whatever its driver raised: a 503 Refusal."""
+    principal = await authenticate(access, request)
+    try:
+        return await act(principal)
+    except passes:
+        raise
     except Exception as exc:
         raise store_unavailable(exc) from None
 

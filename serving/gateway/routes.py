@@ -12,12 +12,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from serving.gateway import responses
-from serving.gateway.exchange import Refusal, store_unavailable
+from serving.gateway.exchange import Refusal
 from serving.gateway.pipeline import (
     ENDPOINT_NAME,
     Gateway,
-    authenticate,
     model_not_found,
+)
+from serving.gateway.pipeline import (
+    for_caller as pipeline_for_caller,
 )
 from serving.tenancy import Principal, stored_responses
 
@@ -27,12 +29,7 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
     started = int(time.time())
 
     async def for_caller(request: Request, read: Callable[[Principal], Awaitable[Any]]) -> Any:
-        """`read(the caller)` after authentication; a store that fails is a 503 Refusal."""
-        principal = await authenticate(gateway.access, request)
-        try:
-            return await read(principal)
-        except Exception as exc:
-            raise store_unavailable(exc) from None
+        return await pipeline_for_caller(gateway.access, request, read)
 
     def stored(call: Callable[..., Any], response_id: str) -> Callable[[Principal], Any]:
         return lambda caller: asyncio.to_thread(call, gateway.access.store, caller.tenant,

@@ -29,8 +29,8 @@ from serving.batch.files.service import Files
 from serving.batch.files.upload import UploadRefused, read_upload
 from serving.gateway.access import Access
 from serving.gateway.errors import error_response
-from serving.gateway.exchange import Refusal, store_unavailable
-from serving.gateway.pipeline import authenticate
+from serving.gateway.exchange import Refusal
+from serving.gateway.pipeline import for_caller as pipeline_for_caller
 from serving.tenancy import Principal
 
 logger = logging.getLogger(__name__)
@@ -55,18 +55,19 @@ def build_files_router(access: Access, files: Files) -> APIRouter:
     router = APIRouter()
 
     async def for_caller(request: Request, act: Callable[[Principal], Awaitable[Any]]) -> Any:
-        """`act(the caller)` after authentication; a store that fails is a 503 Refusal."""
-        principal = await authenticate(access, request)
-        try:
-            return await act(principal)
-        except (Refusal, UploadRefused, ClientDisconnect):
-            raise
-        except OSError as exc:  # the storage folder: full, gone, unmounted
-            logger.warning("file storage unavailable: %r", exc)
-            raise Refusal(error_response(503, "the platform's file storage is unavailable; "
-                                              "retry shortly", headers={"retry-after": "1"}))
-        except Exception as exc:  # the store (or Redis) away, whatever its driver raised
-            raise store_unavailable(exc) from None
+        """The pipeline's step, with the storage folder's failures (full, gone, unmounted)
+        told apart from the store's."""
+        async def acting(caller: Principal) -> Any:
+            try:
+                return await act(caller)
+            except OSError as exc:
+                logger.warning("file storage unavailable: %r", exc)
+                raise Refusal(error_response(
+                    503, "the platform's file storage is unavailable; retry shortly",
+                    headers={"retry-after": "1"})) from None
+
+        return await pipeline_for_caller(access, request, acting,
+                                         passes=(Refusal, UploadRefused, ClientDisconnect))
 
     @router.post("/v1/files", openapi_extra=protocol.UPLOAD_BODY,
                  responses={200: {"model": protocol.FileObject},
