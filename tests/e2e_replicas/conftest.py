@@ -16,6 +16,18 @@ from tests.tcp_proxy import CuttableProxy
 HERE = Path(__file__).parent
 BASE_URL = "http://127.0.0.1:18001"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+# Kills a gateway replica and does not wait for Serve to replace it (test_replicas checks
+# that Serve does): it runs after every other test of this package, which need both.
+RUNS_LAST = "test_replicas_batch"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    last = [item for item in items if item.path.parent == HERE and item.path.stem == RUNS_LAST]
+    for item in last:
+        items.remove(item)
+    ours = [n for n, item in enumerate(items) if item.path.parent == HERE]
+    at = ours[-1] + 1 if ours else len(items)
+    items[at:at] = last
 
 
 @pytest.fixture(scope="package")
