@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from deployments.config import DEMO_MODEL, EndpointConfig, PartitionConfig
 from deployments.engine import engine_args, engine_deployment_name, engine_deployment_options
+from serving.engine.card import card_from_args
 from serving.targets.deployment import DeploymentTarget, LinkHub
 from serving.targets.registry import EndpointTargets
 from serving.tenancy import Conflict, Invalid, Store
@@ -199,7 +200,7 @@ class ServeEndpointDeployer:
         # of following catches up).
         handle = await asyncio.to_thread(
             serve.get_deployment_handle, engine_deployment_name(endpoint.name), APP_NAME)
-        card = {"root": self._model_path(endpoint), "max_model_len": endpoint.engine.max_model_len}
+        card = card_from_args(self._model_path(endpoint), engine_args(endpoint, self._partition))
         links = self._links.links_for(APP_NAME, engine_deployment_name(endpoint.name),
                                       endpoint.name)
         self._targets.add(endpoint.name, DeploymentTarget(

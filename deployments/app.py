@@ -38,6 +38,7 @@ from serving.batch.files.service import Files
 from serving.batch.files.storage import FileStorage
 from serving.batch.routes import batch_api
 from serving.engine import EngineHost
+from serving.engine.card import card_from_args
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.gateway.ledger_writer import LedgerSpool
@@ -224,8 +225,8 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
                tenancy.database_url, settings.period_s, settings.window_s,
                config.partition.accelerator, StoreBatchBacklog(tenancy.database_url))
         autoscaling = AutoscalingWiring(
-            cards={e.name: {"root": model_paths[e.name],
-                            "max_model_len": config.endpoint(e.name).engine.max_model_len}
+            cards={e.name: card_from_args(model_paths[e.name],
+                                          engine_args(config.endpoint(e.name), config.partition))
                    for e in partition.endpoints},
             wake_timeout_s=settings.wake_timeout_s,
             database_url=tenancy.database_url, partition=partition.name)

@@ -72,7 +72,7 @@ class EngineDeployment:
                 logger.warning("autoscaler unreachable: %r", exc)
 
     async def card(self) -> dict[str, Any]:
-        return {"root": self.host.args.model, "max_model_len": self.host.max_model_len}
+        return self.host.card()
 
     async def load(self) -> dict[str, float]:
         return {**self.host.load(), "link_requests": float(self._links.in_flight)}

@@ -20,6 +20,9 @@ from pydantic import ValidationError
 
 from observability.tracing import configure_tracing
 from serving.engine import telemetry
+from serving.engine.adapters import AdapterLoadFailed, AdapterRef, EngineAdapters, \
+    without_adapter_field
+from serving.engine.card import engine_card
 from serving.engine.protocols import (
     BINARY_ENCODINGS,
     CHAT,
@@ -123,6 +126,14 @@ class EngineHost:
         self.args = args
         self.served_name: str = args.served_model_name[0]
         self.max_model_len: int = engine_client.model_config.max_model_len
+        self.lora = engine_client.vllm_config.lora_config  # None: LoRA not enabled
+        self.adapters = (EngineAdapters(state.openai_serving_models)
+                         if self.lora is not None else None)
+
+    def card(self) -> dict[str, Any]:
+        lora = self.lora
+        return engine_card(self.args.model, self.max_model_len,
+                           lora.max_lora_rank if lora else None, lora.max_loras if lora else None)
 
     @classmethod
     async def start(cls, model: str, served_name: str, engine: Mapping[str, Any],
@@ -157,8 +168,9 @@ class EngineHost:
         chat, completion, responses, embedding, pooling, score, rerank, tokenize,
         detokenize); under the request's engine span when tracing is on."""
         body, trace_carrier = telemetry.take_trace_context(body)
+        body, adapter = without_adapter_field(body)
         span = telemetry.start_engine_span(trace_carrier, kind, self.served_name, request_id)
-        reply = await self._handle(kind, body, request_id)
+        reply = await self._handle(kind, body, request_id, adapter)
         if span is not None:
             if reply.stream is not None:
                 return EngineReply(reply.status, stream=telemetry.traced_stream(reply.stream, span))
@@ -187,7 +199,8 @@ class EngineHost:
             return EngineReply(status=response.status_code, body=json.loads(response.body))
         raise AssertionError(f"no vLLM call for {kind!r}")
 
-    async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None) -> EngineReply:
+    async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None,
+                      adapter: AdapterRef | None = None) -> EngineReply:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
 
         from vllm.entrypoints.serve.exception_handling.error_response import (
@@ -229,7 +242,12 @@ class EngineHost:
             # A response's id is its request's (OpenAI's ids start "resp_").
             request.request_id = f"resp_{request_id}" if kind == RESPONSES else request_id
         try:
-            result = await self._serve(kind, serving, request)
+            result = await self._serve_with(adapter, kind, serving, request)
+        except AdapterLoadFailed as exc:
+            logger.warning("LoRA adapter %s not loaded: %s", adapter.name, exc)
+            return _error(exc.status, f"the adapter `{adapter.name}` could not be loaded: {exc}",
+                          "BadRequestError" if exc.status < 500 else "InternalServerError",
+                          "model")
         except INPUT_SHAPE_ERRORS as exc:
             # Raised while vLLM read a validated request, before anything ran: an input
             # shape it does not handle (e.g. a Responses item with empty content), which
@@ -250,6 +268,17 @@ class EngineHost:
             return EngineReply(status=HTTPStatus.OK,
                                body=result.model_dump(mode="json", by_alias=kind == RESPONSES))
         return EngineReply(status=HTTPStatus.OK, stream=result)
+
+    async def _serve_with(self, adapter: AdapterRef | None, kind: str, serving, request):
+        """`_serve`, with the request's LoRA adapter registered and held until vLLM has
+        resolved it (which it does before the reply, streamed or not, begins)."""
+        if adapter is None:
+            return await self._serve(kind, serving, request)
+        if self.adapters is None:
+            raise AdapterLoadFailed(HTTPStatus.BAD_REQUEST,
+                                    f"model `{self.served_name}` does not enable LoRA")
+        async with self.adapters.using(adapter):
+            return await self._serve(kind, serving, request)
 
     @staticmethod
     def _error_from(response) -> EngineReply:

@@ -53,4 +53,4 @@ class LocalTarget:
         return True
 
     async def card(self) -> dict[str, Any]:
-        return {"root": self.host.args.model, "max_model_len": self.host.max_model_len}
+        return self.host.card()
