@@ -17,10 +17,6 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-# The ops that gather adapter weights per token (the sgmv_* ones call these by name).
-GATHERING_OPS = ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice")
-
-
 def mask_no_lora_tokens() -> None:
     from vllm.platforms import current_platform
 
@@ -30,25 +26,55 @@ def mask_no_lora_tokens() -> None:
     import vllm.lora.ops.torch_ops.lora_ops as ops
     import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
 
-    for name in GATHERING_OPS:
+    for name, nothing in NO_ADAPTER_RESULT.items():
         op = getattr(ops, name)
         if getattr(op, "skips_no_lora_tokens", False):
             continue  # this process patched them already
-        masked = skipping_no_lora_tokens(op)
+        masked = skipping_no_lora_tokens(op, nothing)
         for module in (ops, package, punica_cpu):
             setattr(module, name, masked)
 
 
-def skipping_no_lora_tokens(op: Callable[..., Any]) -> Callable[..., Any]:
+# What each op leaves in `output` when no token of the batch uses an adapter (vLLM's CPU
+# wrapper still runs them then, in decode steps): a shrink writes zeros into its first
+# rank columns, an expand adds nothing (or writes zeros where it would overwrite). The
+# weights' second-to-last dimension is the rank (shrink) or the output size (expand).
+def _shrink_nothing(inputs, weights, output, indices, scaling=1.0) -> None:
+    output[:, : weights.shape[-2]] = 0
+
+
+def _expand_nothing(inputs, weights, output, indices, add_inputs=True) -> None:
+    if not add_inputs:
+        output[:, : min(weights.shape[-2], output.shape[1])] = 0
+
+
+def _expand_slice_nothing(inputs, weights, output, indices, slice_offset, slice_size,
+                          add_inputs=True) -> None:
+    if not add_inputs:
+        output[:, slice_offset: slice_offset + slice_size] = 0
+
+
+NO_ADAPTER_RESULT: dict[str, Callable[..., None]] = {
+    "bgmv_shrink": _shrink_nothing,
+    "bgmv_expand": _expand_nothing,
+    "bgmv_expand_slice": _expand_slice_nothing,
+}
+
+
+def skipping_no_lora_tokens(op: Callable[..., Any],
+                            nothing: Callable[..., None]) -> Callable[..., Any]:
     """`op(inputs, weights, output, indices, ...)` with each -1 token's input row zeroed and
     its index pointed at a real slot: its row of the adapter's product is then zero (a
-    shrink writes zero, an expand adds zero) whatever that slot holds."""
+    shrink writes zero, an expand adds zero) whatever that slot holds. A batch no token of
+    which uses an adapter computes nothing (`nothing` leaves what the op would have)."""
 
     @functools.wraps(op)
     def run(inputs, weights, output, indices, *args, **kwargs):
         unused = indices < 0
         if not bool(unused.any()):
             return op(inputs, weights, output, indices, *args, **kwargs)
+        if bool(unused.all()):
+            return nothing(inputs, weights, output, indices, *args, **kwargs)
         rows = unused[: inputs.shape[0]].unsqueeze(-1)
         return op(inputs.masked_fill(rows, 0), weights, output, indices.clamp(min=0),
                   *args, **kwargs)

@@ -10,7 +10,7 @@ from importlib.metadata import entry_points
 
 import torch
 
-from serving.engine.cpu_lora import skipping_no_lora_tokens
+from serving.engine.cpu_lora import NO_ADAPTER_RESULT, skipping_no_lora_tokens
 
 TOKENS, IN, RANK, OUT, SLOTS = 4, 16, 4, 8, 2
 INDICES = torch.tensor([-1, 0, 1, -1])  # tokens 0 and 3 use no adapter
@@ -24,15 +24,19 @@ def _batch():
     return inputs, lora_a, lora_b
 
 
-def _adapter_delta(shrink, expand):
-    """A LoRA layer's delta as vLLM's CPU wrapper computes it: shrink into a zeroed buffer,
-    then expand added onto the output."""
+def _adapter_delta(shrink, expand, indices=INDICES, buffer_fill=0.0):
+    """A LoRA layer's delta as vLLM's CPU wrapper computes it: shrink into a buffer, then
+    expand added onto the output."""
     inputs, lora_a, lora_b = _batch()
-    buffer = torch.zeros(TOKENS, RANK)
-    shrink(inputs, lora_a, buffer, INDICES, 1.0)
+    buffer = torch.full((TOKENS, RANK), buffer_fill)
+    shrink(inputs, lora_a, buffer, indices, 1.0)
     delta = torch.zeros(TOKENS, OUT)
-    expand(buffer, lora_b, delta, INDICES, True)
+    expand(buffer, lora_b, delta, indices, True)
     return delta
+
+
+def _wrapped(op, name):
+    return skipping_no_lora_tokens(op, NO_ADAPTER_RESULT[name])
 
 
 def test_vllms_cpu_ops_apply_the_last_slot_to_base_tokens():
@@ -50,7 +54,7 @@ def test_wrapped_ops_leave_base_tokens_alone_and_adapter_tokens_as_they_were():
     shrink = getattr(lora_ops.bgmv_shrink, "__wrapped__", lora_ops.bgmv_shrink)
     expand = getattr(lora_ops.bgmv_expand, "__wrapped__", lora_ops.bgmv_expand)
     plain = _adapter_delta(shrink, expand)
-    masked = _adapter_delta(skipping_no_lora_tokens(shrink), skipping_no_lora_tokens(expand))
+    masked = _adapter_delta(_wrapped(shrink, "bgmv_shrink"), _wrapped(expand, "bgmv_expand"))
     assert torch.equal(masked[0], torch.zeros(OUT)) and torch.equal(masked[3], torch.zeros(OUT))
     assert torch.equal(masked[1:3], plain[1:3])
 
@@ -61,10 +65,29 @@ def test_the_expand_slice_op_adds_nothing_to_base_tokens():
     op = getattr(lora_ops.bgmv_expand_slice, "__wrapped__", lora_ops.bgmv_expand_slice)
     inputs, _, lora_b = _batch()
     output = torch.ones(TOKENS, OUT * 2)
-    skipping_no_lora_tokens(op)(inputs[:, :RANK], lora_b, output, INDICES, OUT, OUT, True)
+    _wrapped(op, "bgmv_expand_slice")(inputs[:, :RANK], lora_b, output, INDICES, OUT, OUT,
+                                      True)
     assert torch.equal(output[0], torch.ones(OUT * 2)) and torch.equal(output[3],
                                                                        torch.ones(OUT * 2))
     assert not torch.equal(output[1, OUT:], torch.ones(OUT))
+
+
+def test_a_batch_without_adapter_tokens_computes_nothing_and_adds_nothing():
+    from vllm.lora.ops.torch_ops import lora_ops
+
+    shrink = _wrapped(getattr(lora_ops.bgmv_shrink, "__wrapped__", lora_ops.bgmv_shrink),
+                      "bgmv_shrink")
+    expand = _wrapped(getattr(lora_ops.bgmv_expand, "__wrapped__", lora_ops.bgmv_expand),
+                      "bgmv_expand")
+    none = torch.full((TOKENS,), -1)
+    # The buffer starts dirty: the shrink must still leave zeros, as the op would.
+    assert torch.equal(_adapter_delta(shrink, expand, none, buffer_fill=7.0),
+                       torch.zeros(TOKENS, OUT))
+    output = torch.ones(TOKENS, OUT * 2)
+    NO_ADAPTER_RESULT["bgmv_expand_slice"](None, torch.zeros(SLOTS, OUT, RANK), output, none,
+                                           OUT, OUT, False)
+    assert torch.equal(output[:, :OUT], torch.ones(TOKENS, OUT))
+    assert torch.equal(output[:, OUT:], torch.zeros(TOKENS, OUT))
 
 
 def test_the_plugin_is_registered_for_every_vllm_process_and_wraps_the_cpu_ops():
