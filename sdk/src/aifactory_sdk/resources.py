@@ -12,6 +12,7 @@ from typing import Any, Literal
 from aifactory_sdk._base import Resource, Sender, _segment
 from aifactory_sdk._core import NOT_GIVEN, Call, NotGiven
 from aifactory_sdk.batch_resources import OperatorBatches, TenantBatches
+from aifactory_sdk.catalogue_resources import CatalogueModels
 from aifactory_sdk.types import (
     ApiKey,
     ApiKeyList,
@@ -282,6 +283,7 @@ class Admin(Resource):
         self.endpoints = Endpoints(client)
         self.quotas = Quotas(client)
         self.batches = OperatorBatches(client)
+        self.models = CatalogueModels(client)
 
     def usage(self, tenant: str, *, since: Moment = None, until: Moment = None,
               by: Literal["hour", "day"] = "day") -> Any:

@@ -45,6 +45,13 @@ from aifactory_sdk.types.batch import (
     OperatorBatch,
     OperatorBatchList,
 )
+from aifactory_sdk.types.catalogue import (
+    CatalogueMemory,
+    CatalogueModel,
+    CatalogueModelList,
+    CatalogueProposal,
+    CatalogueSizing,
+)
 from aifactory_sdk.types.inference import (
     ChatChoice,
     ChatChunkChoice,
@@ -78,6 +85,11 @@ __all__ = [
     "BatchList",
     "BatchRequestCounts",
     "BatchStatus",
+    "CatalogueMemory",
+    "CatalogueModel",
+    "CatalogueModelList",
+    "CatalogueProposal",
+    "CatalogueSizing",
     "ChatChoice",
     "ChatChunkChoice",
     "ChatCompletion",
