@@ -136,7 +136,9 @@ def folder_digest(folder: str | Path, files: tuple[str, ...] | None = None) -> s
     return "sha256:" + digest.hexdigest()
 
 
-def read_model_facts(path: str | Path) -> ModelFacts:
+def read_model_facts(path: str | Path, *, digest: bool = True) -> ModelFacts:
+    """`digest=False` skips the one full read (the digest is then ""): an adapter's check
+    needs only the base's config and headers, and a base's weights can be hundreds of GB."""
     folder = Path(path)
     files = folder_files(folder)
     problems: list[Problem] = []
@@ -162,7 +164,7 @@ def read_model_facts(path: str | Path) -> ModelFacts:
             TOKENIZER_CONFIG in files and any(n in files for n in VOCAB_FILES)),
         has_chat_template=bool(tok_config.get("chat_template"))
         or any(n in files for n in CHAT_TEMPLATE_FILES),
-        digest=folder_digest(folder, files),
+        digest=folder_digest(folder, files) if digest else "",
         problems=tuple(problems),
     )
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, UOWTransaction
 from serving.tenancy import validation as check
 from serving.tenancy.errors import Invalid
 from serving.tenancy.models import (
+    AdapterRow,
     ApiKeyRow,
     AuditRow,
     Base,
@@ -163,6 +164,7 @@ _SHOWN: dict[type[Base], tuple[str, ...]] = {
     QuotaRow: ("requests_per_minute", "tokens_per_minute", "concurrent_requests",
                "tokens_per_month"),
     GrantRow: (),
+    AdapterRow: ("endpoint", "path", "digest", "rank"),
 }
 
 
@@ -197,6 +199,8 @@ def describe(row: object, kind: str, names: _Names) -> Change | None:
         where = "" if row.endpoint_id is None else f"/endpoint/{names.endpoint(row.endpoint_id)}"
         action = "quota.clear" if kind == "delete" else "quota.set"
         return Change(action, f"tenant/{tenant}{where}/quota", tenant, before, after)
+    if isinstance(row, AdapterRow):
+        return Change(f"adapter.{kind}", f"adapter/{row.name}", row.tenant, before, after)
     # A table the admin API may write one day: recorded, with no values shown.
     table = type(row).__tablename__
     key = ",".join(str(v) for v in inspect(row).identity or ())

@@ -311,3 +311,26 @@ class FileQuotaRow(Base):
     max_file_bytes: Mapped[int | None] = mapped_column(BigInteger)
     max_files: Mapped[int | None] = mapped_column(Integer)
     max_total_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AdapterRow(Base):
+    """A tenant's LoRA adapter (serving/catalogue/adapter_store.py): `name` is the model id its
+    tenant sends, unique platform-wide and never an endpoint's name; requests naming it run on
+    `endpoint`'s engine with the folder at `path` applied. Tenant and endpoint are kept by
+    name, as batches keep theirs; an endpoint with adapters is not deleted (Store)."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (
+        Index("ix_adapters_tenant_name", "tenant", "name"),
+        Index("ix_adapters_endpoint", "endpoint"),
+    )
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    endpoint: Mapped[str] = mapped_column(String(63))
+    path: Mapped[str] = mapped_column(Text)
+    digest: Mapped[str] = mapped_column(String(80))  # sha256:..., the folder's content
+    rank: Mapped[int] = mapped_column(Integer)
+    base_model: Mapped[str | None] = mapped_column(Text)  # as adapter_config.json names it
+    target_modules: Mapped[list | str] = mapped_column(JSON)  # names, or peft's regex
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from sqlalchemy import Select, make_url, select
+from sqlalchemy import Select, func, make_url, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +20,14 @@ from serving.tenancy import validation as check
 from serving.tenancy.admission import Limits
 from serving.tenancy.database import make_engine
 from serving.tenancy.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
-from serving.tenancy.models import ApiKeyRow, EndpointRow, GrantRow, QuotaRow, TenantRow
+from serving.tenancy.models import (
+    AdapterRow,
+    ApiKeyRow,
+    EndpointRow,
+    GrantRow,
+    QuotaRow,
+    TenantRow,
+)
 from serving.tenancy.records import (
     ApiKey,
     CreatedKey,
@@ -204,6 +211,8 @@ class Store:
             owner_id = None if owner is None else _tenant_row(s, owner).id
             if s.scalar(select(EndpointRow.id).where(EndpointRow.name == name)) is not None:
                 raise Conflict(f"name: endpoint {name!r} exists")
+            if s.get(AdapterRow, name) is not None:  # one model id, one meaning
+                raise Conflict(f"name: {name!r} is a LoRA adapter's model id")
             row = EndpointRow(name=name, owner_id=owner_id, created_at=self._now(),
                               deployment=None if deployment is None else json.dumps(deployment))
             s.add(row)
@@ -226,9 +235,16 @@ class Store:
             return [_endpoint(s, row) for row in s.scalars(query)]
 
     def delete_endpoint(self, name: str) -> None:
-        """Remove an endpoint with its grants and quotas; its ledger records stay."""
+        """Remove an endpoint with its grants and quotas; its ledger records stay. Refused
+        while tenants' LoRA adapters run on it: they would name a base that is gone."""
         with self._tx() as s:
-            s.delete(_endpoint_row(s, name))
+            row = _endpoint_row(s, name)
+            adapters = s.scalar(select(func.count()).select_from(AdapterRow)
+                                .where(AdapterRow.endpoint == row.name))
+            if adapters:
+                raise Conflict(f"name: endpoint {name!r} has {adapters} LoRA adapter(s) "
+                               "registered on it; delete them first")
+            s.delete(row)
 
     def grant(self, endpoint: str, tenant: str) -> Endpoint:
         """Let a tenant use a shared endpoint. Granting twice is a no-op, so configuration can
