@@ -26,6 +26,7 @@ from serving.tenancy.models import (
     ApiKeyRow,
     AuditRow,
     Base,
+    CatalogueModelRow,
     EndpointRow,
     GrantRow,
     QuotaRow,
@@ -165,6 +166,7 @@ _SHOWN: dict[type[Base], tuple[str, ...]] = {
                "tokens_per_month"),
     GrantRow: (),
     AdapterRow: ("endpoint", "path", "digest", "rank"),
+    CatalogueModelRow: ("owner", "source", "version", "digest"),
 }
 
 
@@ -201,6 +203,9 @@ def describe(row: object, kind: str, names: _Names) -> Change | None:
         return Change(action, f"tenant/{tenant}{where}/quota", tenant, before, after)
     if isinstance(row, AdapterRow):
         return Change(f"adapter.{kind}", f"adapter/{row.name}", row.tenant, before, after)
+    if isinstance(row, CatalogueModelRow):
+        return Change(f"catalogue_model.{kind}", f"catalogue_model/{row.name}", row.owner,
+                      before, after)
     # A table the admin API may write one day: recorded, with no values shown.
     table = type(row).__tablename__
     key = ",".join(str(v) for v in inspect(row).identity or ())

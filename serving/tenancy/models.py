@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -333,4 +334,30 @@ class AdapterRow(Base):
     rank: Mapped[int] = mapped_column(Integer)
     base_model: Mapped[str | None] = mapped_column(Text)  # as adapter_config.json names it
     target_modules: Mapped[list | str] = mapped_column(JSON)  # names, or peft's regex
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CatalogueModelRow(Base):
+    """A model in the catalogue (serving/catalogue/model_store.py): a checked checkpoint
+    folder and the facts read from it. The owner is kept by name, as batches and files
+    keep theirs; NULL: platform-wide."""
+
+    __tablename__ = "catalogue_models"
+    __table_args__ = (Index("ix_catalogue_models_owner", "owner"),)
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(63))
+    source: Mapped[str] = mapped_column(String(1024))  # an absolute folder path
+    version: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(71))  # sha256:<64 hex>
+    architecture: Mapped[str] = mapped_column(String(128))
+    parameter_count: Mapped[int] = mapped_column(BigInteger)
+    dtype: Mapped[str | None] = mapped_column(String(32))
+    context_length: Mapped[int | None] = mapped_column(BigInteger)
+    has_tokenizer: Mapped[bool] = mapped_column(Boolean)
+    has_chat_template: Mapped[bool] = mapped_column(Boolean)
+    weights_bytes: Mapped[int] = mapped_column(BigInteger)
+    # The sizes sizing.py needs (layers, heads, head_dim, ...): serving.catalogue.facts'
+    # ModelShape as a JSON object.
+    shape: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
