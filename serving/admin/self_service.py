@@ -1,6 +1,7 @@
 """Tenant self-service over HTTP: a tenant's own endpoints, quota and usage, read with any of
 its own keys; the audit log's entries about it and its batch jobs (listed, cancelled), with
-its admin-scoped keys. Mounted at /tenant/v1; it never shows another tenant's data."""
+its admin-scoped keys; its LoRA adapters (registered and deleted with admin-scoped keys).
+Mounted at /tenant/v1; it never shows another tenant's data."""
 
 # No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time.
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from observability.sla import SlaReport
 from serving.admin import operations
+from serving.admin.adapters import AdapterRoot, EndpointCard, add_tenant_adapter_routes
 from serving.admin.batches import add_tenant_batch_routes
 from serving.admin.errors import AdminRoute
 from serving.admin.protocol import (
@@ -65,9 +67,11 @@ def tenant_principal(store: Store) -> Callable[..., Awaitable[Principal]]:
     return require_key
 
 
-def build_tenant_router(store: Store, *,
-                        clock: Callable[[], datetime] = utc_now) -> APIRouter:
-    """The self-service routes, with paths relative to where the app mounts them (/tenant/v1)."""
+def build_tenant_router(store: Store, *, clock: Callable[[], datetime] = utc_now,
+                        endpoint_card: EndpointCard | None = None,
+                        adapter_root: AdapterRoot | None = None) -> APIRouter:
+    """The self-service routes, with paths relative to where the app mounts them (/tenant/v1).
+    `endpoint_card` and `adapter_root`: see serving.admin.adapters."""
     caller_of = tenant_principal(store)
     router = APIRouter(route_class=TenantRoute, tags=["tenant"])
     Caller = Annotated[Principal, Depends(caller_of)]
@@ -109,5 +113,7 @@ def build_tenant_router(store: Store, *,
         return AuditList.of(audit.AuditPage([e.seen_by(caller.tenant) for e in page.entries],
                                             page.has_more))
 
-    add_tenant_batch_routes(router, store, caller_of, acting_store(store, caller_of))
+    acting = acting_store(store, caller_of)
+    add_tenant_batch_routes(router, store, caller_of, acting)
+    add_tenant_adapter_routes(router, store, caller_of, acting, endpoint_card, adapter_root)
     return router

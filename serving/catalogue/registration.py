@@ -25,7 +25,8 @@ class Refused(Invalid):
 
     def __init__(self, path: str, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
-        listed = "; ".join(str(p) for p in self.problems)
+        # Numbered: a reason may hold "; " itself.
+        listed = " ".join(f"({i}) {p}" for i, p in enumerate(self.problems, 1))
         super().__init__("path", f"adapter folder {path} refused: {listed}")
 
 

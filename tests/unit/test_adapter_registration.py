@@ -93,6 +93,6 @@ def test_every_problem_is_named_at_once(adapter, model, tmp_path):
         "adapter_model.safetensors: is missing",
         "adapter_config.json: the endpoint does not enable LoRA (no max_lora_rank)"]
     assert str(refused.value) == (
-        f"path: adapter folder {broken} refused: adapter_model.safetensors: is missing; "
-        "adapter_config.json: the endpoint does not enable LoRA (no max_lora_rank)")
+        f"path: adapter folder {broken} refused: (1) adapter_model.safetensors: is missing "
+        "(2) adapter_config.json: the endpoint does not enable LoRA (no max_lora_rank)")
     assert refused.value.field == "path"
