@@ -172,9 +172,10 @@ def endpoint_create(client: Client, args: argparse.Namespace) -> None:
     deployment = None
     if args.model is not None:  # deploy it now
         deployment = {"model": args.model, "replicas": args.replicas,
-                      "accelerators_per_replica": args.accelerators,
                       "engine": {"max_model_len": args.max_model_len,
                                  **_engine_args(args.engine_arg)}}
+        if args.accelerators is not None:  # else 1, or a catalogue entry's proposal
+            deployment["accelerators_per_replica"] = args.accelerators
     _print(args, client.admin.endpoints.create(args.name, owner=args.owner,
                                                deployment=deployment),
            _one(render.endpoint_table))
@@ -314,12 +315,14 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("name")
     create.add_argument("--owner", metavar="TENANT", help="owning tenant (default: shared)")
     create.add_argument("--model", help="deploy it now with this model: a model folder on "
-                                        "every node, or builtin:demo (without: register only)")
+                                        "every node, builtin:demo, or catalogue:NAME (a "
+                                        "registered model; without: register only)")
     create.add_argument("--max-model-len", type=int, default=None,
                         help="context length (needed with --model)")
     create.add_argument("--replicas", type=int, default=1)
-    create.add_argument("--accelerators", type=float, default=1.0,
-                        help="accelerators (CPU slots on the CPU) per replica")
+    create.add_argument("--accelerators", type=float, default=None,
+                        help="accelerators (CPU slots on the CPU) per replica (default: 1, "
+                             "or for catalogue:NAME the catalogue's proposal)")
     create.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="a vLLM engine argument, as under `engine:` in the config")
     command(endpoint, "list", endpoint_list, "list endpoints")
@@ -361,9 +364,12 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
     # Imported here: those modules build on this one's helpers.
     from deployments.admin_audit_cli import add_audit_arguments, audit
     from deployments.admin_batch_cli import add_batch_commands
+    from deployments.admin_model_cli import add_model_commands
 
     add_batch_commands(group("batch", "list and cancel the batch jobs of every tenant"),
                        command)
+    add_model_commands(group("model", "register, list, show and delete models in the "
+                                      "catalogue"), command)
 
     add_audit_arguments(command(subparsers, "audit", audit, "the audit log of admin actions: "
                                                             "who changed what, when, from where"))

@@ -17,6 +17,7 @@ from observability.sla import SlaReport
 from serving.admin import operations
 from serving.admin.batches import add_operator_batch_routes
 from serving.admin.bootstrap import ADMIN_TENANT
+from serving.admin.catalogue_models import CatalogueSettings, add_model_routes, host_memory
 from serving.admin.errors import AdminRoute
 from serving.admin.protocol import (
     AuditList,
@@ -41,6 +42,7 @@ from serving.admin.protocol import (
     UsageOut,
     UsageQuery,
 )
+from serving.catalogue.model_checks import installed_checks
 from serving.tenancy import Forbidden, Invalid, KeyScope, Principal, Store, Unauthenticated, audit
 from serving.tenancy.store import utc_now
 
@@ -104,8 +106,12 @@ class EndpointDeployer(Protocol):
     async def remove(self, name: str) -> None:
         """Stop routing to it and drain it: requests in flight finish."""
 
+    # Optional: `accelerator_memory() -> dict[str, int]`, the bytes of one device of the
+    # partition's accelerator kind, which the model catalogue's sizing proposes against.
+
 
 def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None,
+                       catalogue: CatalogueSettings | None = None,
                        clock: Callable[[], datetime] = utc_now) -> APIRouter:
     """The admin routes, with paths relative to where the app mounts them (/admin/v1).
     Without a `deployer`, endpoints created here are registered only."""
@@ -269,4 +275,11 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
     # Batch jobs: every tenant's, listed and cancelled
 
     add_operator_batch_routes(router, store, acting_store(store, require_admin))
+
+    # The model catalogue: by default checked against the installed vLLM and sized for the
+    # deployer's partition (without one, this node's memory as one CPU).
+    if catalogue is None:
+        catalogue = CatalogueSettings(installed_checks(), getattr(
+            deployer, "accelerator_memory", None) or host_memory)
+    add_model_routes(router, store, acting_store(store, require_admin), catalogue)
     return router

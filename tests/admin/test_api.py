@@ -299,6 +299,8 @@ def _every_route() -> list[tuple[str, str, dict | None]]:
         ("GET", "/tenants/acme/sla", None), ("GET", "/audit", None),
         ("GET", "/batches", None), ("GET", "/batches/batch_" + "0" * 32, None),
         ("POST", "/batches/batch_" + "0" * 32 + "/cancel", None),
+        ("POST", "/models", {"name": "m", "path": "/tmp"}), ("GET", "/models", None),
+        ("GET", "/models/m", None), ("DELETE", "/models/m", None),
     ]
 
 

@@ -34,6 +34,8 @@ PAIRS = [
     (types.OperatorBatchList, "OperatorBatchList"),
     (types.SlaReport, "SlaReport"),
     (types.SlaBatch, "BatchUsage"),
+    (types.CatalogueModel, "CatalogueModelOut"),
+    (types.CatalogueModelList, "CatalogueModelList"),
 ]
 
 
