@@ -27,10 +27,14 @@ from pydantic import ValidationError
 
 from deployments.config import DEMO_MODEL, EndpointConfig, PartitionConfig
 from deployments.engine import engine_args, engine_deployment_name, engine_deployment_options
+from serving.admin.catalogue_models import host_memory
+from serving.catalogue import model_store
+from serving.catalogue.model_record import CATALOGUE_PREFIX
+from serving.catalogue.placement import catalogue_deployment
 from serving.engine.card import card_from_args
 from serving.targets.deployment import DeploymentTarget, LinkHub
 from serving.targets.registry import EndpointTargets
-from serving.tenancy import Conflict, Invalid, Store
+from serving.tenancy import Conflict, Invalid, NotFound, Store
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,11 @@ DEPLOYMENT_FIELDS = frozenset({"model", "replicas", "accelerators_per_replica",
                                "max_ongoing_requests", "max_queued_requests", "resources",
                                "engine"})
 FOLLOW_PERIOD_S = 2.0
+# The catalogue entry a deployment's model folder was resolved from (`model:
+# catalogue:NAME`); set by check, never by the caller; it keeps the entry from being deleted.
+CATALOGUE_FIELD = "catalogue"
+# One GPU's memory when the partition does not say: an 80 GB A100/H100.
+GPU_MEMORY_ASSUMED = 80 * 1024**3
 
 
 class CreatedEndpoints:
@@ -54,12 +63,13 @@ class CreatedEndpoints:
 
 def parse_deployment(name: str, deployment: dict[str, Any]) -> EndpointConfig:
     """The deployment as the config file's schema reads it; Invalid naming the field."""
-    unknown = sorted(set(deployment) - DEPLOYMENT_FIELDS)
+    unknown = sorted(set(deployment) - DEPLOYMENT_FIELDS - {CATALOGUE_FIELD})
     if unknown:
         raise Invalid("deployment", f"unknown field(s) {', '.join(unknown)}; allowed: "
                                     f"{', '.join(sorted(DEPLOYMENT_FIELDS))}")
     try:
-        endpoint = EndpointConfig(name=name, **deployment)
+        endpoint = EndpointConfig(name=name, **{k: v for k, v in deployment.items()
+                                               if k != CATALOGUE_FIELD})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -91,6 +101,15 @@ def check_fits(partition: PartitionConfig, held: float, new: EndpointConfig) -> 
             f"deployment: {new.replicas} x {new.accelerators_per_replica:g} "
             f"{partition.accelerator} slots do not fit the partition: {held:g} of "
             f"{partition.count:g} are promised to other endpoints")
+
+
+def partition_device_bytes(partition: PartitionConfig, host_bytes: int) -> dict[str, int]:
+    """One device of the partition's kind, as catalogue sizing sees it: on the CPU a slot's
+    share of the host's memory (e.g. 64 GiB over 8 slots: 8 GiB), a GPU as the config says
+    (`device_memory_bytes`, if the partition has it) or GPU_MEMORY_ASSUMED."""
+    if partition.accelerator == "cpu":
+        return {"cpu": int(host_bytes / partition.count)}
+    return {"gpu": getattr(partition, "device_memory_bytes", None) or GPU_MEMORY_ASSUMED}
 
 
 @dataclass(frozen=True)
@@ -127,12 +146,35 @@ class ServeEndpointDeployer:
                                               "config.json) on the gateway's node")
         return str(folder.resolve())
 
+    def accelerator_memory(self) -> dict[str, int]:
+        return partition_device_bytes(self._partition, host_memory()["cpu"])
+
     async def check(self, name: str, deployment: dict[str, Any]) -> dict[str, Any]:
+        if CATALOGUE_FIELD in deployment:
+            raise Invalid(f"deployment.{CATALOGUE_FIELD}", "is set by the platform: name the "
+                                                           "model as catalogue:NAME")
+        deployment = await self._from_catalogue(deployment)
         endpoint = parse_deployment(name, deployment)
         self._model_path(endpoint)
         created = await self._created_in_store(leaving_out=name)
         check_fits(self._partition, accelerators_held(self._configured, created), endpoint)
-        return endpoint.model_dump(mode="json", include=set(DEPLOYMENT_FIELDS))
+        entry = {CATALOGUE_FIELD: deployment[CATALOGUE_FIELD]} \
+            if CATALOGUE_FIELD in deployment else {}
+        return {**endpoint.model_dump(mode="json", include=set(DEPLOYMENT_FIELDS)), **entry}
+
+    async def _from_catalogue(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        """A `catalogue:NAME` model resolved to the entry's folder and placed as the
+        catalogue proposes, where the caller did not say (placement.catalogue_deployment)."""
+        model = deployment.get("model")
+        if not (isinstance(model, str) and model.startswith(CATALOGUE_PREFIX)):
+            return deployment
+        try:
+            entry = await asyncio.to_thread(model_store.get, self._store,
+                                            model.removeprefix(CATALOGUE_PREFIX))
+        except (NotFound, Invalid) as exc:
+            raise Invalid("deployment.model", f"{model[:80]!r}: {exc}") from None
+        return catalogue_deployment(entry, deployment, self._partition.accelerator,
+                                    self.accelerator_memory())
 
     async def deploy(self, name: str, deployment: dict[str, Any]) -> None:
         """Called once `name` is in the store: deploys the store's set of created endpoints."""
