@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+
 def mask_no_lora_tokens() -> None:
     from vllm.platforms import current_platform
 
@@ -24,7 +25,7 @@ def mask_no_lora_tokens() -> None:
         return  # the GPU kernels skip -1 themselves
     import vllm.lora.ops.torch_ops as package
     import vllm.lora.ops.torch_ops.lora_ops as ops
-    import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
+    from vllm.lora.punica_wrapper import punica_cpu
 
     for name, nothing in NO_ADAPTER_RESULT.items():
         op = getattr(ops, name)

@@ -20,8 +20,12 @@ from pydantic import ValidationError
 
 from observability.tracing import configure_tracing
 from serving.engine import telemetry
-from serving.engine.adapters import AdapterLoadFailed, AdapterRef, EngineAdapters, \
-    without_adapter_field
+from serving.engine.adapters import (
+    AdapterLoadFailed,
+    AdapterRef,
+    EngineAdapters,
+    without_adapter_field,
+)
 from serving.engine.card import engine_card
 from serving.engine.protocols import (
     BINARY_ENCODINGS,
@@ -202,7 +206,6 @@ class EngineHost:
     async def _handle(self, kind: str, body: dict[str, Any], request_id: str | None,
                       adapter: AdapterRef | None = None) -> EngineReply:
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
-
         from vllm.entrypoints.serve.exception_handling.error_response import (
             create_error_response,
         )

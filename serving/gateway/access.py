@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from observability.slo import DEFAULT_SLO
+from serving.catalogue.adapter_store import Adapter, adapters_of, tenant_adapter
 from serving.gateway import telemetry
 from serving.gateway.claim import Claims, claimed_tokens
 from serving.gateway.ledger_writer import LedgerSpool, LedgerWriter
@@ -155,6 +156,7 @@ class Access:
         self._clock = clock
         self._principals = _TtlCache(cache_ttl_s)
         self._grants = _TtlCache(cache_ttl_s)
+        self._adapters = _TtlCache(cache_ttl_s)
         # Requests that find the same month counter missing share one read of the ledger;
         # when each counter was last seeded (monotonic), so a request whose reserve was
         # answered "missing" before a seed finished does not read the ledger again.
@@ -184,6 +186,17 @@ class Access:
     async def visible_endpoints(self, principal: Principal) -> set[str]:
         endpoints = await asyncio.to_thread(self.store.list_endpoints, usable_by=principal.tenant)
         return {e.name for e in endpoints}
+
+    async def adapter(self, principal: Principal, name: str) -> Adapter | None:
+        """The tenant's own LoRA adapter of that name; another tenant's is None, as is a name
+        never registered (a wrong name is cached too: a client retrying it costs one read a
+        period)."""
+        return await self._adapters.get_or_read(
+            (principal.tenant, name),
+            lambda: asyncio.to_thread(tenant_adapter, self.store, principal.tenant, name))
+
+    async def adapters_of(self, principal: Principal) -> list[Adapter]:
+        return await asyncio.to_thread(adapters_of, self.store, principal.tenant)
 
     async def may_use(self, principal: Principal, endpoint: str) -> bool:
         return (await self._grant(principal.tenant, endpoint)) is not None

@@ -128,8 +128,8 @@ async def _through_steps(gateway: Gateway, principal: Principal, kind: str,
             raise LineDeferred(STORE_AWAY_RETRY_S) from None
         return refusal.response
     try:
-        body, wants = engine_body({**body, "stream": False}, exchange.span, principal.tenant,
-                                  kind, priority=BATCH_PRIORITY)
+        body, wants = engine_body(chosen.engine_body({**body, "stream": False}), exchange.span,
+                                  principal.tenant, kind, priority=BATCH_PRIORITY)
         call, head = await call_engine(access, chosen, admitted, body, exchange)
     except Refusal as refusal:
         return refusal.response

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi.responses import Response
 
 from observability.metrics import model_label
+from serving.engine.adapters import ADAPTER_FIELD, AdapterRef
 from serving.gateway import responses
 from serving.gateway.errors import error_response
 from serving.targets import EndpointTarget
@@ -55,15 +56,26 @@ class Exchange:
 
 @dataclass(frozen=True)
 class Route:
-    """The endpoint a request names, which its tenant may call."""
+    """The endpoint a request names, which its tenant may call; or the endpoint one of its
+    LoRA adapters runs on, and that adapter (`model` is the endpoint either way: its grants,
+    quotas and bounds apply)."""
 
     model: str
     target: EndpointTarget
     card: dict[str, Any]
+    adapter: AdapterRef | None = None
 
     @property
     def model_label(self) -> str:
-        return model_label(self.card.get("root"))
+        """What the ledger and metrics call the model: the adapter's name, or the
+        endpoint's model folder."""
+        return self.adapter.name if self.adapter else model_label(self.card.get("root"))
+
+    def engine_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with the adapter's folder for the engine, which loads it on first use."""
+        if self.adapter is None:
+            return body
+        return {**body, ADAPTER_FIELD: self.adapter.to_field()}
 
 
 def store_unavailable(exc: Exception) -> Refusal:

@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from serving.engine.adapters import AdapterRef
 from serving.gateway import responses, telemetry
 from serving.gateway.access import Access, Admitted, NotGranted
 from serving.gateway.claim import Claims
@@ -149,17 +150,23 @@ async def route(endpoints: Mapping[str, EndpointTarget], access: Access, princip
         # No endpoint can have such a name: the store is not asked (a lone surrogate or a NUL
         # is not even a value it can take), and the answer is the one for any missing name.
         raise model_not_found(model)
-    target = endpoints.get(model)
     try:
+        # Not an endpoint's name: one of the tenant's own adapters', or nothing (another
+        # tenant's adapter is as missing as a name never registered).
+        adapter = None if model in endpoints else await access.adapter(principal, model)
+        endpoint = adapter.endpoint if adapter is not None else model
+        target = endpoints.get(endpoint)
         # Asked for a missing endpoint too: the answer takes the same path, and the same time,
         # whether the endpoint is another tenant's or does not exist.
-        allowed = await access.may_use(principal, model) and target is not None
+        allowed = await access.may_use(principal, endpoint) and target is not None
         card = await target.card() if allowed else None
     except Exception as exc:
         raise store_unavailable(exc) from None
     if not allowed:
         raise model_not_found(model)
-    return Route(model, target, card)
+    return Route(endpoint, target, card,
+                 None if adapter is None else AdapterRef(adapter.name, adapter.path,
+                                                         adapter.digest))
 
 
 async def continue_conversation(access: Access, principal: Principal, body: dict[str, Any],
@@ -287,7 +294,8 @@ class Gateway:
             await refuse_if_full(access, principal, chosen, exchange)
             with telemetry.step(span, "admission"):
                 admitted = await admit(access, principal, chosen, body, exchange)
-            body, wants = engine_body(body, span, principal.tenant, exchange.kind)
+            body, wants = engine_body(chosen.engine_body(body), span, principal.tenant,
+                                      exchange.kind)
             call, head = await call_engine(access, chosen, admitted, body, exchange)
         except Refusal as refusal:
             refusal.response.headers.update(exchange.headers)

@@ -105,32 +105,48 @@ def build_openai_router(gateway: Gateway) -> APIRouter:
             card = await gateway.endpoints[name].card()
         except Exception:  # an engine away: the model is listed by its name alone
             card = {}
-        entry.update(card)
+        entry.update({k: v for k, v in card.items() if k != "lora"})
         # The endpoint's name is its identity to tenants; where its weights lie on the
         # partition's disks is not theirs to know.
         entry["root"] = name
         return entry
 
+    def adapter_card(adapter) -> dict[str, Any]:
+        """A tenant's LoRA adapter, as vLLM lists one: its base endpoint is its parent."""
+        return {"id": adapter.name, "object": "model",
+                "created": int(adapter.created_at.timestamp()), "owned_by": adapter.tenant,
+                "root": adapter.name, "parent": adapter.endpoint}
+
+    async def models_of(caller: Principal) -> tuple[list[str], list]:
+        """The endpoints the caller may call, and its own adapters on them."""
+        visible = await gateway.access.visible_endpoints(caller)
+        adapters = await gateway.access.adapters_of(caller)
+        return ([name for name in gateway.endpoints if name in visible],
+                [a for a in adapters if a.endpoint in visible and a.endpoint in gateway.endpoints])
+
     @router.get("/v1/models")
     async def list_models(request: Request) -> Response:
         try:
-            visible = await for_caller(request, gateway.access.visible_endpoints)
+            names, adapters = await for_caller(request, models_of)
         except Refusal as refusal:
             return refusal.response
-        names = [name for name in gateway.endpoints if name in visible]
+        cards = await asyncio.gather(*map(model_card, names))
         return JSONResponse({"object": "list",
-                             "data": await asyncio.gather(*map(model_card, names))})
+                             "data": [*cards, *map(adapter_card, adapters)]})
 
     @router.get("/v1/models/{model:path}")
     async def retrieve_model(model: str, request: Request) -> Response:
         """One of the tenant's models; any other name answers as a missing one does."""
         try:
-            visible = await for_caller(request, gateway.access.visible_endpoints)
+            names, adapters = await for_caller(request, models_of)
         except Refusal as refusal:
             return refusal.response
-        if not ENDPOINT_NAME.fullmatch(model) or model not in visible \
-                or model not in gateway.endpoints:
-            return model_not_found(model).response
-        return JSONResponse(await model_card(model))
+        if ENDPOINT_NAME.fullmatch(model):
+            if model in names:
+                return JSONResponse(await model_card(model))
+            for adapter in adapters:
+                if adapter.name == model:
+                    return JSONResponse(adapter_card(adapter))
+        return model_not_found(model).response
 
     return router

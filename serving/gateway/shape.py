@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from serving.engine.adapters import ADAPTER_FIELD
 from serving.gateway.claim import prompt_field, prompts_of, scored_sides
 
 
@@ -49,6 +50,11 @@ def bad_shape(body: dict[str, Any], limits: RequestLimits) -> BadShape | None:
     if json_depth_exceeds(body, limits.max_json_depth):
         return BadShape(f"request body is nested deeper than {limits.max_json_depth} levels",
                         None)
+    if ADAPTER_FIELD in body:
+        # The gateway's word to the engine on where an adapter lies; a client's would name
+        # any folder on the engine's node.
+        return BadShape(f"Unrecognized request argument supplied: {ADAPTER_FIELD}",
+                        ADAPTER_FIELD)
     salt = body.get("cache_salt")
     if salt is not None and not (isinstance(salt, str) and 0 < len(salt) <= 128):
         return BadShape("cache_salt must be a string of 1 to 128 characters", "cache_salt")

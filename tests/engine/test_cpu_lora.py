@@ -96,8 +96,8 @@ def test_the_plugin_is_registered_for_every_vllm_process_and_wraps_the_cpu_ops()
     from vllm.plugins import load_general_plugins
 
     load_general_plugins()
-    import vllm.lora.punica_wrapper.punica_cpu as punica_cpu
     from vllm.lora.ops.torch_ops import lora_ops
+    from vllm.lora.punica_wrapper import punica_cpu
 
     for name in ("bgmv_shrink", "bgmv_expand", "bgmv_expand_slice"):
         assert getattr(lora_ops, name).skips_no_lora_tokens

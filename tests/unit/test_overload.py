@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from serving.engine.card import engine_card
 from serving.engine.host import EngineReply
 from serving.targets.local import LocalCall, LocalTarget
 from serving.gateway import build_gateway_app
@@ -91,6 +92,9 @@ class GatedHost:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.started = 0
+
+    def card(self) -> dict:
+        return engine_card(self.args.model, self.max_model_len)
 
     async def handle(self, kind, body, request_id=None) -> EngineReply:
         self.started += 1

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.requests import Request
 
+from serving.engine.adapters import ADAPTER_FIELD
 from serving.gateway.access import Access
 from serving.gateway.engine_steps import (
     BATCH_PRIORITY,
@@ -26,6 +27,7 @@ from serving.gateway.pipeline import (
     refuse_if_full,
     route,
 )
+from serving.gateway.shape import RequestLimits, bad_shape
 from serving.gateway.stream_usage import StreamWants
 from serving.targets import EndpointOverloaded, EndpointUnavailable, InFlightBound
 from serving.tenancy import ErrorClass, LocalAdmissionCounters, Outcome
@@ -407,3 +409,66 @@ async def test_a_request_its_sender_resends_is_unserved_and_unrecorded(store, ac
     call, head = await call_engine(access_with_slot, served, again, {}, exchange)
     await respond(access_with_slot, served, again, call, head, True, exchange)
     assert [(r.request_id, r.outcome) for r in records(store)] == [("r1", Outcome.OK)]
+
+
+# -- LoRA adapters ---------------------------------------------------------------------------
+
+
+def _register_adapter(store, name: str, tenant: str, endpoint: str):
+    from serving.catalogue.adapter_store import register_adapter
+    from serving.catalogue.facts import AdapterFacts, WeightsFacts
+
+    facts = AdapterFacts(
+        path=f"/adapters/{name}", files=("adapter_config.json", "adapter_model.safetensors"),
+        peft_type="LORA", base_model="demo", base_architecture=None, rank=8, lora_alpha=8,
+        target_modules=("q_proj",), weights_file="adapter_model.safetensors",
+        weights=WeightsFacts(None, (), (), 0, 0, None), digest=f"sha256:{name}", problems=())
+    return register_adapter(store, name=name, tenant=tenant, endpoint=endpoint,
+                            path=f"/adapters/{name}", facts=facts)
+
+
+async def test_an_adapter_routes_to_its_endpoint_and_tells_the_engine_where_it_lies(
+        store, access, principal):
+    _register_adapter(store, "t-ft", "t", "m")
+    target = Target("m")
+    chosen = await route({"m": target}, access, principal, {"model": "t-ft"})
+    assert chosen.model == "m" and chosen.target is target
+    assert chosen.model_label == "t-ft"  # the ledger's and the metrics' model
+    body = chosen.engine_body({"model": "t-ft", "prompt": "x"})
+    assert body == {"model": "t-ft", "prompt": "x",
+                    ADAPTER_FIELD: {"path": "/adapters/t-ft", "digest": "sha256:t-ft"}}
+    plain = await route({"m": target}, access, principal, {"model": "m"})
+    assert plain.adapter is None and ADAPTER_FIELD not in plain.engine_body({"model": "m"})
+
+
+async def test_another_tenants_adapter_answers_as_a_missing_model(store, access, principal):
+    store.create_endpoint("shared")
+    store.grant("shared", "t")
+    store.grant("shared", "other")
+    _register_adapter(store, "other-ft", "other", "shared")
+    endpoints = {"m": Target("m"), "shared": Target("shared")}
+    answers = []
+    for model in ("other-ft", "never-registered"):
+        with pytest.raises(Refusal) as refused:
+            await route(endpoints, access, principal, {"model": model})
+        status, error = refusal_of(refused)
+        answers.append((status, error["code"], error["message"].replace(model, "<m>")))
+    assert answers[0] == answers[1] and answers[0][0] == 404
+
+
+async def test_an_adapter_whose_endpoint_the_tenant_lost_answers_as_missing(store, access,
+                                                                          principal):
+    store.create_endpoint("shared")
+    store.grant("shared", "t")
+    _register_adapter(store, "t-ft", "t", "shared")
+    store.revoke_grant("shared", "t")
+    with pytest.raises(Refusal) as refused:
+        await route({"shared": Target("shared")}, access, principal, {"model": "t-ft"})
+    assert refusal_of(refused)[0] == 404
+
+
+def test_a_client_cannot_name_an_adapter_folder_itself():
+    bad = bad_shape({"model": "m", "prompt": "x",
+                     ADAPTER_FIELD: {"path": "/etc", "digest": "x"}}, RequestLimits())
+    assert bad is not None and bad.param == ADAPTER_FIELD
+    assert "Unrecognized request argument" in bad.message
