@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from observability.slo import SloSettings
+from serving.engine.card import engine_card
 from serving.engine.host import EngineReply
 from serving.targets.local import LocalTarget
 from serving.gateway import build_gateway_app
@@ -32,6 +33,9 @@ class ScriptedHost:
         model = "/models/tiny-llama"
 
     max_model_len = 64
+
+    def card(self) -> dict:
+        return engine_card(self.args.model, self.max_model_len)
 
     async def handle(self, kind, body, request_id=None) -> EngineReply:
         if body.get("stream"):
