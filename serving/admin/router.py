@@ -1,5 +1,6 @@
 """The admin API's routes: tenants, keys, endpoints and grants, quotas, usage, the audit log,
-every tenant's batch jobs. Admin keys only; every write is recorded in the audit log as the calling key's."""
+every tenant's batch jobs and LoRA adapters, the model catalogue. Admin keys only; every
+write is recorded in the audit log as the calling key's."""
 
 # No `from __future__ import annotations` here: FastAPI reads the routes' annotations at run
 # time, and `Depends(require_admin)` names a local it could not find in a string.
@@ -15,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from observability.sla import SlaReport
 from serving.admin import operations
+from serving.admin.adapters import EndpointCard, add_operator_adapter_routes
 from serving.admin.batches import add_operator_batch_routes
 from serving.admin.bootstrap import ADMIN_TENANT
 from serving.admin.catalogue_models import CatalogueSettings, add_model_routes, host_memory
@@ -112,9 +114,11 @@ class EndpointDeployer(Protocol):
 
 def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None,
                        catalogue: CatalogueSettings | None = None,
-                       clock: Callable[[], datetime] = utc_now) -> APIRouter:
+                       clock: Callable[[], datetime] = utc_now,
+                       endpoint_card: EndpointCard | None = None) -> APIRouter:
     """The admin routes, with paths relative to where the app mounts them (/admin/v1).
-    Without a `deployer`, endpoints created here are registered only."""
+    Without a `deployer`, endpoints created here are registered only; without an
+    `endpoint_card` (each served endpoint's card), no LoRA adapter can be registered."""
     require_admin = admin_principal(store)
     router = APIRouter(route_class=AdminRoute, dependencies=[Depends(require_admin)],
                        tags=["admin"])
@@ -275,6 +279,7 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
     # Batch jobs: every tenant's, listed and cancelled
 
     add_operator_batch_routes(router, store, acting_store(store, require_admin))
+    add_operator_adapter_routes(router, store, acting_store(store, require_admin), endpoint_card)
 
     # The model catalogue: by default checked against the installed vLLM and sized for the
     # deployer's partition (without one, this node's memory as one CPU).

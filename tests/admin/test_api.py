@@ -301,6 +301,10 @@ def _every_route() -> list[tuple[str, str, dict | None]]:
         ("POST", "/batches/batch_" + "0" * 32 + "/cancel", None),
         ("POST", "/models", {"name": "m", "path": "/tmp"}), ("GET", "/models", None),
         ("GET", "/models/m", None), ("DELETE", "/models/m", None),
+        ("POST", "/adapters", {"name": "a", "endpoint": "llama", "path": "/tmp",
+                               "tenant": "acme"}),
+        ("GET", "/adapters", None), ("GET", "/adapters/a", None),
+        ("DELETE", "/adapters/a", None),
     ]
 
 
