@@ -362,12 +362,15 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="also write the report as a self-contained HTML file with charts")
 
     # Imported here: those modules build on this one's helpers.
+    from deployments.admin_adapter_cli import add_adapter_commands
     from deployments.admin_audit_cli import add_audit_arguments, audit
     from deployments.admin_batch_cli import add_batch_commands
     from deployments.admin_model_cli import add_model_commands
 
     add_batch_commands(group("batch", "list and cancel the batch jobs of every tenant"),
                        command)
+    add_adapter_commands(group("adapter", "register, list, show and delete tenants' LoRA "
+                                          "adapters"), command)
     add_model_commands(group("model", "register, list, show and delete models in the "
                                       "catalogue"), command)
 

@@ -34,6 +34,11 @@ PAIRS = [
     (types.OperatorBatchList, "OperatorBatchList"),
     (types.SlaReport, "SlaReport"),
     (types.SlaBatch, "BatchUsage"),
+    (types.Adapter, "AdapterOut"),
+    (types.OperatorAdapter, "OperatorAdapterOut"),
+    (types.AdapterList, "AdapterList"),
+    (types.OperatorAdapterList, "OperatorAdapterList"),
+    (types.AdapterDeleted, "AdapterDeleted"),
     (types.CatalogueModel, "CatalogueModelOut"),
     (types.CatalogueModelList, "CatalogueModelList"),
 ]

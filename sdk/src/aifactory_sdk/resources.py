@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from aifactory_sdk._base import Resource, Sender, _segment
 from aifactory_sdk._core import NOT_GIVEN, Call, NotGiven
+from aifactory_sdk.adapter_resources import OperatorAdapters, TenantAdapters
 from aifactory_sdk.batch_resources import OperatorBatches, TenantBatches
 from aifactory_sdk.catalogue_resources import CatalogueModels
 from aifactory_sdk.types import (
@@ -140,6 +141,7 @@ class TenantSelfService(Resource):
     def __init__(self, client: Sender) -> None:
         super().__init__(client)
         self.batches = TenantBatches(client)
+        self.adapters = TenantAdapters(client)
 
     def endpoints(self) -> Any:
         """`MyEndpointList`: the endpoints this tenant may call, each with its quota there."""
@@ -283,6 +285,7 @@ class Admin(Resource):
         self.endpoints = Endpoints(client)
         self.quotas = Quotas(client)
         self.batches = OperatorBatches(client)
+        self.adapters = OperatorAdapters(client)
         self.models = CatalogueModels(client)
 
     def usage(self, tenant: str, *, since: Moment = None, until: Moment = None,

@@ -7,6 +7,13 @@ from aifactory_sdk.types._result import (
     Result,
     stamped,
 )
+from aifactory_sdk.types.adapter import (
+    Adapter,
+    AdapterDeleted,
+    AdapterList,
+    OperatorAdapter,
+    OperatorAdapterList,
+)
 from aifactory_sdk.types.admin import (
     ApiKey,
     ApiKeyList,
@@ -75,6 +82,9 @@ from aifactory_sdk.types.inference import (
 )
 
 __all__ = [
+    "Adapter",
+    "AdapterDeleted",
+    "AdapterList",
     "ApiKey",
     "ApiKeyList",
     "AuditEntry",
@@ -116,6 +126,8 @@ __all__ = [
     "ModelList",
     "MyEndpoint",
     "MyEndpointList",
+    "OperatorAdapter",
+    "OperatorAdapterList",
     "OperatorBatch",
     "OperatorBatchList",
     "PriorityClass",
