@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from serving.admin.adapter_protocol import (
     AdapterDeleted,
@@ -71,7 +71,12 @@ async def register(acting: Store, endpoint_card: EndpointCard | None, tenant: st
     await asyncio.to_thread(preflight, acting, tenant, endpoint, name)
     if endpoint_card is None:
         raise Invalid("endpoint", "this platform serves no endpoints adapters can run on")
-    base_root, max_lora_rank = card_facts(endpoint, await endpoint_card(endpoint))
+    try:
+        card = await endpoint_card(endpoint)
+    except Exception as exc:  # its engine away or starting: nothing to check against yet
+        raise HTTPException(503, f"endpoint {endpoint!r} cannot give its card now "
+                                 f"({type(exc).__name__}); retry shortly") from exc
+    base_root, max_lora_rank = card_facts(endpoint, card)
     facts = await asyncio.to_thread(check_folder, path, base_root, max_lora_rank, root=root)
     return await asyncio.to_thread(adapters.register_adapter, acting, name=name, tenant=tenant,
                                    endpoint=endpoint, path=path, facts=facts)

@@ -46,6 +46,8 @@ def lora(api: Api, live_server, folders) -> SimpleNamespace:
     }
 
     async def endpoint_card(name: str):
+        if name == "asleep":
+            raise ConnectionError("the engine is away")
         return cards.get(name)
 
     app = FastAPI()
@@ -212,13 +214,19 @@ def test_names_are_one_model_id_with_endpoints(lora, api):
     assert lora.admin.delete("/endpoints/base").status_code == 200
 
 
-def test_an_unknown_tenant_or_an_endpoint_without_a_card(lora):
+def test_an_unknown_tenant_an_endpoint_without_a_card_or_one_that_cannot_say(lora):
     assert error_of(register(lora.admin, lora.folders.adapter, tenant="nobody"), 404)[
         "message"] == "tenant: no tenant named 'nobody'"
     lora.store.create_endpoint("cardless")
     lora.store.grant("cardless", "acme")
     assert error_of(register(lora.acme, lora.folders.adapter, endpoint="cardless"), 404)[
         "message"] == "endpoint: no endpoint named 'cardless'"
+    lora.store.create_endpoint("asleep")
+    lora.store.grant("asleep", "acme")
+    assert error_of(register(lora.acme, lora.folders.adapter, endpoint="asleep"), 503)[
+        "message"] == "endpoint 'asleep' cannot give its card now (ConnectionError); retry " \
+                      "shortly"
+    assert lora.admin.get("/adapters").json()["data"] == []
 
 
 @pytest.mark.parametrize(("body", "status", "says"), [
