@@ -106,8 +106,10 @@ class GatewayDeployment:
             self._deployer.follow()
 
     def __serve_build_asgi_app__(self):
-        admin = build_admin_router(self._access.store, deployer=self._deployer)
-        tenant = build_tenant_router(self._access.store)
+        admin = build_admin_router(self._access.store, deployer=self._deployer,
+                                   endpoint_card=self._endpoint_card)
+        tenant = build_tenant_router(self._access.store, endpoint_card=self._endpoint_card,
+                                     adapter_root=self._settings.tenant_adapter_root)
         autoscaler = build_autoscaler_router(
             self._access.store,
             None if self._autoscaling is None else self._autoscaling.read_view)
@@ -117,6 +119,11 @@ class GatewayDeployment:
             routers=(("/admin/v1", admin), ("/admin/v1", autoscaler), ("/tenant/v1", tenant),
                      ("", build_files_router(self._access, self._files))),
             replica=replica, limits=self._settings.limits, parts=(batch_api(self._files),))
+
+    async def _endpoint_card(self, name: str) -> dict[str, Any] | None:
+        """An endpoint's card, for the checks of an adapter registered on it."""
+        target = self._targets.get(name)
+        return None if target is None else await target.card()
 
     async def check_health(self) -> None:
         if self._host is not None:
@@ -163,13 +170,20 @@ class AutoscalingWiring:
 @dataclass(frozen=True)
 class GatewaySettings:
     """A gateway replica's own settings: the engine links' secret (hex), the bounds on
-    each request body, and the Files API's storage folder (shared by all replicas) and
-    default limits per tenant."""
+    each request body, the Files API's storage folder (shared by all replicas) and default
+    limits per tenant, and the folder under which each tenant's own LoRA adapters lie."""
 
     link_secret: str
     limits: RequestLimits
     files_dir: str
     file_limits: FileLimits
+    adapters_dir: str = ""
+
+    def tenant_adapter_root(self, tenant: str) -> str:
+        """A tenant registering its own adapter names a folder under its own one here: any
+        other path the gateway can read (another tenant's adapter among them) is refused.
+        Operators register from anywhere."""
+        return str(Path(self.adapters_dir) / tenant)
 
 
 @dataclass(frozen=True)
@@ -270,6 +284,7 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         max_json_depth=config.server.max_json_depth,
         response_retention_s=config.server.response_retention_days * 86400),
         files_dir=str(files_dir(config)),
+        adapters_dir=str(home() / "adapters"),
         file_limits=FileLimits(**config.server.files.model_dump(exclude={"storage_dir"})))
     return gateway.bind(engines, tenancy, settings, colocated, autoscaling, autoscaler,
                         deployer,

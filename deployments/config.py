@@ -375,7 +375,8 @@ DEMO_EMBED_ENGINE = {
 
 def default_config(port: int | None = None) -> PlatformConfig:
     """The embedded default: the demo model as one CPU endpoint named `demo` (colocated with
-    the gateway), and as an embedding model, `demo-embed` (an engine deployment)."""
+    the gateway, LoRA adapters enabled), and as an embedding model, `demo-embed` (an engine
+    deployment)."""
     cfg = parse_config(
         {
             "partition": {"accelerator": "cpu", "count": 8},
@@ -390,6 +391,10 @@ def default_config(port: int | None = None) -> PlatformConfig:
                         "max_model_len": 2048,
                         "dtype": "bfloat16",
                         "kv_cache_memory_bytes": 256 * 1024**2,
+                        # Tenants' LoRA adapters on the demo model (`aifactory demo-adapter`
+                        # makes one): four applied per engine step, rank up to 16.
+                        "extra_args": {"enable_lora": True, "max_lora_rank": 16,
+                                       "max_loras": 4},
                     },
                 },
                 {
