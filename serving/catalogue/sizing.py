@@ -106,6 +106,14 @@ def _propose(kind: str, need: int, usable: int, heads: int | None) -> ReplicaPro
     if usable <= 0:
         return ReplicaProposal(kind, False, 0.0, 0, 0, need, usable,
                                f"a {kind} device offers no usable memory")
+    if kind == "cpu":
+        # A CPU slot is a core (a Ray logical CPU) as much as its share of memory: an engine
+        # computes on whole cores, so it takes at least one slot, more where it needs more
+        # of the host's memory than one slot's share.
+        slots = max(1, math.ceil(need / usable))
+        return ReplicaProposal(kind, True, float(slots), 1, 1, need, usable, (
+            f"{_gib(need)} needed, {_gib(usable)} usable per cpu slot: an engine computes "
+            f"on whole cores, so it takes {slots} slot(s)"))
     if need <= usable:
         # E.g. need 30 GiB on 72 GiB usable: 2 copies fit, each replica takes 0.5 of a device.
         copies = max(1, min(usable // max(need, 1), _RESOURCE_QUANTUM))

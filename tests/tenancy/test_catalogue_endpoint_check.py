@@ -37,7 +37,7 @@ async def test_the_entry_runs_its_folder_with_the_proposed_share(deployer, store
                                             "engine": {"max_model_len": 1024}})
     entry = model_store.get(store, "demo-ft")
     proposal = size(entry, deployer.accelerator_memory(), 1024, 8).proposals["cpu"]
-    assert proposal.fits and proposal.accelerators_per_replica < 1
+    assert proposal.fits and proposal.accelerators_per_replica == 1.0  # whole cores
     assert (checked["model"], checked["catalogue"], checked["accelerators_per_replica"]) == (
         entry.source, "demo-ft", proposal.accelerators_per_replica)
     # Stored as checked, the entry is in use until the endpoint goes.

@@ -113,10 +113,12 @@ def test_each_accelerator_kind_gets_its_own_proposal(demo):
     estimate = estimate_memory(demo, context_length=2048, concurrency=4)
     proposals = propose_replicas(estimate, {"cpu": 2 * GIB, "gpu": 80 * GIB},
                                  demo.shape.num_attention_heads)
-    # 2 GiB x 0.9 = 1,932,735,283 usable bytes // 5,047,552 needed = 382 copies
-    assert proposals["cpu"].copies_per_device == 382
-    assert proposals["cpu"].accelerators_per_replica == 0.0026  # 1/382 = 0.00261...
-    assert proposals["cpu"].reason == ("4.81 MiB needed, 1.8 GiB usable per cpu: 382 "
-                                       "replica(s) fit one, each takes 0.0026 of it")
+    # 382 copies would fit one CPU slot's memory, but a CPU engine computes on whole cores.
+    assert proposals["cpu"].copies_per_device == 1
+    assert proposals["cpu"].accelerators_per_replica == 1.0
+    assert proposals["cpu"].reason == ("4.81 MiB needed, 1.8 GiB usable per cpu slot: an "
+                                       "engine computes on whole cores, so it takes 1 slot(s)")
+    many = propose_replicas(estimate_memory(demo, 2048, 4), {"cpu": 2 * 1024**2}, 2)["cpu"]
+    assert (many.fits, many.accelerators_per_replica) == (True, 3.0)  # 4.81 / 1.8 MiB
     # A GPU would fit 15,316; Ray's smallest share, 0.0001, stops at 10,000.
     assert proposals["gpu"].accelerators_per_replica == 0.0001
