@@ -51,6 +51,12 @@ def path_problems(path: str, root: str | None) -> list[Problem]:
     folder a tenant may register from) anything in it resolving outside `root`, symlinks
     followed. Without a root, symlinks are allowed: a Hugging Face cache snapshot is one."""
     folder = Path(path)
+    if root is not None and not Path(os.path.realpath(folder)).is_relative_to(
+            Path(os.path.realpath(root))):
+        # Before anything is read there: whether a path outside exists is not the tenant's
+        # to learn.
+        return [Problem(FOLDER, f"{path} is outside {root}, the folder adapters may be "
+                                "registered from")]
     if not folder.exists():
         return [Problem(FOLDER, f"{path} does not exist")]
     if not folder.is_dir():

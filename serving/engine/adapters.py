@@ -8,6 +8,11 @@ adapters' weights itself (at most max_loras in a step, max_cpu_loras cached, lea
 used evicted and loaded again from their folders when asked for); what is kept here is vLLM's
 name -> LoRARequest table, which its requests resolve `model` against.
 
+What is loaded is a private copy of the folder, taken when the adapter is first used and
+checked against the digest it was registered with: vLLM reads an evicted adapter again from
+its path later, and a tenant could otherwise change its folder after registration (swap in
+links to another tenant's weights, say) and have that served.
+
 Loads are one at a time per engine: vLLM's dynamic loading races under concurrent loads
 (vllm#47724), and a name's table entry must not be replaced or dropped between a request's
 check and vLLM resolving its `model`, so a request holds its adapter (`using`) until vLLM has
@@ -18,11 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
+import tempfile
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
 from typing import Any
+
+from serving.catalogue.facts import folder_digest
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +81,57 @@ class AdapterLoadFailed(Exception):
         self.status = status
 
 
-class EngineAdapters:
-    """The adapters registered with one engine's vLLM serving layer (OpenAIServingModels)."""
+def snapshot_folder(ref: AdapterRef, cache: Path) -> str:
+    """The adapter's folder as registered: a copy under `cache` (links followed, so nothing
+    in it points elsewhere), kept by digest, made once; AdapterLoadFailed when the folder's
+    content is no longer what was registered."""
+    kept = cache / ref.digest.replace(":", "-").replace("/", "-")
+    if kept.is_dir():
+        return str(kept)
+    staging = Path(tempfile.mkdtemp(dir=cache))
+    try:
+        copy = staging / "adapter"
+        try:
+            shutil.copytree(ref.path, copy, symlinks=False)
+        except OSError as exc:
+            raise AdapterLoadFailed(HTTPStatus.BAD_REQUEST,
+                                    f"its folder cannot be read: {exc.strerror}") from None
+        if folder_digest(copy) != ref.digest:
+            raise AdapterLoadFailed(HTTPStatus.CONFLICT,
+                                    "its folder changed since it was registered; register it "
+                                    "again")
+        try:
+            os.rename(copy, kept)
+        except OSError:  # another load of the same digest got there first
+            if not kept.is_dir():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(kept)
 
-    def __init__(self, models, keep: int = KEEP_REGISTERED) -> None:
+
+class EngineAdapters:
+    """The adapters registered with one engine's vLLM serving layer (OpenAIServingModels).
+    `snapshot` turns a request's adapter into the folder vLLM loads (default: a checked
+    private copy under a fresh temporary folder)."""
+
+    def __init__(self, models, keep: int = KEEP_REGISTERED,
+                 snapshot: Callable[[AdapterRef], str] | None = None) -> None:
         self._models = models
         self._keep = keep
+        self._cache: Path | None = None
+        if snapshot is None:
+            cache = self._cache = Path(tempfile.mkdtemp(prefix="aifactory-adapters-"))
+            snapshot = lambda ref: snapshot_folder(ref, cache)  # noqa: E731
+        self._snapshot = snapshot
         self._digests: OrderedDict[str, str] = OrderedDict()  # least recently used first
         self._held: Counter[str] = Counter()
         self._load = asyncio.Lock()
+
+    def close(self) -> None:
+        """The copies go with the engine."""
+        if self._cache is not None:
+            shutil.rmtree(self._cache, ignore_errors=True)
 
     @property
     def registered(self) -> list[str]:
@@ -104,13 +158,15 @@ class EngineAdapters:
         async with self._load:
             if self._digests.get(ref.name) == ref.digest:  # loaded while this one waited
                 return
+            path = await asyncio.to_thread(self._snapshot, ref)
             replacing = ref.name in self._models.lora_requests
             result = await self._models.load_lora_adapter(LoadLoRAAdapterRequest(
-                lora_name=ref.name, lora_path=ref.path, load_inplace=replacing))
+                lora_name=ref.name, lora_path=path, load_inplace=replacing))
             if isinstance(result, ErrorResponse):
                 raise AdapterLoadFailed(result.error.code, result.error.message)
             self._digests[ref.name] = ref.digest
-            logger.info("LoRA adapter %s registered from %s", ref.name, ref.path)
+            logger.info("LoRA adapter %s registered from %s (a copy of %s)", ref.name, path,
+                        ref.path)
             await self._drop_unused()
 
     async def _drop_unused(self) -> None:

@@ -300,6 +300,8 @@ class EngineHost:
         return {"unfinished_requests": float(running)}
 
     def shutdown(self) -> None:
+        if self.adapters is not None:
+            self.adapters.close()
         try:
             self.engine.shutdown()
         except Exception:  # shutting down anyway; nothing to recover

@@ -73,7 +73,13 @@ def test_within_a_root_nothing_may_resolve_outside_it(adapter, tmp_path):
                            "may be registered from"
     # The folder itself a symlink out of the root.
     os.symlink(adapter, root / "link")
-    assert "the folder resolves outside" in str(path_problems(str(root / "link"), str(root))[0])
+    assert f"is outside {root}" in str(path_problems(str(root / "link"), str(root))[0])
+    # A path outside gets the same answer whether it exists or not: a tenant learns nothing
+    # of other folders.
+    missing = path_problems(str(tmp_path / "other" / "nothing"), str(root))
+    present = path_problems(str(adapter), str(root))
+    assert [str(p).replace(str(tmp_path / "other" / "nothing"), "X") for p in missing] == \
+        [str(p).replace(str(adapter), "X") for p in present]
     # Without a root (an operator's registration) symlinks are fine: HF cache snapshots.
     assert path_problems(str(root / "link"), None) == []
 

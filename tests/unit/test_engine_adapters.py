@@ -9,11 +9,13 @@ import asyncio
 
 import pytest
 
+from serving.catalogue.facts import folder_digest
 from serving.engine.adapters import (
     ADAPTER_FIELD,
     AdapterLoadFailed,
     AdapterRef,
     EngineAdapters,
+    snapshot_folder,
     without_adapter_field,
 )
 
@@ -48,6 +50,10 @@ class RecordingModels:
         return "ok"
 
 
+def as_registered(adapter: AdapterRef) -> str:
+    return adapter.path  # snapshot_folder's own tests are below
+
+
 def ref(name: str, digest: str = "sha256:1") -> AdapterRef:
     return AdapterRef(name, f"/adapters/{name}", digest)
 
@@ -59,7 +65,7 @@ async def use(adapters: EngineAdapters, adapter: AdapterRef, hold_s: float = 0.0
 
 def test_concurrent_requests_for_new_adapters_load_each_once_and_one_at_a_time():
     models = RecordingModels()
-    adapters = EngineAdapters(models)
+    adapters = EngineAdapters(models, snapshot=as_registered)
 
     async def main():
         await asyncio.gather(*(use(adapters, ref(f"a{i % 3}")) for i in range(30)))
@@ -73,7 +79,7 @@ def test_concurrent_requests_for_new_adapters_load_each_once_and_one_at_a_time()
 
 def test_a_new_digest_under_a_name_is_loaded_again_in_place():
     models = RecordingModels()
-    adapters = EngineAdapters(models)
+    adapters = EngineAdapters(models, snapshot=as_registered)
 
     async def main():
         await use(adapters, ref("a", "sha256:1"))
@@ -86,7 +92,7 @@ def test_a_new_digest_under_a_name_is_loaded_again_in_place():
 
 def test_past_the_bound_the_least_recently_used_unheld_adapter_is_dropped():
     models = RecordingModels()
-    adapters = EngineAdapters(models, keep=2)
+    adapters = EngineAdapters(models, keep=2, snapshot=as_registered)
 
     async def main():
         await use(adapters, ref("a"))
@@ -107,7 +113,7 @@ def test_past_the_bound_the_least_recently_used_unheld_adapter_is_dropped():
 
 def test_a_failed_load_raises_and_leaves_nothing_registered():
     models = RecordingModels(fail={"gone"})
-    adapters = EngineAdapters(models)
+    adapters = EngineAdapters(models, snapshot=as_registered)
 
     async def main():
         with pytest.raises(AdapterLoadFailed) as failed:
@@ -126,3 +132,39 @@ def test_the_field_is_taken_out_of_the_body_the_engine_validates():
     assert rest == {"model": "acme-ft", "prompt": "x"} and ADAPTER_FIELD in body
     assert adapter == AdapterRef("acme-ft", "/adapters/acme-ft", "sha256:9")
     assert without_adapter_field({"model": "m"}) == ({"model": "m"}, None)
+
+
+def _adapter_folder(where):
+    where.mkdir(parents=True)
+    (where / "adapter_config.json").write_text('{"r": 8}')
+    (where / "adapter_model.safetensors").write_bytes(b"weights")
+    return where
+
+
+def test_the_engine_loads_a_checked_private_copy_of_the_registered_folder(tmp_path):
+    folder = _adapter_folder(tmp_path / "acme" / "ft")
+    registered = AdapterRef("acme-ft", str(folder), folder_digest(folder))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    copy = snapshot_folder(registered, cache)
+    assert copy != str(folder) and folder_digest(copy) == registered.digest
+    # Changed after registration (here: its weights swapped for a link to other weights):
+    # what the engine already copied stays; a new copy is refused.
+    other = _adapter_folder(tmp_path / "globex" / "ft")
+    (folder / "adapter_model.safetensors").unlink()
+    (folder / "adapter_model.safetensors").symlink_to(other / "adapter_model.safetensors")
+    (other / "adapter_model.safetensors").write_bytes(b"their weights")
+    assert snapshot_folder(registered, cache) == copy
+    fresh = tmp_path / "fresh-cache"
+    fresh.mkdir()
+    with pytest.raises(AdapterLoadFailed) as refused:
+        snapshot_folder(registered, fresh)
+    assert refused.value.status == 409 and "changed since it was registered" in str(
+        refused.value)
+    assert list(fresh.iterdir()) == []  # nothing half-copied left
+
+
+def test_a_folder_gone_is_a_clear_refusal(tmp_path):
+    with pytest.raises(AdapterLoadFailed) as refused:
+        snapshot_folder(AdapterRef("x", str(tmp_path / "nowhere"), "sha256:0"), tmp_path)
+    assert refused.value.status == 400 and "cannot be read" in str(refused.value)
