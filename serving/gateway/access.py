@@ -129,6 +129,9 @@ class Admitted:
     content_events: int = 0
     span: Any = None
     client_request_id: str | None = None
+    # The tenant's LoRA adapter the request runs with (its name), for its ledger record; None
+    # for the endpoint's own model.
+    adapter: str | None = None
 
 
 class NotGranted(LookupError):
@@ -251,10 +254,12 @@ class Access:
     async def admit(self, principal: Principal, endpoint: str, request_id: str,
                     body: dict[str, Any], context_len: int, model: str = "unknown",
                     span: Any = None, client_request_id: str | None = None,
-                    claims: Claims = Claims.GENERATION) -> Admitted:
+                    claims: Claims = Claims.GENERATION,
+                    adapter: str | None = None) -> Admitted:
         """`model` is the endpoint's model label for metrics; `span` the request's span;
         `client_request_id` the client's own id of the request, for its ledger record;
-        `claims` what its kind claims from the token quotas."""
+        `claims` what its kind claims from the token quotas; `adapter` the name of the LoRA
+        adapter it runs with (None: the endpoint's own model), for its ledger record."""
         now = self._clock()
         prompt, max_tokens = claimed_tokens(claims, body, context_len)
         claim = AdmissionRequest(prompt, max_tokens)
@@ -269,16 +274,17 @@ class Access:
                                  batch=batch_of(request_id) is not None)
         return Admitted(request_id, principal, endpoint, decision, reservation, prompt,
                         time.monotonic(), datetime.fromtimestamp(now, UTC), model=model,
-                        span=span, client_request_id=client_request_id)
+                        span=span, client_request_id=client_request_id, adapter=adapter)
 
     def unadmitted(self, principal: Principal, endpoint: str, request_id: str,
                    model: str = "unknown", span: Any = None,
-                   client_request_id: str | None = None) -> Admitted:
+                   client_request_id: str | None = None,
+                   adapter: str | None = None) -> Admitted:
         """The bookkeeping of a request the gateway refuses before admission (its endpoint is
         full): no quota is reserved, and `finish` records it without tokens."""
         return Admitted(request_id, principal, endpoint, NOT_ADMITTED, None, 0, time.monotonic(),
                         datetime.fromtimestamp(self._clock(), UTC), model=model, span=span,
-                        client_request_id=client_request_id)
+                        client_request_id=client_request_id, adapter=adapter)
 
     async def finish(self, admitted: Admitted, outcome: Outcome, prompt_tokens: int | None = None,
                      completion_tokens: int = 0, *, http_status: int | None = None,
@@ -318,6 +324,7 @@ class Access:
             client_request_id=admitted.client_request_id,
             http_status=http_status,
             error_class=error_class,
+            adapter=admitted.adapter,
         ))
 
     async def withdraw(self, admitted: Admitted) -> None:

@@ -192,6 +192,12 @@ def model_not_found(model: str) -> Refusal:
         param="model", code="model_not_found"))
 
 
+def adapter_of(chosen: Route) -> str | None:
+    """The name of the LoRA adapter a routed request runs with, for its ledger record; None
+    for the endpoint's own model."""
+    return chosen.adapter.name if chosen.adapter else None
+
+
 async def refuse_if_full(access: Access, principal: Principal, chosen: Route,
                          exchange: Exchange) -> None:
     """An endpoint too full to serve the request within its tenant's TTFT target refuses it
@@ -200,7 +206,8 @@ async def refuse_if_full(access: Access, principal: Principal, chosen: Route,
     if why is not None:
         unadmitted = access.unadmitted(principal, chosen.model, exchange.request_id,
                                        model=chosen.model_label, span=exchange.span,
-                                       client_request_id=exchange.client_request_id)
+                                       client_request_id=exchange.client_request_id,
+                                       adapter=adapter_of(chosen))
         raise await overloaded(access, unadmitted, chosen.model, why)
 
 
@@ -213,7 +220,7 @@ async def ask_quotas(access: Access, principal: Principal, chosen: Route,
                                   chosen.card.get("max_model_len", 0),
                                   model=chosen.model_label, span=exchange.span,
                                   client_request_id=exchange.client_request_id,
-                                  claims=CLAIMS[exchange.kind])
+                                  claims=CLAIMS[exchange.kind], adapter=adapter_of(chosen))
     except NotGranted:
         raise model_not_found(chosen.model) from None
     except Exception as exc:

@@ -18,7 +18,7 @@ from serving.tenancy.records import ErrorClass, Outcome, UsageBucket, UsageRecor
 CSV_COLUMNS = (
     "request_id", "tenant", "key_prefix", "endpoint", "prompt_tokens", "completion_tokens",
     "total_tokens", "ttft_s", "duration_s", "outcome", "created_at", "finished_at",
-    "client_request_id", "http_status", "error_class",
+    "client_request_id", "http_status", "error_class", "adapter",
 )
 _BUCKET_FORMATS = {"hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
 
@@ -49,6 +49,7 @@ def validated(record: UsageRecord) -> dict[str, Any]:
         "http_status": check.http_status(record.http_status),
         "error_class": None if record.error_class is None
         else check.choice("error_class", ErrorClass, record.error_class).value,
+        "adapter": check.adapter(record.adapter),
     }
 
 
@@ -124,7 +125,8 @@ def records(s: Session, tenant: str, start: datetime, end: datetime) -> list[Usa
                         row.prompt_tokens, row.completion_tokens, row.ttft_s, row.duration_s,
                         Outcome(row.outcome), row.created_at, row.finished_at,
                         row.client_request_id, row.http_status,
-                        None if row.error_class is None else ErrorClass(row.error_class))
+                        None if row.error_class is None else ErrorClass(row.error_class),
+                        row.adapter)
             for row in s.scalars(query.execution_options(yield_per=1000))]
 
 
@@ -143,7 +145,7 @@ def export_csv(s: Session, out: TextIO, start: datetime, end: datetime,
             row.completion_tokens, row.prompt_tokens + row.completion_tokens,
             _cell(row.ttft_s), _cell(row.duration_s), row.outcome, _iso(row.created_at),
             _iso(row.finished_at), row.client_request_id or "", _cell(row.http_status),
-            row.error_class or "",
+            row.error_class or "", row.adapter or "",
         ])
         written += 1
     return written

@@ -184,6 +184,7 @@ class UsageRow(Base):
     client_request_id: Mapped[str | None] = mapped_column(String(128))
     http_status: Mapped[int | None] = mapped_column(SmallInteger)
     error_class: Mapped[str | None] = mapped_column(String(16))
+    adapter: Mapped[str | None] = mapped_column(String(63))  # None: the endpoint's own model
 
 
 class AuditRow(Base):

@@ -180,6 +180,9 @@ class UsageRecord:
     # anything but ok, why (ErrorClass).
     http_status: int | None = None
     error_class: ErrorClass | None = None
+    # The tenant's LoRA adapter the request ran with (its model id); None for the endpoint's
+    # own model.
+    adapter: str | None = None
 
     @property
     def batch_id(self) -> str | None:

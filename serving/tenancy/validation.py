@@ -97,6 +97,11 @@ def client_request_id(value: object) -> str | None:
     return value
 
 
+def adapter(value: object) -> str | None:
+    """A ledger record's LoRA adapter: an adapter's name (a name, see `name`), or None."""
+    return None if value is None else name("adapter", value)
+
+
 def http_status(value: object) -> int | None:
     if value is None:
         return None

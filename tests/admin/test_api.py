@@ -268,7 +268,7 @@ def test_usage_csv_export(ledger: Api) -> None:
         "prompt_tokens": "10", "completion_tokens": "20", "total_tokens": "30",
         "ttft_s": "0.05", "duration_s": "0.5", "outcome": "ok",
         "created_at": "2025-03-14T09:05:00Z", "finished_at": "2025-03-14T09:05:01Z",
-        "client_request_id": "", "http_status": "", "error_class": ""}
+        "client_request_id": "", "http_status": "", "error_class": "", "adapter": ""}
 
     beta = ledger.client.get("/usage.csv", params={**window, "tenant": "beta"}).text
     assert [r["request_id"] for r in csv.DictReader(io.StringIO(beta))] == ["r5"]

@@ -61,6 +61,10 @@ def test_a_large_batch_goes_in_whole(store: Store) -> None:
     ("http_status", 99),
     ("http_status", "200"),
     ("error_class", "oops"),
+    ("adapter", "=cmd|' /C calc'!A0"),  # an adapter's name is a name: no CSV formula
+    ("adapter", "T-FT"),
+    ("adapter", "a" * 64),
+    ("adapter", ""),
     ("tenant", "Acme"),
     ("endpoint", "=HYPERLINK()"),
     ("key_prefix", "@evil"),
@@ -173,9 +177,26 @@ def test_csv_export_of_a_time_window(store: Store) -> None:
     assert tuple(rows[0]) == CSV_COLUMNS
     assert rows[1] == ["x1", "acme", "afk_AbCdEfGh", "llama", "7", "3", "10", "0.25", "1.5",
                        "ok", "2025-03-14T09:01:00Z", "2025-03-14T09:01:01.500000Z",
-                       "job-7/line=3", "", ""]
+                       "job-7/line=3", "", "", ""]
     assert [row[0] for row in rows[1:]] == ["x1", "x2", "x3"]  # oldest first
-    assert rows[3][7:] == ["", "", "client_cancelled", "2025-03-14T09:03:00Z", "", "", "", ""]
+    assert rows[3][7:] == ["", "", "client_cancelled", "2025-03-14T09:03:00Z", "", "", "", "",
+                           ""]
     only_beta = io.StringIO()
     assert store.export_csv(only_beta, T, T + timedelta(hours=1), tenant="beta") == 1
     assert "x2" in only_beta.getvalue() and "x1" not in only_beta.getvalue()
+
+
+def test_a_record_keeps_the_adapter_it_ran_with(store: Store) -> None:
+    """The LoRA adapter a request ran with is kept, read back and exported; None (an empty
+    cell) for the endpoint's own model."""
+    store.record_usage([replace(record("on-ft"), adapter="acme-ft"),
+                        replace(record("on-base", at=T + timedelta(seconds=1)))])
+    read = store.usage_records("acme", T, T + timedelta(hours=1))
+    assert [(r.request_id, r.adapter) for r in read] == [("on-ft", "acme-ft"), ("on-base", None)]
+    assert read[0] == replace(record("on-ft"), adapter="acme-ft")
+    out = io.StringIO()
+    store.export_csv(out, T, T + timedelta(hours=1))
+    exported = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert CSV_COLUMNS[-1] == "adapter"
+    assert [(row["request_id"], row["adapter"]) for row in exported] == [
+        ("on-ft", "acme-ft"), ("on-base", "")]

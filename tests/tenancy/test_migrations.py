@@ -17,7 +17,7 @@ from serving.tenancy.models import Base
 TABLES = {"tenants", "api_keys", "endpoints", "endpoint_grants", "quotas", "usage_records",
           "admin_audit", "stored_responses", "batches", "batch_lines", "files",
           "file_quotas", "adapters", "catalogue_models"}
-HEAD = "0011"
+HEAD = "0012"
 
 
 def revision(engine: sa.Engine) -> str | None:
@@ -176,6 +176,34 @@ def test_0009_adds_the_files_tables_and_takes_them_back(empty_database_url: str)
     assert {"files", "file_quotas"} <= set(sa.inspect(engine).get_table_names())
     command.downgrade(config, "0008")
     assert not {"files", "file_quotas"} & set(sa.inspect(engine).get_table_names())
+    upgrade(empty_database_url)
+    assert revision(engine) == HEAD
+    engine.dispose()
+
+
+def test_a_ledger_of_0011_upgrades_keeping_its_rows_on_no_adapter(
+        empty_database_url: str) -> None:
+    """0012: the LoRA adapter a request ran with; earlier rows ran on their endpoint's own
+    model (none). Downgraded, the column goes and the rows stay."""
+    from alembic import command
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0011")
+    engine = sa.create_engine(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO usage_records (request_id, tenant, key_prefix, endpoint, prompt_tokens,"
+            " completion_tokens, outcome, created_at) VALUES ('old-1', 'acme', 'afk_x', 'demo',"
+            " 3, 4, 'ok', '2026-12-01 10:00:00')"))
+    upgrade(empty_database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(
+            "SELECT request_id, adapter FROM usage_records")).all() == [("old-1", None)]
+    command.downgrade(config, "0011")
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("usage_records")}
+    assert "adapter" not in columns and "error_class" in columns
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT request_id FROM usage_records")).all() == [("old-1",)]
     upgrade(empty_database_url)
     assert revision(engine) == HEAD
     engine.dispose()

@@ -152,3 +152,29 @@ async def test_replay_lands_what_it_can_and_dead_letters_the_rest(tmp_path, stor
     kept = spool.dead_letters()
     assert len(kept) == 2 and {"record" in k or "line" in k for k in kept} == {True}
     assert writer.dead_letters == 1  # the record; the torn line was no record
+
+
+def test_spool_keeps_the_adapter_and_reads_old_lines_without_it(tmp_path, store):
+    """A record's LoRA adapter survives the spool into the store; a line spooled before the
+    ledger kept adapters (no `adapter` key) reads as one on the endpoint's own model."""
+    import json
+    from dataclasses import asdict, replace
+
+    spool = LedgerSpool(tmp_path / "spool")
+    on_adapter = replace(record(1), adapter="acme-ft")
+    path = spool.append([on_adapter, record(2)])
+    assert '"adapter": "acme-ft"' in path.read_text(encoding="utf-8")
+    assert spool.read(path) == [on_adapter, record(2)]
+    old = {**asdict(record(3)), "outcome": record(3).outcome.value,
+           "created_at": record(3).created_at.isoformat(),
+           "finished_at": record(3).finished_at.isoformat()}
+    del old["adapter"]
+    old_path = tmp_path / "spool" / "00000000T000000000000-old.jsonl"
+    old_path.write_text(json.dumps(old) + "\n", encoding="utf-8")
+    [read_old] = spool.read(old_path)
+    assert read_old == record(3) and read_old.adapter is None
+    assert spool.replay(store.record_usage) == 3
+    landed = store.usage_records("acme", datetime(2026, 1, 1, tzinfo=UTC),
+                                 datetime(2027, 1, 1, tzinfo=UTC))
+    assert {r.request_id: r.adapter for r in landed} == {
+        "req-1": "acme-ft", "req-2": None, "req-3": None}

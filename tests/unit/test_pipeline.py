@@ -472,3 +472,25 @@ def test_a_client_cannot_name_an_adapter_folder_itself():
                      ADAPTER_FIELD: {"path": "/etc", "digest": "x"}}, RequestLimits())
     assert bad is not None and bad.param == ADAPTER_FIELD
     assert "Unrecognized request argument" in bad.message
+
+
+async def test_the_ledger_names_the_adapter_a_request_ran_with(store, access, principal):
+    """Every record of an adapter request names the adapter (ok, refused when full); one on
+    the endpoint's own model names none."""
+    _register_adapter(store, "t-ft", "t", "m")
+    target = Target("m")
+    for model, request_id in (("t-ft", "r-ft"), ("m", "r-base")):
+        chosen = await route({"m": target}, access, principal, {"model": model})
+        exchange = Exchange("completion", request_id, None)
+        admitted = await admit(access, principal, chosen, {"prompt": "hi"}, exchange)
+        call, head = await call_engine(access, chosen, admitted, {"prompt": "hi"}, exchange)
+        await respond(access, chosen, admitted, call, head, True, exchange)
+    full = InFlightBound(1)
+    assert full.try_acquire()
+    chosen = await route({"m": Target("m", bound=full)}, access, principal, {"model": "t-ft"})
+    with pytest.raises(Refusal):
+        await refuse_if_full(access, principal, chosen, Exchange("completion", "r-full", None))
+    by_id = {r.request_id: r for r in records(store)}
+    assert {i: (r.outcome, r.endpoint, r.adapter) for i, r in by_id.items()} == {
+        "r-ft": (Outcome.OK, "m", "t-ft"), "r-base": (Outcome.OK, "m", None),
+        "r-full": (Outcome.ERROR, "m", "t-ft")}
