@@ -122,7 +122,7 @@ class EngineAdapters:
         self._cache: Path | None = None
         if snapshot is None:
             cache = self._cache = Path(tempfile.mkdtemp(prefix="aifactory-adapters-"))
-            snapshot = lambda ref: snapshot_folder(ref, cache)  # noqa: E731
+            snapshot = lambda ref: snapshot_folder(ref, cache)
         self._snapshot = snapshot
         self._digests: OrderedDict[str, str] = OrderedDict()  # least recently used first
         self._held: Counter[str] = Counter()

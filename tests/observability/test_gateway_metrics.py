@@ -12,10 +12,10 @@ import pytest
 from observability.slo import SloSettings
 from serving.engine.card import engine_card
 from serving.engine.host import EngineReply
-from serving.targets.local import LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.gateway.telemetry import RequestMetrics
+from serving.targets.local import LocalTarget
 from serving.tenancy import LocalAdmissionCounters, Store, upgrade
 from tests.observability.test_request_telemetry import FakeSink
 

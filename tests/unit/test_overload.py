@@ -15,7 +15,6 @@ import pytest
 
 from serving.engine.card import engine_card
 from serving.engine.host import EngineReply
-from serving.targets.local import LocalCall, LocalTarget
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.targets.bound import (
@@ -26,6 +25,7 @@ from serving.targets.bound import (
     spread_retry,
     waits_too_long,
 )
+from serving.targets.local import LocalCall, LocalTarget
 from serving.tenancy import LocalAdmissionCounters, Outcome
 from tests.unit.stores import sqlite_store
 
