@@ -134,6 +134,10 @@ def delete_adapter(store, name: str, *, tenant: str | None = None) -> Adapter:
 def _found(s: Session, name: str, tenant: str | None) -> AdapterRow:
     row = s.get(AdapterRow, name) if _is_name(name) else None
     if row is None or (tenant is not None and row.tenant != tenant):
+        if tenant is not None:
+            # To a tenant the name is not repeated: the answer is the same whichever name,
+            # another tenant's or none, it asked about.
+            raise NotFound("name: your tenant has no adapter of that name")
         # Shown as ascii, cut short: the name may be anything a client put in a URL.
         raise NotFound(f"name: no adapter named {ascii(name)[1:-1][:64]!r}")
     return row

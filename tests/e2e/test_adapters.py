@@ -41,6 +41,19 @@ def adapter_dirs(platform, tmp_path_factory) -> dict[str, Path]:
     return {"ft-0": operators / "ft-0", "ft-1": acmes / "ft-1", "ft-2": acmes / "ft-2"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind(platform):
+    """The platform is shared: the tests after these find acme's model list as it was."""
+    yield
+    with admin_http(platform) as http:
+        for adapter in http.get("/admin/v1/adapters").json()["data"]:
+            gone = http.delete(f"/admin/v1/adapters/{adapter['id']}")
+            assert gone.status_code == 200, gone.text
+        for model in http.get("/admin/v1/models").json()["data"]:
+            http.delete(f"/admin/v1/models/{model['name']}")
+        assert http.get("/admin/v1/adapters").json()["data"] == []
+
+
 def greedy(client: openai.OpenAI, model: str, prompt: str) -> str:
     return client.completions.create(model=model, prompt=prompt, max_tokens=12,
                                      temperature=0).choices[0].text
