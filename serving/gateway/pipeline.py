@@ -152,8 +152,12 @@ async def route(endpoints: Mapping[str, EndpointTarget], access: Access, princip
         raise model_not_found(model)
     try:
         # Not an endpoint's name: one of the tenant's own adapters', or nothing (another
-        # tenant's adapter is as missing as a name never registered).
-        adapter = None if model in endpoints else await access.adapter(principal, model)
+        # tenant's adapter is as missing as a name never registered). Asked for every name
+        # (names are never both), so that another tenant's endpoint and a missing name
+        # take the same reads.
+        adapter = await access.adapter(principal, model)
+        if model in endpoints:
+            adapter = None
         endpoint = adapter.endpoint if adapter is not None else model
         target = endpoints.get(endpoint)
         # Asked for a missing endpoint too: the answer takes the same path, and the same time,
