@@ -41,6 +41,17 @@ def window(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
             None if args.until is None else parse_moment(args.until, now))
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (a --limit, a --concurrency)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def quota_limit(text: str) -> int | None:
     """A quota limit: a whole number, or "none" to clear it (unlimited)."""
     if text.strip().lower() in ("none", "unlimited"):

@@ -12,7 +12,7 @@ from typing import Any
 
 from aifactory_sdk import Client
 
-from deployments.admin_args import window
+from deployments.admin_args import positive_int, window
 from deployments.admin_render import as_json, print_table, show, when
 
 PAGE_SIZE = 1000  # the API's largest page
@@ -81,22 +81,12 @@ def audit(client: Client, args: argparse.Namespace) -> None:
                   file=sys.stderr)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
-
-
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="WHEN", help="e.g. 24h, 7d or an ISO 8601 time "
                                                         "(default: the beginning)")
     parser.add_argument("--until", metavar="WHEN", help="default: now")
     parser.add_argument("--tenant", help="only the entries about this tenant")
-    parser.add_argument("--limit", type=_positive, metavar="N",
+    parser.add_argument("--limit", type=positive_int, metavar="N",
                         help=f"at most N entries (default: {TABLE_LIMIT} in a table, all when "
                              "exporting)")
     parser.add_argument("--format", choices=["table", "jsonl", "csv"], default="table",

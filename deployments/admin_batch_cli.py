@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from aifactory_sdk import Client
 
+from deployments.admin_args import positive_int
 from deployments.admin_render import as_json, batch_table, show
 
 PAGE_SIZE = 100  # the API's largest page
@@ -50,16 +51,6 @@ def batch_cancel(client: Client, args: argparse.Namespace) -> None:
     show(args.json, as_json(client.admin.batches.cancel(args.batch_id)), table)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
-
-
 def add_batch_commands(batch: argparse._SubParsersAction,
                        command: Callable[..., argparse.ArgumentParser]) -> None:
     """`batch list` and `batch cancel` under the `batch` group; `command(group, name, action,
@@ -67,7 +58,7 @@ def add_batch_commands(batch: argparse._SubParsersAction,
     listing = command(batch, "list", batch_list, "list batch jobs, newest first")
     listing.add_argument("--tenant", help="only this tenant's batches")
     listing.add_argument("--status", choices=STATUSES, help="only batches in this status")
-    listing.add_argument("--limit", type=_positive, default=TABLE_LIMIT, metavar="N",
+    listing.add_argument("--limit", type=positive_int, default=TABLE_LIMIT, metavar="N",
                          help=f"at most N batches (default: {TABLE_LIMIT})")
     command(batch, "cancel", batch_cancel, "cancel a batch job of any tenant: its running "
                                            "lines finish, the rest are not sent").add_argument(

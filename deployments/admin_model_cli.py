@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from aifactory_sdk import Client
 
+from deployments.admin_args import positive_int
 from deployments.admin_render import as_json, print_table, show, when
 
 MODEL_COLUMNS = [("NAME", lambda m: m["name"]), ("OWNER", lambda m: m.get("owner")),
@@ -85,16 +86,6 @@ def model_delete(client: Client, args: argparse.Namespace) -> None:
          lambda gone: print(f"deleted catalogue model {args.name} (its folder stays)"))
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
-
-
 def add_model_commands(model: argparse._SubParsersAction,
                        command: Callable[..., argparse.ArgumentParser]) -> None:
     """register, list, show and delete under the `model` group; `command(group, name,
@@ -114,9 +105,9 @@ def add_model_commands(model: argparse._SubParsersAction,
     details = command(model, "show", model_show, "a model's facts and what a replica needs "
                                                  "on the partition's accelerators")
     details.add_argument("name")
-    details.add_argument("--max-model-len", type=_positive, metavar="TOKENS",
+    details.add_argument("--max-model-len", type=positive_int, metavar="TOKENS",
                          help="context length to size for (default: the model's)")
-    details.add_argument("--concurrency", type=_positive, metavar="N",
+    details.add_argument("--concurrency", type=positive_int, metavar="N",
                          help="sequences held at once at that length (default: 8)")
     command(model, "delete", model_delete, "remove a model from the catalogue (refused "
                                            "while an endpoint uses it)").add_argument("name")
