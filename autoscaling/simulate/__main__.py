@@ -7,7 +7,9 @@ import argparse
 import json
 import sys
 
+from autoscaling.profile.schema import ProfileError
 from autoscaling.simulate import SCENARIOS, simulate
+from autoscaling.simulate.calibrated import load_calibrated
 from autoscaling.simulate.engine import PROFILES
 from autoscaling.simulate.report import render_text
 from autoscaling.simulate.suite import SEEDS, SUITE, render_suite_text, run_suite
@@ -41,7 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--endpoints", type=int, default=12)
     parser.add_argument("--accelerators", type=float, default=24.0)
     parser.add_argument("--hours", type=float, default=1.0)
-    parser.add_argument("--engine", choices=sorted(PROFILES), default="h100-llama-8b")
+    parser.add_argument("--engine", choices=sorted(PROFILES), default=None,
+                        help="built-in engine profile (default h100-llama-8b; with --profile, "
+                             "the one for the measured accelerator)")
+    parser.add_argument("--profile", metavar="FILE.json",
+                        help="a measured engine profile (python -m autoscaling.profile): its "
+                             "step times, KV cache and cold start replace the --engine "
+                             "profile's figures, e.g. autoscaling/profiles/cpu-demo.json")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw allocation per endpoint over time (needs matplotlib)")
@@ -50,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--endpoints, --accelerators and --hours must be positive")
     if args.workers is not None and args.workers < 1:
         parser.error("--workers must be positive")
+    if args.profile:
+        try:
+            args.engine = load_calibrated(args.profile, args.engine)
+        except ProfileError as exc:
+            parser.error(f"--profile {exc}")
+    else:
+        args.engine = args.engine or "h100-llama-8b"
     return args
 
 

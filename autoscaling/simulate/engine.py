@@ -64,6 +64,14 @@ class EngineProfile:
     itl_slo_s: float
     prompt_tokens: tuple[int, ...]  # an endpoint's prompt length is drawn from these
     output_tokens: tuple[int, ...]
+    # A prompt's latency before its first decode step beyond prompt / prefill_tokens_per_s
+    # (front end, scheduling): 0 in the built-in profiles, fitted from a measured profile
+    # (autoscaling.simulate.calibrated). Latency only: it takes no share of the replica.
+    prefill_base_s: float = 0.0
+
+    def prefill_s(self, prompt: float) -> float:
+        """Latency of a prompt's prefill on an idle replica."""
+        return self.prefill_base_s + prompt / self.prefill_tokens_per_s
 
     def decode_step_s(self, batch: float) -> float:
         return self.decode_step_base_s + self.decode_step_per_seq_s * batch
@@ -175,7 +183,7 @@ class FluidEngines:
             steps = np.where(np.isfinite(timeout_s), np.round(timeout_s / dt), 2**62)
             self.timeouts = np.maximum(steps, 1).astype(np.int64)
         self.mean_running = np.zeros(count)  # time-averaged over the last step: the gauge
-        self._prefill_s = self.prompt / profile.prefill_tokens_per_s
+        self._prefill_s = profile.prefill_base_s + self.prompt / profile.prefill_tokens_per_s
         self._prefill_rate = profile.prefill_tokens_per_s * dt
 
     @property

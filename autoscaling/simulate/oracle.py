@@ -58,7 +58,8 @@ def slo_rate(profile: EngineProfile, prompt: float, output: float, ttft_slo_s: f
     share; every one of these grows with r, so bisect. E.g. h100-llama-8b, 512 prompt and
     256 output tokens, 50 ms ITL: (1 - 6.87 / 50) / (512 / 20,000 + 0.127 ms * 256) = 14.9/s.
     """
-    prefill_s = prompt / profile.prefill_tokens_per_s
+    prefill_s = prompt / profile.prefill_tokens_per_s  # the replica's time it takes
+    latency_s = profile.prefill_s(prompt)  # and its latency (plus prefill_base_s)
     base, per_seq = profile.decode_step_base_s, profile.decode_step_per_seq_s
 
     def feasible(rate: float) -> bool:
@@ -67,7 +68,7 @@ def slo_rate(profile: EngineProfile, prompt: float, output: float, ttft_slo_s: f
         if u > PREFILL_SHARE_MAX or room <= 0:
             return False
         itl = base / room
-        return (itl <= itl_slo_s and prefill_s / (1.0 - u) + itl <= ttft_slo_s
+        return (itl <= itl_slo_s and latency_s / (1.0 - u) + itl <= ttft_slo_s
                 and rate * output * itl <= profile.max_num_seqs)
 
     low, high = 0.0, 1.0 / (prefill_s + per_seq * output)

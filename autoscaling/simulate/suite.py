@@ -8,9 +8,11 @@ import statistics
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from autoscaling.simulate.engine import EngineProfile
 from autoscaling.simulate.report import BASELINES, ORACLE, POLICY, describe_loss
 
-# Each scenario's world; every one runs for an hour on the h100-llama-8b profile.
+# Each scenario's world; every one runs for an hour, on the h100-llama-8b profile unless
+# told otherwise.
 SUITE: dict[str, dict[str, float]] = {
     "noisy-neighbour": {"endpoints": 12, "accelerators": 24},
     "contested": {"endpoints": 12, "accelerators": 24},
@@ -23,7 +25,7 @@ TARGETS = ("goodput_vs_best_baseline", "goodput_vs_oracle", "guaranteed_fit_slo_
            "max_flaps_per_endpoint_10min", "capacity_violations")
 
 
-def _one(job: tuple[str, int, dict[str, float], float, str]) -> dict[str, Any]:
+def _one(job: tuple[str, int, dict[str, float], float, str | EngineProfile]) -> dict[str, Any]:
     from autoscaling.simulate import simulate
 
     scenario, seed, world, hours, engine = job
@@ -31,7 +33,7 @@ def _one(job: tuple[str, int, dict[str, float], float, str]) -> dict[str, Any]:
 
 
 def run_suite(scenarios: tuple[str, ...] = tuple(SUITE), seeds: tuple[int, ...] = SEEDS, *,
-              hours: float = 1.0, engine: str = "h100-llama-8b",
+              hours: float = 1.0, engine: str | EngineProfile = "h100-llama-8b",
               workers: int | None = None) -> dict[str, Any]:
     """Every scenario x seed, in that order, spread over worker processes (one per core)."""
     jobs = [(scenario, seed, SUITE[scenario], hours, engine)
