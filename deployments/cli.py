@@ -25,6 +25,7 @@ from deployments.config import (
     default_config,
     load_config,
 )
+from deployments.profile_cli import register_profile_command
 from deployments.tenancy_setup import DEFAULT_KEY_FILE
 
 READY_TIMEOUT_S = 900
@@ -482,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     adapter.set_defaults(func=cmd_demo_adapter)
 
     register_admin_commands(sub)
+    register_profile_command(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)
