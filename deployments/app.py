@@ -39,6 +39,8 @@ from serving.batch.files.storage import FileStorage
 from serving.batch.routes import batch_api
 from serving.engine import EngineHost
 from serving.engine.card import card_from_args
+from serving.engine.start_phases import Phase
+from serving.engine.start_progress import StartProgress, record_start
 from serving.gateway import build_gateway_app
 from serving.gateway.access import Access
 from serving.gateway.ledger_writer import LedgerSpool
@@ -96,7 +98,13 @@ class GatewayDeployment:
         self._host: EngineHost | None = None
         if colocated is not None:
             name, model_path, args, (max_in_flight, slots) = colocated
+            context = serve.get_replica_context()
+            start = StartProgress(context.app_name, context.deployment,
+                                  context.replica_id.unique_id, name)
+            start.mark(Phase.ENGINE_PROCESS)
+            start.start()
             self._host = await EngineHost.start(model_path, name, args)
+            record_start(name, await start.ready())
             configured[name] = LocalTarget(name, self._host, max_in_flight, slots)
         self._targets = EndpointTargets(configured)
         self._deployer = None

@@ -239,8 +239,27 @@ def _serve_progress() -> str:
         return "starting Serve"
     if app is None:
         return "deploying"
-    parts = [f"{name}: {d.status.value}" for name, d in sorted(app.deployments.items())]
+    starting = {entry.deployment: entry for entry in _engine_starts() if not entry.ready}
+    parts = [f"{name}: {_phase_or_status(starting.get(name), d.status.value)}"
+             for name, d in sorted(app.deployments.items())]
     return f"{app.status.value} ({', '.join(parts)})"
+
+
+def _engine_starts() -> list:
+    """The engine replicas' starts as they publish them (serving.engine.start_progress)."""
+    from serving.engine.start_progress import read_starts
+
+    try:
+        return read_starts()
+    except Exception:  # noqa: BLE001 - progress only; Serve's status is shown instead
+        return []
+
+
+def _phase_or_status(entry, status: str) -> str:
+    """A starting replica's phase ("loading weights"), else Serve's status."""
+    from serving.engine.start_phases import DOING
+
+    return DOING[entry.marks[-1].phase] if entry is not None and entry.marks else status
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -402,9 +421,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ray import serve
 
     from deployments.app import APP_NAME
+    from serving.engine.start_phases import describe
 
     app = serve.status().applications.get(APP_NAME)
     code, ready = _get_json(f"{state['url']}/ready", headers=_admin_authorization())
+    starts, now = _engine_starts(), time.time()
     if args.json:
         out = {
             "url": state["url"],
@@ -414,6 +435,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 name: {"status": d.status.value, "replicas": dict(d.replica_states)}
                 for name, d in (app.deployments.items() if app else [])
             },
+            "starts": [entry.view(now) for entry in starts],
         }
         print(json.dumps(out, indent=2))
         return 0 if code == 200 else 1
@@ -426,6 +448,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             _say(f"{name:<28}{d.status.value:<14}{replicas}")
     for name, ok in ((ready or {}).get("endpoints") or {}).items():
         _say(f"endpoint {name}: {'ready' if ok else 'not ready'}")
+    for entry in starts:  # starting replicas, phase by phase; the last start of ready ones
+        _say(f"{entry.deployment} {entry.replica}: {describe(entry.marks, now)}")
     return 0 if code == 200 else 1
 
 

@@ -12,9 +12,11 @@ from typing import Any
 from deployments.config import EndpointConfig, PartitionConfig
 from deployments.replica_logging import log_to_serve_replica_log
 from serving.engine import EngineHost
+from serving.engine.start_phases import Phase
+from serving.engine.start_progress import StartProgress, record_start
 from serving.engine.stats import EngineLoadRecorder
-from serving.targets.links.directory import LinkPublisher
 from serving.targets.links import LinkServer
+from serving.targets.links.directory import LinkPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -47,16 +49,21 @@ class EngineDeployment:
 
         log_to_serve_replica_log()
         self.name = name
+        context = serve.get_replica_context()
+        replica = context.replica_id.unique_id
+        self._start = StartProgress(context.app_name, context.deployment, replica, name)
+        self._start.mark(Phase.ENGINE_PROCESS)
+        self._start.start()
         recorder = EngineLoadRecorder() if autoscaler is not None else None
         loggers = [recorder.stat_logger_factory()] if recorder is not None else []
         self.host = await EngineHost.start(model_path, name, engine_args, stat_loggers=loggers)
-        context = serve.get_replica_context()
-        replica = context.replica_id.unique_id
+        self._start.mark(Phase.LINKING)
         self._links = LinkServer(self.host.handle, bytes.fromhex(link_secret),
                                  ray.util.get_node_ip_address())
         host, port = await self._links.start()
         self._publisher = LinkPublisher(context.app_name, context.deployment, replica, host, port)
         await self._publisher.publish()
+        record_start(name, await self._start.ready())
         self._reporting = None
         if recorder is not None:
             self._reporting = asyncio.get_running_loop().create_task(
@@ -85,6 +92,9 @@ class EngineDeployment:
     async def __del__(self) -> None:
         """Serve's graceful shutdown (scale-down, deletion, redeploy): no new links, the
         gateways told to send elsewhere, requests in flight finished, then the engine stops."""
+        start = getattr(self, "_start", None)
+        if start is not None:
+            await start.withdraw()
         links = getattr(self, "_links", None)
         if links is not None:
             await self._publisher.withdraw()

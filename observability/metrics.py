@@ -29,6 +29,9 @@ RAY_PREFIX = "ray_"
 # generation), so the buckets are dense below a second and sparse above.
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5,
                      10.0, 20.0, 30.0, 60.0, 120.0)
+# An engine replica's start: seconds (a small model's serving layer) to many minutes (a large
+# model's weights from a network file system).
+START_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 INTER_TOKEN_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2,
                          0.3, 0.5, 1.0, 2.5)
 
@@ -126,6 +129,10 @@ SPECS: tuple[MetricSpec, ...] = (
                "Prompt tokens found in the engine's prefix cache.", _ENGINE),
     MetricSpec("aifactory_engine_generation_tokens", Kind.COUNTER,
                "Tokens the engine generated.", _ENGINE),
+    MetricSpec("aifactory_engine_start_phase_seconds", Kind.HISTOGRAM,
+               "An engine replica's start, by phase (process, engine process, weights, "
+               "kv cache, serving layer, linking): one observation per phase per start.",
+               ("endpoint", "phase"), START_BUCKETS_S),
     # -- autoscaler: recorded by the partition controller --------------------------------------
     MetricSpec("aifactory_partition_capacity_accelerators", Kind.GAUGE,
                "Accelerators of the partition, by kind.", ("accelerator",)),

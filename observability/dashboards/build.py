@@ -258,6 +258,11 @@ def engine_health() -> Dashboard:
             ((f"sum by (endpoint, replica) "
              f"(rate({m('aifactory_engine_generation_tokens')}{sel}[5m]))"),
              "{{endpoint}}/{{replica}}")], width=24))
+        .with_row(Row("Starts"))
+        .with_panel(series("Engine start by phase (p95)", "s", [
+            ((f"histogram_quantile(0.95, sum by (endpoint, phase, le) "
+             f"(rate({m('aifactory_engine_start_phase_seconds')}_bucket{sel}[1d])))"),
+             "{{endpoint}} {{phase}}")], width=24))
     )
 
 

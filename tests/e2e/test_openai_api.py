@@ -121,3 +121,29 @@ def test_status_shows_endpoints_replicas_and_readiness(platform):
     assert status["endpoints"] == {e: True for e in ALL_ENDPOINTS}
     assert status["deployments"]["gateway"]["replicas"] == {"RUNNING": 1}
     assert status["deployments"]["engine-demo-remote"]["status"] == "HEALTHY"
+
+
+def test_status_shows_each_engine_start_phase_by_phase(platform):
+    """Every engine replica published its start: the phases of its own process and, through
+    the vLLM plugin, of vLLM's engine process (weights, KV cache), in order, each timed."""
+    from tests.e2e.conftest import aifactory
+
+    result = aifactory("status", "--json", env=platform["env"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    starts = __import__("json").loads(result.stdout)["starts"]
+    # demo is colocated: the gateway replica starts its engine. Other tests' replicas (a
+    # created endpoint, an engine killed and replaced) may be there too.
+    ready = {s["deployment"]: s for s in starts if s["app"] == "aifactory" and s["ready"]}
+    assert {"gateway", "engine-demo-remote", "engine-demo-embed"} <= set(ready), starts
+    engine_phases = ["process", "engine process", "weights", "kv cache", "serving layer"]
+    for start in starts:
+        if not start["ready"]:
+            continue
+        assert start["phase"] == "ready", start
+        linked = [] if start["deployment"] == "gateway" else ["linking"]
+        assert list(start["phases"]) == engine_phases + linked, start
+        assert all(seconds >= 0 for seconds in start["phases"].values()), start
+        assert start["phases"]["weights"] > 0 and start["phases"]["kv cache"] > 0, start
+    assert ready["engine-demo-remote"]["endpoint"] == "demo-remote"
+    text = aifactory("status", env=platform["env"], timeout=120)
+    assert "engine-demo-remote" in text.stdout and "ready, started in" in text.stdout

@@ -63,7 +63,7 @@ def test_the_dashboards_show_what_operators_and_tenants_ask() -> None:
             "Latency error budget left (30d)", "Rate-limit rejections",
             "Tokens per second"} <= titles["tenant-sla"]
     assert {"Requests running and waiting", "KV-cache usage",
-            "Generated tokens per second"} <= titles["engine-health"]
+            "Generated tokens per second", "Engine start by phase (p95)"} <= titles["engine-health"]
 
 
 def test_expressions_name_only_metrics_and_rules_that_exist() -> None:
@@ -102,7 +102,8 @@ def test_a_template_variable_without_an_all_value_is_refused() -> None:
 
 
 LABEL_VALUES = {"tenant": "acme", "endpoint": "chat", "model": "m", "replica": "r1",
-                "accelerator": "cpu", "reason": "scale_up", "code": "rate_limit_exceeded"}
+                "accelerator": "cpu", "reason": "scale_up", "code": "rate_limit_exceeded",
+                "phase": "weights"}
 # Labels with values that matter to the queries: every value a query selects on is present.
 LABEL_CHOICES = {"outcome": {"ok": 99, "error": 1, "rejected": 5, "client_cancelled": 2},
                  "slo": {"met": 999, "missed": 1}, "sli": {"ttft": 2.0, "itl": 0.2},

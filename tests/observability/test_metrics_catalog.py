@@ -31,6 +31,7 @@ CONTRACT = {
     "aifactory_engine_prefix_cache_queries": "ray_aifactory_engine_prefix_cache_queries_total",
     "aifactory_engine_prefix_cache_hits": "ray_aifactory_engine_prefix_cache_hits_total",
     "aifactory_engine_generation_tokens": "ray_aifactory_engine_generation_tokens_total",
+    "aifactory_engine_start_phase_seconds": "ray_aifactory_engine_start_phase_seconds",
     "aifactory_partition_capacity_accelerators": "ray_aifactory_partition_capacity_accelerators",
     "aifactory_endpoint_allocated_accelerators": "ray_aifactory_endpoint_allocated_accelerators",
     "aifactory_endpoint_guaranteed_replicas": "ray_aifactory_endpoint_guaranteed_replicas",
@@ -45,7 +46,7 @@ CONTRACT = {
 }
 
 ALLOWED_LABELS = {"tenant", "endpoint", "model", "outcome", "code", "slo", "sli", "replica",
-                  "accelerator", "reason", "state"}
+                  "accelerator", "reason", "state", "phase"}
 
 
 def test_every_contract_metric_is_defined_once_with_its_exposed_name():

@@ -53,7 +53,7 @@ class LinkAddress:
             return None
 
 
-def _gcs():
+def gcs_client():
     from ray.experimental.internal_kv import internal_kv_get_gcs_client
 
     client = internal_kv_get_gcs_client()
@@ -75,7 +75,7 @@ class LinkPublisher:
 
     async def publish(self) -> None:
         address = self._address()
-        await _gcs().async_internal_kv_put(address.key, address.to_json(), True, NAMESPACE,
+        await gcs_client().async_internal_kv_put(address.key, address.to_json(), True, NAMESPACE,
                                            timeout=KV_TIMEOUT_S)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._refresh())
@@ -85,7 +85,7 @@ class LinkPublisher:
             await asyncio.sleep(PUBLISH_PERIOD_S)
             try:
                 address = self._address()
-                await _gcs().async_internal_kv_put(address.key, address.to_json(), True,
+                await gcs_client().async_internal_kv_put(address.key, address.to_json(), True,
                                                    NAMESPACE, timeout=KV_TIMEOUT_S)
             except Exception as exc:  # the GCS restarts; serving goes on meanwhile
                 logger.warning("could not refresh this replica's link address: %r", exc)
@@ -94,7 +94,7 @@ class LinkPublisher:
         if self._task is not None:
             self._task.cancel()
         try:
-            await _gcs().async_internal_kv_del(self._address().key, False, NAMESPACE,
+            await gcs_client().async_internal_kv_del(self._address().key, False, NAMESPACE,
                                                timeout=KV_TIMEOUT_S)
         except Exception as exc:
             logger.warning("could not withdraw this replica's link address: %r", exc)
@@ -120,7 +120,7 @@ class LinkDirectory:
         self._wake.set()
 
     async def read(self) -> list[LinkAddress]:
-        gcs = _gcs()
+        gcs = gcs_client()
         keys = await gcs.async_internal_kv_keys(b"", NAMESPACE, timeout=KV_TIMEOUT_S)
         entries = await gcs.async_internal_kv_multi_get(keys, NAMESPACE, timeout=KV_TIMEOUT_S)
         now = self._clock()
