@@ -87,6 +87,11 @@ def run(args: argparse.Namespace, model: str, engine_args: dict[str, Any]) -> in
         print(f"error: batch size {max(plan.batch_sizes)} is above the engine's max_num_seqs",
               file=sys.stderr)
         return 2
+    limit = engine_args.get("max_model_len")
+    if isinstance(limit, int) and max(plan.prompt_lengths) >= limit:
+        print(f"error: prompt length {max(plan.prompt_lengths)} leaves no room for a token "
+              f"in max_model_len {limit}: give shorter --prompt-lengths", file=sys.stderr)
+        return 2
     try:
         profile = measure(plan, timeout_s=args.timeout, log=args.log, echo=args.verbose)
     except (ProfileRunFailed, ProfileError) as exc:

@@ -71,6 +71,12 @@ async def _measure(plan: dict, result: dict) -> None:
         result["kv_cache"] = {"blocks": cache.num_gpu_blocks, "block_size": cache.block_size}
         result["max_num_seqs"] = engine.vllm_config.scheduler_config.max_num_seqs
         result["max_model_len"] = engine.model_config.max_model_len
+        longest = max(max(plan["prompt_lengths"]) + 1,
+                      DECODE_PROMPT_TOKENS + plan["decode_tokens"])
+        if longest > result["max_model_len"]:
+            raise SystemExit(f"a measuring request of {longest} tokens does not fit the engine's "
+                             f"max_model_len {result['max_model_len']}: give shorter "
+                             "--prompt-lengths or --decode-tokens")
         vocab = engine.model_config.get_vocab_size()
         rng = random.Random(plan["seed"])
 
