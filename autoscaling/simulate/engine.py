@@ -13,8 +13,11 @@ A request's TTFT is its queueing time (exact per request, from the FIFO arrival 
 plus its own prefill and one decode step. Its ITL is taken as the step ITL when it is
 admitted: requests live a few seconds, so this is a simplification, not an exact per-token
 record. Clients abandon requests still queued after CLIENT_TIMEOUT_S (batch work, given an
-infinite timeout, waits). New replicas become ready cold_start_s after they are asked for; a
-failed replica stops at once, and the requests it ran are lost.
+infinite timeout, waits), except those that arrived while their endpoint had no ready
+replica: the platform holds those for the endpoint's wake, up to WAKE_TIMEOUT_S, as the live
+gateway does (autoscaler.wake_timeout_s), and they are served late rather than lost. New
+replicas become ready cold_start_s after they are asked for; a failed replica stops at once,
+and the requests it ran are lost.
 
 Profiles
 --------
@@ -47,6 +50,9 @@ import numpy as np
 PREFILL_SHARE_MAX = 0.8
 # A client waits this long for its first token, then disconnects (vLLM aborts the request).
 CLIENT_TIMEOUT_S = 60.0
+# A request for an endpoint with no ready replica is held this long for its wake (the live
+# platform's default autoscaler.wake_timeout_s), then refused.
+WAKE_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -182,6 +188,13 @@ class FluidEngines:
         if timeout_s is not None and np.any(timeout_s != CLIENT_TIMEOUT_S):
             steps = np.where(np.isfinite(timeout_s), np.round(timeout_s / dt), 2**62)
             self.timeouts = np.maximum(steps, 1).astype(np.int64)
+        timeouts = self.timeouts if self.timeouts is not None else self.timeout_steps
+        self.wake_steps = np.maximum(timeouts, max(1, round(WAKE_TIMEOUT_S / dt))) \
+            * np.ones(count, dtype=np.int64)
+        # FIFO index up to which requests arrived while their endpoint had no ready replica
+        # (held for its wake): arrivals before the last step it had none.
+        self.held_until = np.zeros(count)
+        self.serving_held = np.zeros(count, dtype=bool)
         self.mean_running = np.zeros(count)  # time-averaged over the last step: the gauge
         self._prefill_s = profile.prefill_base_s + self.prompt / profile.prefill_tokens_per_s
         self._prefill_rate = profile.prefill_tokens_per_s * dt
@@ -244,11 +257,17 @@ class FluidEngines:
         cumulative = self.cumulative
         self.waiting += cumulative[step + 1] - cumulative[step]
         # Clients give up after CLIENT_TIMEOUT_S and the engine aborts what they left: the
-        # oldest waiting requests leave the queue unserved.
+        # oldest waiting requests leave the queue unserved. Those held for a wake (older in
+        # the FIFO than any that came once a replica was ready) wait up to WAKE_TIMEOUT_S;
+        # until they have all expired or left, the younger wait behind them (served in
+        # arrival order, they leave first).
+        self.held_until = np.where(self.ready == 0, cumulative[step + 1], self.held_until)
         if self.timeouts is None:
             expired = cumulative[max(0, step + 1 - self.timeout_steps)]
         else:
             expired = cumulative[np.maximum(0, step + 1 - self.timeouts), self.columns]
+        expired_held = cumulative[np.maximum(0, step + 1 - self.wake_steps), self.columns]
+        expired = np.where(expired_held >= self.held_until, expired, expired_held)
         gone = np.maximum(expired - self.admitted_total, 0.0)
         if gone.any():
             self.admitted_total = self.admitted_total + gone
@@ -263,6 +282,9 @@ class FluidEngines:
         admit = np.minimum(self.waiting, np.minimum(slots, prefill_room))
         before = self.admitted_total
         after = before + admit
+        # Requests held for a wake are among those leaving the queue: their lateness is the
+        # cold start's.
+        self.serving_held = (admit > 0) & (before < self.held_until)
         self._advance_head(before, step)
         self.admitted_total = after
         self.waiting -= admit

@@ -3,7 +3,8 @@
 Every request not served within SLO is lost to one term of the goodput sum, by the state of
 its endpoint when it was lost (it gave up in the queue, got its first token late, or got
 its tokens too slowly):
-- cold_start: no replica was ready, or replicas were starting;
+- cold_start: no replica was ready, or replicas were starting, or the requests had been
+  held for the endpoint's wake;
 - capacity: replicas were up and none starting, and the partition had no room for one more;
 - slo: replicas were up, none starting, and there was room: the size was the controller's;
 - scale_down / failure: it was running on a replica that was stopped / crashed;
@@ -237,7 +238,7 @@ def run(world: World, controller: Controller) -> Trajectory:
 
 def _terms(engines: FluidEngines, costs: np.ndarray, capacity: float) -> dict[str, np.ndarray]:
     """Which term each endpoint's requests lost now fall into (see above)."""
-    cold = (engines.ready == 0) | (engines.starting > 0)
+    cold = (engines.ready == 0) | (engines.starting > 0) | engines.serving_held
     full = capacity - float(engines.held @ costs) + CAPACITY_EPSILON < costs
     return {"cold_start": cold, "capacity": ~cold & full, "slo": ~cold & ~full}
 

@@ -131,7 +131,30 @@ def test_engine_meets_slo_at_normal_load_and_abandons_without_replicas():
     good = sum(o.good[0] for o in outcomes[30:])
     assert good / admitted > 0.99
 
-    stranded = _one_endpoint_engines(5.0, replicas=0, steps=120)
-    for step in range(120):
+    stranded = _one_endpoint_engines(5.0, replicas=0, steps=300)
+    for step in range(300):
         stranded.step(step)
-    assert stranded.waiting[0] <= 5.0 * 60 + 1e-9  # clients give up after 60 s
+    # Held for a wake that never comes: refused after the wake timeout (120 s), not kept.
+    assert stranded.waiting[0] == pytest.approx(5.0 * 120)
+    assert stranded.abandoned[0] == pytest.approx(5.0 * 180)
+
+
+def test_requests_to_an_endpoint_at_zero_wait_for_its_cold_start_and_are_served():
+    """A 90 s cold start is longer than a client's 60 s patience in a queue, but the platform
+    holds what arrives for an endpoint at zero until its replica is ready (up to 120 s):
+    nothing is lost. Once the replica is ready, a queue that does not move loses its
+    requests after 60 s again."""
+    profile = PROFILES["h100-llama-8b"]
+    assert profile.cold_start_s == 90
+    engines = _one_endpoint_engines(0.5, replicas=0, steps=400)
+    engines.scale_to(np.array([1]), step=0)
+    admitted = sum(engines.step(step).admitted[0] for step in range(200))
+    assert engines.abandoned[0] == 0
+    assert admitted == pytest.approx(0.5 * 200)  # the 45 held ones among them
+
+    blocked = _one_endpoint_engines(0.5, replicas=1, steps=400)
+    blocked.running[:] = profile.max_num_seqs  # every slot taken by requests that never end
+    blocked.output[:] = 1e12
+    for step in range(200):
+        blocked.step(step)
+    assert blocked.abandoned[0] == pytest.approx(0.5 * 140, abs=1)  # gone after 60 s
