@@ -4,7 +4,11 @@ The gateway deployment is the ingress. Each endpoint's engines run either in the
 deployment, reached by handle, or, for the one endpoint marked `colocated`, inside the gateway
 replicas themselves: then a streamed token crosses no process boundary between the engine and
 the client's socket, which on a small node is most of the serving overhead (see
-benchmarks/overhead.py)."""
+benchmarks/overhead.py).
+
+The partition controller runs whenever the platform does (one replica, no CPU): the
+endpoints created through the admin API may be autoscaled even when the config autoscales
+none. It reads the partition from the store before each decision."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.admin_endpoints import APP_NAME as CREATED_APP
 from deployments.admin_endpoints import DeployerSettings, ServeEndpointDeployer
 from deployments.config import PlatformConfig
 from deployments.engine import (
@@ -110,7 +115,8 @@ class GatewayDeployment:
         self._deployer = None
         if deployer is not None:
             self._deployer = ServeEndpointDeployer(deployer, self._access.store, self._targets,
-                                                   self._links)
+                                                   self._links, autoscaler=autoscaler,
+                                                   waker=waker)
             self._deployer.follow()
 
     def __serve_build_asgi_app__(self):
@@ -228,30 +234,32 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
     `link_secret` (hex) authenticates the links between gateway and engine replicas.
     With autoscaled endpoints the application must be run with `external_scaler_enabled`
     (see `needs_external_scaler`): the partition controller then sets their replicas."""
+    from autoscaling.live.controller import PartitionController
+    from autoscaling.live.partition_view import DEFAULT_PARTITION
+    from deployments.batch_backlog import StoreBatchBacklog
+    from deployments.partition_source import StorePartition
+
     engines = {}
     colocated = None
     partition = config.autoscaled_partition()
-    autoscaler = None
-    autoscaling = None
-    if partition is not None:
-        from autoscaling.live.controller import PartitionController
-        from deployments.batch_backlog import StoreBatchBacklog
-
-        settings = config.partition.autoscaler
-        autoscaler = serve.deployment(PartitionController).options(
-            name=AUTOSCALER, num_replicas=1, max_ongoing_requests=1024,
-            ray_actor_options={"num_cpus": 0},
-        ).bind(partition.model_dump(mode="json"), APP_NAME,
-               {e.name: engine_deployment_name(e.name) for e in partition.endpoints},
-               {e.name: config.endpoint(e.name).replicas for e in partition.endpoints},
-               tenancy.database_url, settings.period_s, settings.window_s,
-               config.partition.accelerator, StoreBatchBacklog(tenancy.database_url))
-        autoscaling = AutoscalingWiring(
-            cards={e.name: card_from_args(model_paths[e.name],
-                                          engine_args(config.endpoint(e.name), config.partition))
-                   for e in partition.endpoints},
-            wake_timeout_s=settings.wake_timeout_s,
-            database_url=tenancy.database_url, partition=partition.name)
+    scaled = [] if partition is None else [config.endpoint(e.name) for e in partition.endpoints]
+    settings = config.partition.autoscaler
+    autoscaler = serve.deployment(PartitionController).options(
+        name=AUTOSCALER, num_replicas=1, max_ongoing_requests=1024,
+        ray_actor_options={"num_cpus": 0},
+    ).bind(None if partition is None else partition.model_dump(mode="json"), APP_NAME,
+           {e.name: engine_deployment_name(e.name) for e in scaled},
+           {e.name: e.replicas for e in scaled},
+           tenancy.database_url, settings.period_s, settings.window_s,
+           config.partition.accelerator, StoreBatchBacklog(tenancy.database_url),
+           StorePartition(config.partition.model_dump(mode="json"),
+                          [e.model_dump(mode="json") for e in config.endpoints],
+                          APP_NAME, CREATED_APP, tenancy.database_url))
+    autoscaling = AutoscalingWiring(
+        cards={e.name: card_from_args(model_paths[e.name], engine_args(e, config.partition))
+               for e in scaled},
+        wake_timeout_s=settings.wake_timeout_s,
+        database_url=tenancy.database_url, partition=DEFAULT_PARTITION)
     gateway_options: dict[str, Any] = {
         "num_replicas": config.server.gateway_replicas, "ray_actor_options": {"num_cpus": 0}}
     for endpoint in config.endpoints:

@@ -117,10 +117,10 @@ def prepare_tenancy(config: PlatformConfig, using_default: bool):
     from serving.tenancy import Store, TenancyError
 
     url = prepare_store(data.home())
-    if config.autoscaled_partition() is not None:
-        from autoscaling.live.persistence import upgrade as upgrade_autoscaler_tables
+    # The partition controller runs on every platform (created endpoints may be autoscaled).
+    from autoscaling.live.persistence import upgrade as upgrade_autoscaler_tables
 
-        upgrade_autoscaler_tables(url)
+    upgrade_autoscaler_tables(url)
     store = Store(url)
     try:
         apply_config(store, config)

@@ -300,31 +300,9 @@ class PlatformConfig(_Strict):
     def autoscaled_partition(self):
         """The autoscaler's view (autoscaling.PartitionSpec) of the share of the partition
         left after the fixed-size endpoints; None when no endpoint is autoscaled."""
-        from autoscaling.spec import EndpointSpec, PartitionSpec
+        from deployments.partition import autoscaled_partition
 
-        scaled = [e for e in self.endpoints if e.autoscaling is not None]
-        if not scaled:
-            return None
-        fixed = sum(e.replicas * e.accelerators_per_replica
-                    for e in self.endpoints if e.autoscaling is None)
-        capacity = self.partition.count - fixed
-        if capacity <= 0:
-            raise ValueError(f"the fixed-size endpoints take all {self.partition.count:g} "
-                             "partition slots; none are left for the autoscaled endpoints")
-        return PartitionSpec(
-            capacity=capacity,
-            tuning=self.partition.autoscaler.tuning,
-            endpoints=tuple(
-                EndpointSpec(
-                    name=e.name, replica_cost=e.accelerators_per_replica,
-                    min_replicas=e.autoscaling.min_replicas,
-                    max_replicas=e.autoscaling.max_replicas,
-                    guaranteed_replicas=e.autoscaling.guaranteed_replicas,
-                    priority=e.autoscaling.priority,
-                    slo=e.autoscaling.slo.targets,
-                    target_ongoing_per_replica=e.autoscaling.target_ongoing_per_replica,
-                    idle_to_zero_s=e.autoscaling.idle_to_zero_s)
-                for e in scaled))
+        return autoscaled_partition(self.partition, self.endpoints)
 
     def endpoint(self, name: str) -> EndpointConfig:
         for e in self.endpoints:

@@ -7,7 +7,10 @@ Engine replicas push an EngineSample about once a second (`report_engine`); gate
 replicas push their arrivals and held requests (`report_gateway`) and ask for an endpoint at
 zero to be woken (`wake`), which runs a decision at once instead of at the next period. The
 batch lines for each endpoint are read from the store at each decision, through a callable
-the app builder hands in: the policy lends them what interactive demand leaves.
+the app builder hands in: the policy lends them what interactive demand leaves. So is the
+partition itself (`partition_source`): the endpoints of the config and those created
+through the admin API, which come, go and change their autoscaling block at run time; an
+endpoint seen for the first time starts from the replicas it was deployed with.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from autoscaling.decision import PolicyResult
+from autoscaling.live.partition_view import PartitionSource, PartitionView
 from autoscaling.live.persistence import Snapshot, SnapshotStore, upgrade
 from autoscaling.live.serve_control import ServeControl
 from autoscaling.live.window import GatewaySample, SignalWindow
@@ -40,28 +45,36 @@ BatchBacklog = Callable[[], Mapping[str, tuple[int, int]]]
 
 class PartitionController:
     """Ray Serve replica class (wrapped with `serve.deployment` by the app builder; one
-    replica). `deployments` maps each autoscaled endpoint to its engine deployment's name."""
+    replica). `partition` (a PartitionSpec's JSON; None when the config autoscales no
+    endpoint) and `deployments` (each of its endpoints' engine deployment in `app_name`) are
+    the config's; `partition_source` reads the whole partition, created endpoints with
+    them, before each decision."""
 
-    async def __init__(self, partition: dict[str, Any], app_name: str,
+    async def __init__(self, partition: dict[str, Any] | None, app_name: str,
                        deployments: dict[str, str], initial_targets: dict[str, int],
                        database_url: str, period_s: float = 5.0, window_s: float = 15.0,
                        accelerator: str = "cpu", batch_backlog: BatchBacklog | None = None,
-                       ) -> None:
+                       partition_source: PartitionSource | None = None) -> None:
         """`initial_targets`: the replicas the application was deployed with, where a first
         start begins (replicas still loading count: they are not yet running).
         `batch_backlog` reads the batch lines per endpoint from the store (blocking; run in a
-        thread); None: nothing is lent to batch work."""
-        self.partition = PartitionSpec.model_validate(partition)
+        thread); None: nothing is lent to batch work. `partition_source` likewise reads the
+        partition; None: the config's is the partition for good."""
+        spec = None if partition is None else PartitionSpec.model_validate(partition)
+        self.view = PartitionView(spec, {e: (app_name, d) for e, d in deployments.items()},
+                                  dict(initial_targets))
+        self.partition = spec
+        self.partition_source = partition_source
         self.batch_backlog = batch_backlog
         self.period_s = period_s
         self.accelerator = accelerator
         self.window = SignalWindow(window_s)
-        self.serve = ServeControl(app_name, deployments)
+        self.serve = ServeControl(self.view.deployments)
         await asyncio.to_thread(upgrade, database_url)  # no-op once `aifactory up` did it
         self.snapshots = SnapshotStore(database_url)
         self.running: dict[str, int] = {}
         self.last: Snapshot | None = await asyncio.to_thread(self.snapshots.load,
-                                                             self.partition.name)
+                                                             self.view.name)
         self.resumed = self.last is not None
         if self.resumed:
             self.state = PolicyState.from_dict(self.last.state)
@@ -116,9 +129,15 @@ class PartitionController:
             except Exception:  # a failed step must not end the loop; the next one retries
                 logger.exception("autoscaler step failed")
 
-    async def step(self) -> PolicyResult:
+    async def step(self) -> PolicyResult | None:
+        """One decision over the partition as the store has it now; None when no endpoint
+        is autoscaled."""
+        await self._read_partition()
         running = await self.serve.running_replicas()
         self.running = running
+        if self.partition is None:
+            await self._forget_decisions()
+            return None
         backlog = await self._read_batch_backlog()
         now = time.time()
         if backlog is not None:  # not read: the window's reads age out, then it is unknown
@@ -129,7 +148,13 @@ class PartitionController:
         result = decide(self.partition, signals, self.state, now)
         for name, decision in result.decisions.items():
             if self.applied.get(name) != decision.target:
-                await self.serve.scale(name, decision.target)
+                try:
+                    await self.serve.scale(name, decision.target)
+                except Exception as exc:  # noqa: BLE001 - e.g. a created endpoint whose
+                    # deployment Serve has not yet: the next decision sends it again
+                    logger.warning("autoscaler: %s not scaled to %d: %r", name,
+                                   decision.target, exc)
+                    continue
                 self.applied[name] = decision.target
         actions = [
             {"at": now, "endpoint": d.endpoint, "previous": d.previous, "target": d.target,
@@ -146,6 +171,43 @@ class PartitionController:
         self.state, self.last = result.state, snapshot
         self._record_metrics(result)
         return result
+
+    async def _read_partition(self) -> None:
+        if self.partition_source is None:
+            return
+        try:
+            view = await asyncio.to_thread(self.partition_source)
+        except Exception as exc:  # noqa: BLE001 - the store away: decide over the last view
+            logger.warning("autoscaler: partition not read, deciding over the last: %r", exc)
+            return
+        self.adopt(view)
+
+    def adopt(self, view: PartitionView) -> None:
+        """Decide over `view` from now on. An endpoint new to the policy starts from the
+        replicas it was deployed with (also the target Serve has for it); one that left
+        is forgotten, so a new endpoint of the same name starts afresh."""
+        names = {spec.name for spec in view.endpoints}
+        known = self.state.endpoints
+        seeded = {name: EndpointState(target=view.initial[name]) for name in names
+                  if name not in known and name in view.initial}
+        if seeded:
+            self.state = replace(self.state, endpoints={**known, **seeded})
+            self.applied.update({name: s.target for name, s in seeded.items()})
+        for name in set(self.applied) - names:
+            del self.applied[name]
+        self.view, self.partition = view, view.spec
+        self.serve.deployments = dict(view.deployments)
+
+    async def _forget_decisions(self) -> None:
+        """No endpoint is autoscaled now: the last one's decision is no longer shown."""
+        if self.last is None or not self.last.decisions:
+            return
+        self.state = PolicyState()
+        self.applied.clear()
+        snapshot = Snapshot(self.view.name, time.time(), self.state.to_dict(), [],
+                            self.started_at, self.resumed)
+        await asyncio.to_thread(self.snapshots.save, snapshot, [])
+        self.last = snapshot
 
     async def _read_batch_backlog(self) -> Mapping[str, tuple[int, int]] | None:
         if self.batch_backlog is None:

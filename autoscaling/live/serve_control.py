@@ -6,6 +6,8 @@ Scaling uses Serve's external-scaler API (Ray 2.60, alpha): the application is d
 `update_deployment_replicas`, the call Ray's own dashboard makes for
 `POST /api/v1/applications/{app}/deployments/{deployment}/scale`. The dashboard is not
 always running (the platform starts Ray without it), so the controller calls it directly.
+The endpoints of the config run in the platform's application, those created through the
+admin API in theirs: both are run with the external scaler.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from collections.abc import Mapping
 
 
 class ServeControl:
-    """`deployments` maps endpoint name -> Serve deployment name within `app_name`."""
+    """`deployments` maps endpoint name -> (Serve application, deployment name); the
+    controller replaces it when the partition's endpoints change."""
 
-    def __init__(self, app_name: str, deployments: Mapping[str, str]) -> None:
-        self.app_name = app_name
+    def __init__(self, deployments: Mapping[str, tuple[str, str]]) -> None:
         self.deployments = dict(deployments)
         self._controller = None
 
@@ -37,12 +39,10 @@ class ServeControl:
         from ray.serve._private.common import ReplicaState
 
         status = await asyncio.to_thread(serve.status)
-        app = status.applications.get(self.app_name)
-        if app is None:
-            return {}
         running = {}
-        for endpoint, deployment in self.deployments.items():
-            overview = app.deployments.get(deployment)
+        for endpoint, (app_name, deployment) in self.deployments.items():
+            app = status.applications.get(app_name)
+            overview = None if app is None else app.deployments.get(deployment)
             if overview is not None:
                 running[endpoint] = int(overview.replica_states.get(ReplicaState.RUNNING, 0))
         return running
@@ -50,5 +50,6 @@ class ServeControl:
     async def scale(self, endpoint: str, replicas: int) -> None:
         from ray.serve._private.common import DeploymentID
 
-        deployment = DeploymentID(name=self.deployments[endpoint], app_name=self.app_name)
-        await self._serve_controller().update_deployment_replicas.remote(deployment, replicas)
+        app_name, deployment = self.deployments[endpoint]
+        await self._serve_controller().update_deployment_replicas.remote(
+            DeploymentID(name=deployment, app_name=app_name), replicas)

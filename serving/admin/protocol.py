@@ -144,12 +144,42 @@ class EndpointCreate(StrictModel):
     """No owner makes a shared endpoint, reachable by the tenants granted it. With a
     `deployment` the platform deploys it at once: the fields of a config file's endpoint
     (`model`, `replicas`, `accelerators_per_replica`, `max_ongoing_requests`,
-    `max_queued_requests`, `resources`, `engine`), checked by the platform that deploys it.
+    `max_queued_requests`, `resources`, `engine`, `autoscaling`), checked by the platform
+    that deploys it. With `autoscaling` the partition controller sizes it; the partition
+    admits it by its `guaranteed_replicas`, not its `max_replicas`.
     Without one it is registered only (for an endpoint deployed by other means)."""
 
     name: StrictStr
     owner: StrictStr | None = None
     deployment: dict[str, Any] | None = None
+
+
+class EndpointSloUpdate(StrictModel):
+    """The p95 latency an autoscaled endpoint's replicas must keep; left out keeps it."""
+
+    ttft_p95_ms: StrictInt | StrictFloat | None = None
+    itl_p95_ms: StrictInt | StrictFloat | None = None
+
+
+class EndpointAutoscalingUpdate(StrictModel):
+    """A change to the autoscaling block of an endpoint created with one (the fields of a
+    config file endpoint's `autoscaling`): a field given replaces its value, one left out
+    keeps it; `idle_to_zero_s` null keeps one replica warm. The platform checks the result
+    as it checks a new endpoint: bounds ordered, the guarantee within the partition."""
+
+    min_replicas: StrictInt | None = None
+    max_replicas: StrictInt | None = None
+    guaranteed_replicas: StrictInt | None = None
+    priority: StrictInt | None = None
+    slo: EndpointSloUpdate | None = None
+    target_ongoing_per_replica: StrictInt | StrictFloat | None = None
+    idle_to_zero_s: StrictInt | StrictFloat | None = None
+
+    def changes(self) -> dict[str, Any]:
+        changed = {field: getattr(self, field) for field in self.model_fields_set}
+        if self.slo is not None:
+            changed["slo"] = {f: getattr(self.slo, f) for f in self.slo.model_fields_set}
+        return changed
 
 
 class EndpointOut(BaseModel):

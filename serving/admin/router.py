@@ -25,6 +25,7 @@ from serving.admin.protocol import (
     AuditList,
     AuditLogQuery,
     CreatedKeyOut,
+    EndpointAutoscalingUpdate,
     EndpointCreate,
     EndpointDeleted,
     EndpointList,
@@ -108,6 +109,13 @@ class EndpointDeployer(Protocol):
     async def remove(self, name: str) -> None:
         """Stop routing to it and drain it: requests in flight finish."""
 
+    async def check_autoscaling(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """The stored deployment of `name` with its autoscaling block changed, as it will
+        run; Invalid or Conflict as for `check` (or when `name` has no block)."""
+
+    async def update(self, name: str, deployment: dict[str, Any]) -> None:
+        """Called once `name`'s changed deployment is in the store."""
+
     # Optional: `accelerator_memory() -> dict[str, int]`, the bytes of one device of the
     # partition's accelerator kind, which the model catalogue's sizing proposes against.
 
@@ -184,6 +192,17 @@ def build_admin_router(store: Store, *, deployer: EndpointDeployer | None = None
         except BaseException:  # undone, and the log says so: created, then deleted
             await run(acting.delete_endpoint, endpoint.name)
             raise
+        return EndpointOut.of(endpoint)
+
+    @router.patch("/endpoints/{name}/autoscaling")
+    async def update_endpoint_autoscaling(name: str, body: EndpointAutoscalingUpdate,
+                                          acting: Acting) -> EndpointOut:
+        if deployer is None:
+            raise Invalid("autoscaling", "this platform does not deploy endpoints through the "
+                                         "admin API; declare it in the platform config")
+        deployment = await deployer.check_autoscaling(name, body.changes())
+        endpoint = await run(acting.set_endpoint_deployment, name, deployment)
+        await deployer.update(name, deployment)
         return EndpointOut.of(endpoint)
 
     @router.get("/endpoints")

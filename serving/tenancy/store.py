@@ -223,6 +223,17 @@ class Store:
         with self._tx() as s:
             return _endpoint(s, _endpoint_row(s, name))
 
+    def set_endpoint_deployment(self, name: str, deployment: dict[str, Any]) -> Endpoint:
+        """Replace how the platform deploys an endpoint that it deploys (kept as given, as
+        JSON); Conflict for one it does not."""
+        with self._tx() as s:
+            row = _endpoint_row(s, name)
+            if row.deployment is None:
+                raise Conflict(f"name: endpoint {name!r} is not deployed by the platform")
+            row.deployment = json.dumps(deployment)
+            s.flush()
+            return _endpoint(s, row)
+
     def list_endpoints(self, *, usable_by: str | None = None) -> list[Endpoint]:
         """All endpoints, or those a tenant may call: its own and the shared ones granted it."""
         with self._tx() as s:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.admin_endpoints import accelerators_held, check_fits, parse_deployment
-from deployments.config import EndpointConfig, PartitionConfig
+from deployments.admin_endpoints import parse_deployment, with_autoscaling
 from serving.targets.registry import EndpointTargets
 from serving.tenancy import Conflict, Invalid
 
@@ -25,7 +24,17 @@ def test_a_deployment_reads_as_a_config_endpoint() -> None:
 
 @pytest.mark.parametrize("deployment, field", [
     ({**DEMO, "colocated": True}, "deployment"),             # not an admin-created endpoint's
-    ({**DEMO, "autoscaling": {"max_replicas": 2}}, "deployment"),
+    ({**DEMO, "autoscaling": {"max_replicas": 2, "surge": 1}}, "deployment.autoscaling.surge"),
+    ({**DEMO, "autoscaling": {"max_replicas": True}}, "deployment.autoscaling.max_replicas"),
+    ({**DEMO, "autoscaling": {"max_replicas": "2"}}, "deployment.autoscaling.max_replicas"),
+    ({**DEMO, "autoscaling": [2]}, "deployment.autoscaling"),
+    ({**DEMO, "autoscaling": {"max_replicas": 1, "min_replicas": 2}}, "deployment.autoscaling"),
+    ({**DEMO, "autoscaling": {"max_replicas": 2, "guaranteed_replicas": 3}},
+     "deployment.autoscaling"),
+    ({**DEMO, "autoscaling": {"max_replicas": 2, "min_replicas": 1}},  # a floor not guaranteed
+     "deployment.autoscaling"),
+    ({**DEMO, "autoscaling": {"max_replicas": 2, "idle_to_zero_s": 0}},
+     "deployment.autoscaling.idle_to_zero_s"),
     ({"engine": {"max_model_len": 512}}, "deployment.model"),  # required
     ({**DEMO, "replicas": 0}, "deployment.replicas"),
     ({**DEMO, "replicas": "two"}, "deployment.replicas"),
@@ -38,22 +47,24 @@ def test_bad_deployments_are_refused_naming_the_field(deployment, field) -> None
     assert refused.value.field == field
 
 
-def test_configured_endpoints_hold_their_most_and_created_ones_their_replicas() -> None:
-    configured = [endpoint("a", replicas=1),
-                  endpoint("b", replicas=1, accelerators_per_replica=0.5,
-                           engine={"max_model_len": 512},
-                           autoscaling={"min_replicas": 0, "max_replicas": 4})]
-    created = [endpoint("c", replicas=3)]
-    assert accelerators_held(configured, created) == 1 + 4 * 0.5 + 3
+def test_an_autoscaled_deployment_may_start_at_zero() -> None:
+    parsed = parse_deployment("popup", {**DEMO, "replicas": 0, "autoscaling": {
+        "max_replicas": 2, "guaranteed_replicas": 1, "slo": {"ttft_p95_ms": 500}}})
+    assert (parsed.replicas, parsed.autoscaling.guaranteed_replicas) == (0, 1)
+    assert (parsed.autoscaling.slo.ttft_p95_ms, parsed.autoscaling.slo.itl_p95_ms) == (500, 200)
 
 
-def test_an_endpoint_fits_up_to_the_last_slot_and_not_beyond() -> None:
-    partition = PartitionConfig(accelerator="cpu", count=8)
-    check_fits(partition, 6, endpoint("p", replicas=2))
-    with pytest.raises(Conflict, match="6 of 8 are promised"):
-        check_fits(partition, 6, endpoint("p", replicas=3))
-    with pytest.raises(Conflict):
-        check_fits(partition, 7.5, endpoint("p", replicas=1))
+def test_an_autoscaling_change_merges_into_the_stored_block() -> None:
+    stored = {**DEMO, "autoscaling": {"max_replicas": 2, "priority": 1,
+                                      "slo": {"ttft_p95_ms": 500, "itl_p95_ms": 50}}}
+    changed = with_autoscaling("popup", stored, {"max_replicas": 4, "slo": {"itl_p95_ms": 80}})
+    assert changed["autoscaling"] == {"max_replicas": 4, "priority": 1,
+                                      "slo": {"ttft_p95_ms": 500, "itl_p95_ms": 80}}
+    assert changed["model"] == "builtin:demo" and stored["autoscaling"]["max_replicas"] == 2
+    with pytest.raises(Conflict, match="runs a fixed replica count"):
+        with_autoscaling("popup", DEMO, {"max_replicas": 4})
+    with pytest.raises(Conflict, match="not deployed through the admin API"):
+        with_autoscaling("popup", None, {"max_replicas": 4})
 
 
 def test_targets_keep_configured_endpoints_and_let_created_ones_come_and_go() -> None:
