@@ -19,6 +19,7 @@ from deployments import home as data
 from deployments.admin_args import (
     CliError,
     parse_moment,
+    positive_int,
     quota_limit,
     slo_value,
     window,
@@ -170,15 +171,77 @@ def _engine_args(items: list[str]) -> dict[str, Any]:
 
 def endpoint_create(client: Client, args: argparse.Namespace) -> None:
     deployment = None
+    if args.model is None and _autoscaling(args):
+        raise CliError("autoscaling needs --model: an endpoint registered only is not "
+                       "deployed, so there is nothing to size")
     if args.model is not None:  # deploy it now
         deployment = {"model": args.model, "replicas": args.replicas,
                       "engine": {"max_model_len": args.max_model_len,
                                  **_engine_args(args.engine_arg)}}
         if args.accelerators is not None:  # else 1, or a catalogue entry's proposal
             deployment["accelerators_per_replica"] = args.accelerators
+        autoscaling = _autoscaling(args)
+        if autoscaling:
+            deployment["autoscaling"] = autoscaling
     _print(args, client.admin.endpoints.create(args.name, owner=args.owner,
                                                deployment=deployment),
            _one(render.endpoint_table))
+
+
+# --flag -> the autoscaling field it sets
+AUTOSCALING_FLAGS = {"min_replicas": "min_replicas", "max_replicas": "max_replicas",
+                     "guaranteed": "guaranteed_replicas", "priority": "priority",
+                     "target_ongoing": "target_ongoing_per_replica",
+                     "idle_to_zero": "idle_to_zero_s"}
+
+
+def _autoscaling(args: argparse.Namespace) -> dict[str, Any]:
+    """The autoscaling fields the command line gave (none given: {})."""
+    fields = {field: getattr(args, flag) for flag, field in AUTOSCALING_FLAGS.items()
+              if hasattr(args, flag)}
+    slo = {field: getattr(args, field) for field in ("ttft_p95_ms", "itl_p95_ms")
+           if hasattr(args, field)}
+    return {**fields, **({"slo": slo} if slo else {})}
+
+
+def endpoint_autoscale(client: Client, args: argparse.Namespace) -> None:
+    changes = _autoscaling(args)
+    if not changes:
+        raise CliError("nothing to change: give at least one of --max-replicas, "
+                       "--min-replicas, --guaranteed, --priority, --target-ongoing, "
+                       "--idle-to-zero, --ttft-p95-ms, --itl-p95-ms")
+    _print(args, client.admin.endpoints.update_autoscaling(args.name, **changes),
+           _one(render.endpoint_table))
+
+
+def _idle_to_zero(text: str) -> float | None:
+    if text == "never":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither seconds nor `never`") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds must be above 0")
+    return value
+
+
+def add_autoscaling_flags(parser: argparse.ArgumentParser) -> None:
+    """The autoscaling block's fields; left out, not sent (the platform's default, or on a
+    change the value the endpoint has)."""
+    flag = parser.add_argument_group("autoscaling (sized by the partition controller)")
+    for name, kind, text in (
+            ("--max-replicas", positive_int,
+             "grow to at most this many, borrowing idle capacity beyond its guarantee"),
+            ("--min-replicas", int, "never fewer (must be guaranteed; default 0)"),
+            ("--guaranteed", int, "replicas reserved for it: what admission counts"),
+            ("--priority", int, "higher is lent to first and reclaimed from last"),
+            ("--target-ongoing", float, "requests one replica carries within its SLO"),
+            ("--idle-to-zero", _idle_to_zero,
+             "seconds without demand before going down to --min-replicas, or `never`"),
+            ("--ttft-p95-ms", int, "time to first token its replicas keep (p95)"),
+            ("--itl-p95-ms", int, "inter-token latency its replicas keep (p95)")):
+        flag.add_argument(name, type=kind, default=argparse.SUPPRESS, help=text)
 
 
 def endpoint_list(client: Client, args: argparse.Namespace) -> None:
@@ -325,6 +388,11 @@ def register_admin_commands(subparsers: argparse._SubParsersAction) -> None:
                              "or for catalogue:NAME the catalogue's proposal)")
     create.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="a vLLM engine argument, as under `engine:` in the config")
+    add_autoscaling_flags(create)
+    autoscale = command(endpoint, "autoscale", endpoint_autoscale,
+                        "change an autoscaled endpoint's bounds, guarantee, priority or SLO")
+    autoscale.add_argument("name")
+    add_autoscaling_flags(autoscale)
     command(endpoint, "list", endpoint_list, "list endpoints")
     command(endpoint, "delete", endpoint_delete, "delete an endpoint").add_argument("name")
 

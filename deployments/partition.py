@@ -11,6 +11,7 @@ guaranteed 1 does not."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from pydantic import ValidationError
@@ -70,6 +71,10 @@ def check_autoscaling(endpoint: EndpointConfig, field: str) -> None:
     scaling = endpoint.autoscaling
     if scaling is None:
         return
+    for name in ("target_ongoing_per_replica", "idle_to_zero_s"):
+        value = getattr(scaling, name)
+        if value is not None and not math.isfinite(value):  # JSON's Infinity parses
+            raise Invalid(f"{field}.{name}", "must be a finite number")
     try:
         endpoint_spec(endpoint)
     except ValidationError as exc:

@@ -157,8 +157,8 @@ class EndpointCreate(StrictModel):
 class EndpointSloUpdate(StrictModel):
     """The p95 latency an autoscaled endpoint's replicas must keep; left out keeps it."""
 
-    ttft_p95_ms: StrictInt | StrictFloat | None = None
-    itl_p95_ms: StrictInt | StrictFloat | None = None
+    ttft_p95_ms: StrictInt | None = None
+    itl_p95_ms: StrictInt | None = None
 
 
 class EndpointAutoscalingUpdate(StrictModel):

@@ -288,6 +288,7 @@ def _every_route() -> list[tuple[str, str, dict | None]]:
         ("DELETE", "/keys/1", None),
         ("POST", "/endpoints", {"name": "newep"}), ("GET", "/endpoints", None),
         ("GET", "/endpoints/llama", None), ("DELETE", "/endpoints/llama", None),
+        ("PATCH", "/endpoints/llama/autoscaling", {"max_replicas": 2}),
         ("PUT", "/endpoints/llama/grants/acme", None),
         ("DELETE", "/endpoints/llama/grants/acme", None),
         ("PUT", "/tenants/acme/quota", {"requests_per_minute": 1}),

@@ -225,7 +225,8 @@ class Endpoints(Resource):
                deployment: dict[str, Any] | None = None) -> Any:
         """An endpoint owned by `owner`, or shared (no owner) and reached through grants.
         With a `deployment` (a config file endpoint's fields: `model`, `replicas`,
-        `engine`, ...) the platform deploys it at once."""
+        `engine`, `autoscaling`, ...) the platform deploys it at once; with `autoscaling`
+        the partition controller sizes it, admitted by its `guaranteed_replicas`."""
         body: dict[str, Any] = {"name": name, "owner": owner}
         if deployment is not None:
             body["deployment"] = deployment
@@ -233,6 +234,27 @@ class Endpoints(Resource):
 
     def list(self) -> Any:
         return self._send(Call("GET", "/admin/v1/endpoints", EndpointList))
+
+    def update_autoscaling(self, name: str, *,
+                           min_replicas: int | NotGiven = NOT_GIVEN,
+                           max_replicas: int | NotGiven = NOT_GIVEN,
+                           guaranteed_replicas: int | NotGiven = NOT_GIVEN,
+                           priority: int | NotGiven = NOT_GIVEN,
+                           slo: Mapping[str, int] | NotGiven = NOT_GIVEN,
+                           target_ongoing_per_replica: float | NotGiven = NOT_GIVEN,
+                           idle_to_zero_s: float | None | NotGiven = NOT_GIVEN) -> Any:
+        """Change the autoscaling block of an endpoint created with one: a field given
+        replaces its value (`slo`'s `ttft_p95_ms`, `itl_p95_ms` one by one), one left out
+        keeps it; `idle_to_zero_s=None` keeps one replica warm. Checked as a new endpoint
+        is (a guarantee beyond the partition: ConflictError); nothing restarts."""
+        fields = {"min_replicas": min_replicas, "max_replicas": max_replicas,
+                  "guaranteed_replicas": guaranteed_replicas, "priority": priority,
+                  "slo": slo if isinstance(slo, NotGiven) else dict(slo),
+                  "target_ongoing_per_replica": target_ongoing_per_replica,
+                  "idle_to_zero_s": idle_to_zero_s}
+        body = {k: v for k, v in fields.items() if not isinstance(v, NotGiven)}
+        return self._send(Call("PATCH", f"/admin/v1/endpoints/{_segment(name)}/autoscaling",
+                               Endpoint, body=body))
 
     def retrieve(self, name: str) -> Any:
         return self._send(Call("GET", f"/admin/v1/endpoints/{_segment(name)}", Endpoint))
