@@ -1,5 +1,6 @@
 """Checks on an endpoint created through the admin API, before anything is deployed: its
-fields, and whether it fits the partition beside what is promised already."""
+fields and autoscaling block, and what Serve is given for it. (Whether it fits the
+partition: test_partition_admission.)"""
 
 from __future__ import annotations
 
@@ -10,10 +11,6 @@ from serving.targets.registry import EndpointTargets
 from serving.tenancy import Conflict, Invalid
 
 DEMO = {"model": "builtin:demo", "engine": {"max_model_len": 512}}
-
-
-def endpoint(name: str, **fields) -> EndpointConfig:
-    return EndpointConfig(name=name, **{"model": "builtin:demo", **fields})
 
 
 def test_a_deployment_reads_as_a_config_endpoint() -> None:
@@ -76,3 +73,27 @@ def test_targets_keep_configured_endpoints_and_let_created_ones_come_and_go() ->
     targets.remove("popup")
     targets.remove("demo")
     assert dict(targets) == {"demo": "configured"} and targets.get("popup") is None
+
+
+def test_an_autoscaling_change_leaves_serves_deployment_as_it_was() -> None:
+    """Serve restarts a deployment's replicas on a new version and resets its replica
+    target on a new config; neither may follow from a change of the autoscaling block
+    (the controller owns the target). Created at zero, it is deployed at zero."""
+    from deployments.admin_endpoints import DeployerSettings, ServeEndpointDeployer
+
+    deployer = ServeEndpointDeployer(
+        DeployerSettings(partition={"accelerator": "cpu", "count": 4}, configured=[],
+                         builtin_models={"builtin:demo": "/models/demo"}, link_secret="00"),
+        store=None, targets=None, links=None, autoscaler="controller")
+
+    def engine(**autoscaling):
+        app = deployer._engine(parse_deployment("popup", {
+            **DEMO, "replicas": 0, "autoscaling": {"max_replicas": 2, **autoscaling}}))
+        deployment = app._bound_deployment
+        return (deployment._version, deployment._deployment_config.num_replicas,
+                deployment._deployment_config.max_queued_requests,
+                deployment._replica_config.init_args[-1])
+
+    before = engine()
+    assert before[1] == 0 and before[3] == "controller"  # at zero, reporting its load
+    assert engine(max_replicas=4, guaranteed_replicas=2, priority=9) == before
