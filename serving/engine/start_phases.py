@@ -29,7 +29,9 @@ class Phase(StrEnum):
 
     PROCESS = "process"                # Ray starts the replica's process; its imports
     ENGINE_PROCESS = "engine process"  # the engine's configuration; vLLM's engine process
-    WEIGHTS = "weights"                # the device set up, the weights loaded
+    WEIGHTS = "weights"                # vLLM's workers started, the device set up, the
+                                       # weights loaded (on the CPU a worker process of its
+                                       # own, whose imports are most of it)
     KV_CACHE = "kv cache"              # memory profiled, the KV cache allocated, warm-up
     SERVING = "serving layer"          # vLLM's OpenAI layer and tokenizer, in the replica
     LINKING = "linking"                # the engine's links opened and published
@@ -40,7 +42,7 @@ ORDER = tuple(Phase)
 DOING = {
     Phase.PROCESS: "starting its process",
     Phase.ENGINE_PROCESS: "starting the engine",
-    Phase.WEIGHTS: "loading weights",
+    Phase.WEIGHTS: "starting workers and loading weights",
     Phase.KV_CACHE: "allocating the KV cache and warming up",
     Phase.SERVING: "starting the serving layer",
     Phase.LINKING: "linking to the gateways",

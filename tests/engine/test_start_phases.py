@@ -53,7 +53,8 @@ def test_the_description_names_what_it_does_now_then_what_it_did():
     marks = [Mark(Phase.PROCESS, 10.0), Mark(Phase.ENGINE_PROCESS, 13.0),
              Mark(Phase.WEIGHTS, 20.0)]
     assert describe(marks, now=32.0) == (
-        "loading weights for 12 s (after process 3.0 s, engine process 7.0 s)")
+        "starting workers and loading weights for 12 s "
+        "(after process 3.0 s, engine process 7.0 s)")
     assert describe(marks[:1], now=11.0) == "starting its process for 1 s"
     assert describe([*marks, Mark(Phase.READY, 30.0)], now=99.0) == (
         "ready, started in 20.0 s (process 3.0 s, engine process 7.0 s, weights 10.0 s)")
