@@ -311,13 +311,11 @@ class ServeEndpointDeployer:
         # The secret stays out of the version: it is the same for every engine.
         version = hashlib.sha256(json.dumps([args[:3], unscaled.model_dump(mode="json")],
                                             sort_keys=True, default=str).encode()).hexdigest()
-        start = options["num_replicas"]
+        # Serve takes no deployment of 0 replicas (options() refuses it; one forced in
+        # breaks serve.status): an autoscaled endpoint created at zero is deployed with one,
+        # which the controller takes back at its first decision (PartitionView.deployed).
         deployment = serve.deployment(EngineDeployment).options(
-            **{**options, "num_replicas": max(start, 1)})
-        if start == 0:
-            # An autoscaled endpoint created at zero: Serve's options() refuses 0 replicas,
-            # its controller takes them (as it takes the external scaler's 0).
-            deployment._deployment_config.num_replicas = 0
+            **{**options, "num_replicas": max(options["num_replicas"], 1)})
         autoscaler = self._autoscaler if endpoint.autoscaling is not None else None
         return _versioned(deployment, version[:16]).bind(*args, autoscaler)
 

@@ -28,7 +28,8 @@ def partition_view(partition: PartitionConfig, configured: Sequence[EndpointConf
     return PartitionView(
         autoscaled_partition(partition, [*configured, *created]),
         {e.name: (app, engine_deployment_name(e.name)) for e, app in scaled},
-        {e.name: e.replicas for e, _ in scaled})
+        {e.name: e.replicas for e, _ in scaled},
+        {e.name: 1 for e, _ in scaled if e.replicas == 0})  # see ServeEndpointDeployer._engine
 
 
 class StorePartition:

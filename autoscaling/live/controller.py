@@ -192,7 +192,8 @@ class PartitionController:
                   if name not in known and name in view.initial}
         if seeded:
             self.state = replace(self.state, endpoints={**known, **seeded})
-            self.applied.update({name: s.target for name, s in seeded.items()})
+            self.applied.update({name: view.deployed.get(name, s.target)
+                                 for name, s in seeded.items()})
         for name in set(self.applied) - names:
             del self.applied[name]
         self.view, self.partition = view, view.spec

@@ -19,11 +19,14 @@ class PartitionView:
     `deployments`: endpoint -> (Serve application, deployment). `initial`: the replicas an
     endpoint's deployment was made with, where the controller starts when it first sees it
     (a created endpoint's first replica is still loading: zero are running, not zero
-    wanted)."""
+    wanted). `deployed`: the replicas Serve was given for it, where they differ (Serve
+    takes no deployment of 0 replicas: one created at zero is deployed with one, which the
+    first decision takes back)."""
 
     spec: PartitionSpec | None
     deployments: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     initial: Mapping[str, int] = field(default_factory=dict)
+    deployed: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

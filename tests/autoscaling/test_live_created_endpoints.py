@@ -5,9 +5,12 @@ deleted. Ray Serve is stood in for."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from autoscaling.live.controller import PartitionController
+from autoscaling.live.window import GatewaySample
 from deployments.partition_source import StorePartition
 from serving.tenancy import Store, upgrade
 
@@ -76,11 +79,14 @@ async def test_it_borrows_in_its_own_application_and_is_forgotten_once_deleted(
         controller, store):
     create(store, "popup", replicas=0)
     await controller.step()
-    controller.serve.running["popup"] = 0
-    controller.wake("gw", "popup", held=3)  # a request held at the gateway
+    # Created at zero, deployed with one (Serve takes no 0): taken back at once.
+    assert controller.serve.scaled == [(("aifactory-endpoints", "engine-popup"), 0)]
+    # A request held at the gateway (as `wake` records it, without waking the loop, which
+    # would decide beside the test's own steps).
+    controller.window.add_gateway("popup", "gw", time.time(), GatewaySample(0, 3))
     result = await controller.step()
     assert result.decisions["popup"].target == 1  # no guarantee: it borrows the idle slot
-    assert controller.serve.scaled == [(("aifactory-endpoints", "engine-popup"), 1)]
+    assert controller.serve.scaled[1:] == [(("aifactory-endpoints", "engine-popup"), 1)]
     view = controller.last.decisions
     assert [(d["endpoint"], d["guaranteed"], d["target"]) for d in view] == [("popup", 0, 1)]
 

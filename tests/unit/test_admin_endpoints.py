@@ -78,7 +78,7 @@ def test_targets_keep_configured_endpoints_and_let_created_ones_come_and_go() ->
 def test_an_autoscaling_change_leaves_serves_deployment_as_it_was() -> None:
     """Serve restarts a deployment's replicas on a new version and resets its replica
     target on a new config; neither may follow from a change of the autoscaling block
-    (the controller owns the target). Created at zero, it is deployed at zero."""
+    (the controller owns the target)."""
     from deployments.admin_endpoints import DeployerSettings, ServeEndpointDeployer
 
     deployer = ServeEndpointDeployer(
@@ -95,5 +95,7 @@ def test_an_autoscaling_change_leaves_serves_deployment_as_it_was() -> None:
                 deployment._replica_config.init_args[-1])
 
     before = engine()
-    assert before[1] == 0 and before[3] == "controller"  # at zero, reporting its load
+    # Serve takes no deployment of 0 replicas: deployed with one, which the controller
+    # takes back at once; it reports its load to the controller.
+    assert before[1] == 1 and before[3] == "controller"
     assert engine(max_replicas=4, guaranteed_replicas=2, priority=9) == before

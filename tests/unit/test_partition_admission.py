@@ -92,6 +92,7 @@ def test_the_controller_sees_both_kinds_of_endpoints_in_one_partition():
     assert view.deployments == {"burst": ("aifactory", "engine-burst"),
                                 "popup": ("aifactory-endpoints", "engine-popup")}
     assert view.initial == {"burst": 1, "popup": 0}
+    assert view.deployed == {"popup": 1}  # Serve takes no deployment of 0 replicas
 
 
 def test_no_autoscaled_endpoint_is_no_partition_to_decide():
