@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,18 +94,24 @@ def process_started_at() -> float:
 
 class StartProgress:
     """One starting replica's timeline: its own marks and its engine process's (the file in
-    PHASES_FILE_ENV, which the engine process inherits), published until `ready`."""
+    PHASES_FILE_ENV, which the engine process inherits), published from a thread of its
+    own: vLLM's engine constructor blocks the replica's event loop until the engine is up,
+    which is the very time the progress is for."""
 
     def __init__(self, app: str, deployment: str, replica: str, endpoint: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, gcs=None) -> None:
+        """`gcs`: Ray's GCS client (default: this process's)."""
         self._clock = clock
+        self._gcs = gcs
         self._names = (app, deployment, replica, endpoint)
         fd, self.path = tempfile.mkstemp(prefix="aifactory-start-", suffix=".jsonl")
         os.close(fd)
         os.environ[PHASES_FILE_ENV] = self.path
         write_mark(self.path, Phase.PROCESS, process_started_at())
-        self._task: asyncio.Task | None = None
         self.marks: list[Mark] = []
+        self._period_s = PUBLISH_PERIOD_S
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def mark(self, phase: Phase) -> None:
         write_mark(self.path, phase, self._clock())
@@ -115,50 +122,43 @@ class StartProgress:
         return StartEntry(*self._names, tuple(self.marks), self._clock())
 
     def start(self) -> None:
-        self._refresh_every(PUBLISH_PERIOD_S)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._publish_forever, daemon=True,
+                                            name="start-progress")
+            self._thread.start()
 
-    def _refresh_every(self, period_s: float) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._publish_forever(period_s))
-
-    async def _publish_forever(self, period_s: float) -> None:
+    def _publish_forever(self) -> None:
         while True:
-            await self._publish()
-            await asyncio.sleep(period_s)
+            self._publish()
+            if self._stopping.wait(self._period_s):
+                return
 
-    async def _publish(self) -> None:
+    def _publish(self) -> None:
         entry = self.entry()
         try:
-            await gcs_client().async_internal_kv_put(entry.key, entry.to_json(), True,
-                                                     NAMESPACE, timeout=KV_TIMEOUT_S)
+            (self._gcs or gcs_client()).internal_kv_put(entry.key, entry.to_json(), True,
+                                                        NAMESPACE, timeout=KV_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - the GCS restarts; the start goes on
             logger.warning("could not publish this replica's start: %r", exc)
 
     async def ready(self) -> list[tuple[Phase, float]]:
-        """Marks READY and publishes the whole start, from now on every READY_REFRESH_S;
-        returns each phase's length."""
+        """Marks READY; the whole start is published at once and from then on every
+        READY_REFRESH_S. Returns each phase's length."""
         self.mark(Phase.READY)
-        await self._stop()
         self.entry()  # the marks, read once more before the file goes
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         os.environ.pop(PHASES_FILE_ENV, None)
-        self._refresh_every(READY_REFRESH_S)
+        await asyncio.to_thread(self._publish)
+        self._period_s = READY_REFRESH_S  # the thread's next wait
         return durations(self.marks, self._clock())
 
-    async def _stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
     async def withdraw(self) -> None:
-        await self._stop()
+        self._stopping.set()
         key = StartEntry(*self._names, (), 0.0).key
         try:
-            await gcs_client().async_internal_kv_del(key, False, NAMESPACE,
-                                                     timeout=KV_TIMEOUT_S)
+            await asyncio.to_thread((self._gcs or gcs_client()).internal_kv_del, key, False,
+                                    NAMESPACE, timeout=KV_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001
             logger.warning("could not withdraw this replica's start: %r", exc)
 

@@ -12,7 +12,14 @@ import pytest
 
 from serving.engine import start_phases
 from serving.engine.start_phases import (
-    PHASES_FILE_ENV, Mark, Phase, describe, durations, marking, read_marks, write_mark,
+    PHASES_FILE_ENV,
+    Mark,
+    Phase,
+    describe,
+    durations,
+    marking,
+    read_marks,
+    write_mark,
 )
 from serving.engine.start_progress import StartEntry
 
@@ -128,3 +135,44 @@ def test_a_replica_sets_the_file_for_its_engine_process(monkeypatch):
         assert entry.marks[0].at <= entry.marks[1].at  # the process began before
     finally:
         os.unlink(progress.path)
+
+
+class RecordingGcs:
+    """Ray's GCS client as far as StartProgress uses it: the entries it was given."""
+
+    def __init__(self) -> None:
+        self.puts: list[StartEntry] = []
+        self.deleted: list[bytes] = []
+
+    def internal_kv_put(self, key, value, overwrite, namespace, timeout=None):
+        assert namespace == b"aifactory-start" and overwrite
+        self.puts.append(StartEntry.from_entry(key, value))
+
+    def internal_kv_del(self, key, del_by_prefix, namespace, timeout=None):
+        self.deleted.append(key)
+
+
+async def test_progress_is_published_while_the_engine_blocks_the_event_loop(monkeypatch):
+    """vLLM's engine constructor holds the replica's event loop until the engine is up:
+    the progress of those minutes must still reach the GCS (seen: `aifactory up` showed
+    Serve's UPDATING until the serving layer, while a task on the loop waited)."""
+    import time as clock
+
+    from serving.engine.start_progress import StartProgress
+
+    monkeypatch.setattr("serving.engine.start_progress.PUBLISH_PERIOD_S", 0.1)
+    monkeypatch.setenv(PHASES_FILE_ENV, "")
+    gcs = RecordingGcs()
+    progress = StartProgress("aifactory", "engine-chat", "r1", "chat", gcs=gcs)
+    progress.mark(Phase.ENGINE_PROCESS)
+    progress.start()
+    clock.sleep(0.5)  # the loop blocked, as by AsyncLLM's constructor
+    write_mark(progress.path, Phase.WEIGHTS)  # the engine process's mark
+    clock.sleep(0.5)
+    seen = [e.marks[-1].phase for e in gcs.puts]
+    assert Phase.ENGINE_PROCESS in seen and Phase.WEIGHTS in seen, seen
+    spans = await progress.ready()
+    assert [p for p, _ in spans] == [Phase.PROCESS, Phase.ENGINE_PROCESS, Phase.WEIGHTS]
+    assert gcs.puts[-1].ready and not os.path.exists(progress.path)
+    await progress.withdraw()
+    assert gcs.deleted == [gcs.puts[-1].key]
