@@ -166,9 +166,9 @@ async def test_progress_is_published_while_the_engine_blocks_the_event_loop(monk
     progress = StartProgress("aifactory", "engine-chat", "r1", "chat", gcs=gcs)
     progress.mark(Phase.ENGINE_PROCESS)
     progress.start()
-    clock.sleep(0.5)  # the loop blocked, as by AsyncLLM's constructor
+    clock.sleep(0.5)  # noqa: ASYNC251 - the loop blocked, as by AsyncLLM's constructor
     write_mark(progress.path, Phase.WEIGHTS)  # the engine process's mark
-    clock.sleep(0.5)
+    clock.sleep(0.5)  # noqa: ASYNC251
     seen = [e.marks[-1].phase for e in gcs.puts]
     assert Phase.ENGINE_PROCESS in seen and Phase.WEIGHTS in seen, seen
     spans = await progress.ready()
