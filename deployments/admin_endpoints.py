@@ -55,6 +55,8 @@ DEPLOYMENT_FIELDS = frozenset({"model", "replicas", "accelerators_per_replica",
                                "max_ongoing_requests", "max_queued_requests", "resources",
                                "engine", "autoscaling"})
 FOLLOW_PERIOD_S = 2.0
+# How long a create waits for Serve to know the new engine deployment.
+DEPLOYMENT_VISIBLE_S = 60.0
 # The catalogue entry a deployment's model folder was resolved from (`model:
 # catalogue:NAME`); set by check, never by the caller; it keeps the entry from being deleted.
 CATALOGUE_FIELD = "catalogue"
@@ -221,7 +223,18 @@ class ServeEndpointDeployer:
         logger.info("deploying endpoint %s: %s", name, deployment)
         await self._deploy_created()
         try:
-            await self._route(parse_deployment(name, deployment), deployment)
+            endpoint = parse_deployment(name, deployment)
+            # serve.run returns once the application's ingress exists: at once when it ran
+            # already (a second created endpoint), before Serve has the new deployment.
+            deadline = asyncio.get_running_loop().time() + DEPLOYMENT_VISIBLE_S
+            while True:
+                try:
+                    await self._route(endpoint, deployment)
+                    break
+                except KeyError:  # "Deployment(...) does not exist" yet
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
         except BaseException:
             await self._deploy_created(leaving_out=name)
             raise
