@@ -1,8 +1,9 @@
 """The live partition autoscaler on real engines: `quiet` idles down to zero, `burst` bursts
 and borrows the freed slot, a request to `quiet` is held while it wakes, `burst` gives the
-slot back, and the controller survives its own restart with its state.
+slot back; an endpoint created through the admin API borrows an idle slot and gives it
+back like them; and the controller survives its own restart with its state.
 
-Two CPU slots fit two engine replicas; both endpoints are guaranteed one."""
+Two CPU slots fit two engine replicas; both configured endpoints are guaranteed one."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tests.e2e_autoscaling.conftest import ADMIN_KEY
 from tests.platform_helpers import kill_serve_replica
 
 BURST_STREAMS = 12
+CREATED_ENGINE = {"max_model_len": 512, "dtype": "bfloat16",
+                  "kv_cache_memory_bytes": 134217728, "enforce_eager": True}
 
 
 def autoscaler_view(platform) -> dict:
@@ -42,22 +45,24 @@ def wait_for(platform, what: str, check, timeout_s: float) -> dict:
 
 
 class Burst:
-    """BURST_STREAMS clients streaming long completions from `burst` until stopped."""
+    """`streams` clients streaming long completions from `model` until stopped."""
 
-    def __init__(self, platform, key: str) -> None:
+    def __init__(self, platform, key: str, model: str = "burst",
+                 streams: int = BURST_STREAMS) -> None:
+        self.model = model
         self.client = openai.OpenAI(base_url=platform["url"] + "/v1", api_key=key,
                                     max_retries=0, timeout=900)
         self.stop = threading.Event()
         self.finished = 0
         self.failed: list[str] = []
         self.threads = [threading.Thread(target=self._loop, daemon=True)
-                        for _ in range(BURST_STREAMS)]
+                        for _ in range(streams)]
 
     def _loop(self) -> None:
         while not self.stop.is_set():
             try:
                 stream = self.client.completions.create(
-                    model="burst", prompt="a long story about the sea", max_tokens=200,
+                    model=self.model, prompt="a long story about the sea", max_tokens=200,
                     stream=True, extra_body={"ignore_eos": True})
                 for _ in stream:
                     pass
@@ -118,6 +123,69 @@ def test_burst_borrows_idle_share_and_gives_it_back(platform, acme_key):
     assert reclaimed[0]["at"] == woken[0]["at"]
     assert decision(view, "quiet")["target"] >= 1
     assert view["allocated"] <= 2
+
+
+def test_a_created_endpoint_borrows_an_idle_slot_and_gives_it_back(platform, acme_key):
+    """`popup`, created with no guarantee beside two endpoints guaranteed both slots and
+    max_replicas adding up to 5 of 2, is admitted; asked while at zero, it borrows the slot
+    `quiet` left idle and serves; a second creation (a redeploy of the created endpoints'
+    application) leaves its target alone; its block is changed live, and once its load
+    stops it gives the slot back."""
+    admin = httpx.Client(base_url=platform["url"] + "/admin/v1", timeout=120,
+                         headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    started = time.time()
+    wait_for(platform, "quiet idle at zero again",
+             lambda v: decision(v, "quiet")["current"] == 0
+             and decision(v, "quiet")["target"] == 0, timeout_s=180)
+    popup = {"model": "builtin:demo", "replicas": 0, "engine": CREATED_ENGINE,
+             "autoscaling": {"max_replicas": 1, "target_ongoing_per_replica": 4}}
+    created = admin.post("/endpoints", json={"name": "popup", "owner": "acme",
+                                             "deployment": popup})
+    assert created.status_code == 201, created.text
+    refused = admin.patch("/endpoints/popup/autoscaling", json={"guaranteed_replicas": 1})
+    assert refused.status_code == 409, refused.text
+    assert "2 of 2 are guaranteed to other endpoints" in refused.json()["error"]["message"]
+
+    try:
+        with Burst(platform, acme_key, model="popup", streams=2) as load:
+            view = wait_for(platform, "popup borrowing the idle slot",
+                            lambda v: any(d["endpoint"] == "popup" and d["current"] == 1
+                                          for d in v["endpoints"]), timeout_s=300)
+            woke_in = time.time() - started
+            mine = decision(view, "popup")
+            assert (mine["target"], mine["guaranteed"], mine["replica_cost"]) == (1, 0, 1)
+            assert view["allocated"] <= 2
+            # A second creation redeploys the created endpoints' application: Serve keeps
+            # the target the controller set for popup (its deployment asked for 0).
+            spare = admin.post("/endpoints", json={"name": "spare", "owner": "acme",
+                                                   "deployment": popup})
+            assert spare.status_code == 201, spare.text
+            redeployed = time.monotonic()
+            while time.monotonic() - redeployed < 6:
+                assert decision(autoscaler_view(platform), "popup")["current"] == 1
+                time.sleep(1)
+            # Changed live: it idles to zero 5 s after its load stops (was 10 min).
+            changed = admin.patch("/endpoints/popup/autoscaling", json={"idle_to_zero_s": 5})
+            assert changed.status_code == 200, changed.text
+        assert load.finished > 0 and not load.failed, load.failed
+        stopped = time.monotonic()
+        view = wait_for(platform, "popup giving its slot back",
+                        lambda v: decision(v, "popup")["target"] == 0
+                        and decision(v, "popup")["current"] == 0, timeout_s=120)
+        gave_back_in = time.monotonic() - stopped
+    finally:
+        for name in ("popup", "spare"):
+            admin.delete(f"/endpoints/{name}")
+        admin.close()
+    wait_for(platform, "deleted endpoints gone from the controller's view",
+             lambda v: not {d["endpoint"] for d in v["endpoints"]} & {"popup", "spare"},
+             timeout_s=60)
+    print(f"\npopup served from zero {woke_in:.1f}s after the test began (quiet's idling "
+          f"included); gave its slot back {gave_back_in:.1f}s after its load stopped")
+    actions = sorted((a for a in view["actions"] if a["at"] >= started
+                      and a["endpoint"] == "popup"), key=lambda a: a["at"])  # newest first
+    assert [(a["previous"], a["target"]) for a in actions] == [(0, 1), (1, 0)], actions
+    assert decision(view, "burst")["target"] == 1  # its guarantee, untouched throughout
 
 
 def test_controller_restart_keeps_its_state(platform):
