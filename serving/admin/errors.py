@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.gateway.errors import error_response
 from serving.tenancy import Conflict, Forbidden, Invalid, NotFound, TenancyError, Unauthenticated
@@ -100,7 +101,7 @@ class AdminRoute(APIRoute):
                 return tenancy_error_response(exc, self.key_hint)
             except RequestValidationError as exc:
                 return validation_error_response(exc)
-            except HTTPException as exc:
+            except StarletteHTTPException as exc:  # FastAPI's own body errors raise the base
                 return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
             except OperationalError as exc:
                 logger.warning("tenancy database unavailable: %s", exc)

@@ -315,3 +315,26 @@ async def test_the_sdk_changes_an_autoscaled_endpoint(deploying):
                                                                         max_replicas=2)
     assert changed.deployment["autoscaling"]["max_replicas"] == 2
     client.close()
+
+
+def test_a_long_name_a_deep_body_and_a_huge_body_get_a_clear_4xx(deploying):
+    api, _deployer = deploying
+    api.client.post("/endpoints", json={"name": "popup", "deployment": scaled()})
+    before = api.snapshot()
+    long_name = "a" * 5000
+    error = error_of(api.client.patch(f"/endpoints/{long_name}/autoscaling",
+                                      json={"max_replicas": 2}), 400)
+    assert len(error["message"]) < 400
+    deep = b'{"slo": ' + b"[" * 20000 + b"]" * 20000 + b"}"
+    response = api.client.patch("/endpoints/popup/autoscaling", content=deep,
+                                headers={"content-type": "application/json"})
+    assert error_of(response, 400)["message"] == "There was an error parsing the body"
+    # The same for every admin route (AdminRoute's handling, not this route's).
+    response = api.client.post("/endpoints", content=deep,
+                               headers={"content-type": "application/json"})
+    assert error_of(response, 400)["message"] == "There was an error parsing the body"
+    huge = b'{"surge": "' + b"x" * (8 * 1024 * 1024) + b'"}'
+    response = api.client.patch("/endpoints/popup/autoscaling", content=huge,
+                                headers={"content-type": "application/json"})
+    assert response.status_code in (400, 413), response.text[:200]
+    assert api.snapshot() == before
