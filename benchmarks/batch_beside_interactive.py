@@ -101,7 +101,7 @@ def median_spread(values: list[float]) -> tuple[float, float, float]:
 
 # --- the platform ---------------------------------------------------------------------------
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port in 18400-18498 free with the next one (the gateway's direct-ingress range is
     [port, port + 2)) and with port + 100 (Serve's own proxy), below the ephemeral range and
     apart from the tests' 18000 and the other benchmarks' ports."""
@@ -148,7 +148,7 @@ def platform(work: Path, max_ongoing_requests: int | None = None):
     always ends with `aifactory down` (also on Ctrl-C, SIGTERM or an error)."""
     import yaml
 
-    port = _free_port()
+    port = free_port()
     home = work / "home"
     config = work / "platform.yaml"
     config.write_text(yaml.safe_dump(platform_config(port, max_ongoing_requests)))
@@ -186,12 +186,12 @@ def platform(work: Path, max_ongoing_requests: int | None = None):
         # behind for whatever starts one next on this machine.
         signals = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         print("# stopping the platform", file=sys.stderr, flush=True)
-        _stop_platform(cli, env)
+        stop_platform(cli, env)
         for number, handler in signals.items():
             signal.signal(number, handler)
 
 
-def _stop_platform(cli: list[str], env: dict) -> None:
+def stop_platform(cli: list[str], env: dict) -> None:
     """`aifactory down`; if it fails or leaves Ray, vLLM or HAProxy processes, `ray stop
     --force` and `aifactory down` again (it ends engines whose replica is gone)."""
     def down() -> str | None:

@@ -40,8 +40,8 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from batch_beside_interactive import (
-    _free_port,
-    _stop_platform,
+    free_port,
+    stop_platform,
     machine,
     median_spread,
 )
@@ -73,7 +73,7 @@ def platform(work: Path):
     """`aifactory up --detach`; yields the base URL and a key; always `aifactory down`."""
     import yaml
 
-    port = _free_port()
+    port = free_port()
     home, config = work / "home", work / "platform.yaml"
     config.write_text(yaml.safe_dump(platform_config(port)))
     env = {**os.environ, "AIFACTORY_HOME": str(home),
@@ -106,7 +106,7 @@ def platform(work: Path):
             import ray
 
             ray.shutdown()
-        _stop_platform(cli, env)
+        stop_platform(cli, env)
         for number, handler in signals.items():
             signal.signal(number, handler)
 
@@ -168,7 +168,7 @@ def last_start(name: str) -> dict[str, float]:
 
 def bare_vllm_first_token_s(model_path: str, work: Path, repeat: int) -> float:
     """Process start to first token of `vllm serve` with the compiled path's flags."""
-    port = _free_port() + 50
+    port = free_port() + 50
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in ENGINE.items()]
     log = open(work / f"vllm-serve-{repeat}.log", "w")  # noqa: SIM115 - closed below
     started = time.monotonic()

@@ -256,7 +256,7 @@ def _engine_starts() -> list:
 
 
 def _phase_or_status(entry, status: str) -> str:
-    """A starting replica's phase ("loading weights"), else Serve's status."""
+    """A starting replica's phase ("starting workers and loading weights"), else Serve's status."""
     from serving.engine.start_phases import DOING
 
     return DOING[entry.marks[-1].phase] if entry is not None and entry.marks else status

@@ -189,8 +189,8 @@ class FluidEngines:
             steps = np.where(np.isfinite(timeout_s), np.round(timeout_s / dt), 2**62)
             self.timeouts = np.maximum(steps, 1).astype(np.int64)
         timeouts = self.timeouts if self.timeouts is not None else self.timeout_steps
-        self.wake_steps = np.maximum(timeouts, max(1, round(WAKE_TIMEOUT_S / dt))) \
-            * np.ones(count, dtype=np.int64)
+        self.wake_steps = np.broadcast_to(
+            np.maximum(timeouts, max(1, round(WAKE_TIMEOUT_S / dt))), count).astype(np.int64)
         # FIFO index up to which requests arrived while their endpoint had no ready replica
         # (held for its wake): arrivals before the last step it had none.
         self.held_until = np.zeros(count)
