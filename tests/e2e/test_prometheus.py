@@ -20,6 +20,7 @@ import yaml
 from observability import metrics
 from observability.queries import catalog
 from observability.rules.build import RULES_FILE
+from tests.e2e.batch_kill import BATCH_LINES, assert_every_line_once, start_batch
 from tests.e2e.conftest import openai_client
 from tests.platform_helpers import inside_one_minute_window, kill_serve_replica
 
@@ -206,16 +207,26 @@ def test_a_malformed_expression_is_refused_by_prometheus(prometheus):
     assert resp.status_code == 400 and resp.json()["errorType"] == "bad_data"
 
 
-def test_scrapes_through_an_engine_restart_keep_every_target_up_and_rules_evaluating(
-        prometheus, platform, keys, traffic):
-    """Runs last in this module: the engine replica behind demo-remote dies and Serve
-    replaces it while Prometheus scrapes every 2 s. Ray's metrics agents (the targets) stay
-    up, no rule evaluation fails, and the new replica's engine series arrive."""
+def test_an_engine_restart_mid_batch_loses_no_line_and_keeps_scrapes_and_rules(
+        prometheus, platform, store, keys, traffic):
+    """Runs last in this module: the engine replica behind demo-remote dies mid-batch and
+    Serve replaces it while Prometheus scrapes every 2 s (one engine restart for both
+    checks; each costs a minute or two of CI).
+
+    The batch loses no line and duplicates none: the lines the dead replica was answering
+    are sent again (under the same request ids, nothing recorded for the failed attempt),
+    and the batch completes with every line once in the output and one ok ledger record per
+    line. Ray's metrics agents (the targets) stay up, no rule evaluation fails, and the new
+    replica's engine series arrive."""
     replicas_before = {r["metric"]["replica"] for r in query(
         prometheus, 'ray_aifactory_engine_generation_tokens_total{endpoint="demo-remote"}')
         ["result"]}
+    tenant, batch_client, batch, since = start_batch(platform, store)
     killed_at = time.time()
     kill_serve_replica("aifactory#engine-demo-remote#")
+    at_kill = batch_client.batches.retrieve(batch.id)
+    assert at_kill.status == "in_progress", at_kill  # else the kill proved nothing
+    assert at_kill.request_counts.completed < BATCH_LINES
 
     # Held by Serve until the replacement is up.
     client = openai_client(platform, keys["globex"]).with_options(timeout=300)
@@ -241,3 +252,5 @@ def test_scrapes_through_an_engine_restart_keep_every_target_up_and_rules_evalua
     assert failures and all(line.split()[-1] == "0" for line in failures), failures
     # The rules still evaluate to data after the restart.
     assert query(prometheus, "tenant:aifactory_requests:rate5m")["result"]
+
+    assert_every_line_once(batch_client, store, tenant, batch, since)
