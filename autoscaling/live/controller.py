@@ -32,6 +32,7 @@ from autoscaling.spec import PartitionSpec
 from autoscaling.state import EndpointState, PolicyState
 from observability import metrics
 from serving.engine.stats import EngineSample
+from serving.event_wait import wait_event
 
 # Serve writes the "ray.serve" logger to the replica's log file (logs/serve/replica_*.log).
 logger = logging.getLogger("ray.serve")
@@ -115,10 +116,7 @@ class PartitionController:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.period_s)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self.period_s)
             self._wake.clear()
             gap = self._last_decision + MIN_DECISION_GAP_S - time.monotonic()
             if gap > 0:

@@ -20,6 +20,7 @@ from serving.batch import batch_store as batches
 from serving.batch.batch_store import Batch, ClaimedLine
 from serving.batch.lifecycle import BatchStatus, may_send, next_step
 from serving.batch.output import output_files
+from serving.event_wait import wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +105,7 @@ class BatchWorker:
         MIN_TICK_GAP_S apart."""
         self._line_ended.clear()
         await asyncio.sleep(MIN_TICK_GAP_S)
-        try:
-            await asyncio.wait_for(self._line_ended.wait(), self.tick_s - MIN_TICK_GAP_S)
-        except TimeoutError:
-            pass
+        await wait_event(self._line_ended, self.tick_s - MIN_TICK_GAP_S)
 
     async def tick(self) -> None:
         live = await asyncio.to_thread(batches.unfinished, self.store)

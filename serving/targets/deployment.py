@@ -17,11 +17,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+from serving.event_wait import wait_event
 from serving.targets.bound import InFlightBound
 from serving.targets.call import BoundCall
-from serving.targets.links.directory import LinkAddress, LinkDirectory
 from serving.targets.errors import EndpointUnavailable
 from serving.targets.links import GatewayLink, LinkBroken, LinkStream, connect
+from serving.targets.links.directory import LinkAddress, LinkDirectory
 from serving.tenancy.records import batch_of
 
 logger = logging.getLogger(__name__)
@@ -95,10 +96,7 @@ class ReplicaLinks:
             if remaining <= 0:
                 raise EndpointUnavailable(
                     f"endpoint `{self.name}` has no engine replica reachable; retry shortly")
-            try:
-                await asyncio.wait_for(self._available.wait(), min(remaining, 1.0))
-            except TimeoutError:
-                pass
+            await wait_event(self._available, min(remaining, 1.0))
 
     def stop_linking(self) -> None:
         """No new links. Those open stay until their replica closes them once it has

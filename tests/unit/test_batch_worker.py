@@ -15,7 +15,7 @@ import pytest
 from serving.batch import batch_store as batches
 from serving.batch.batch_input import BatchLine
 from serving.batch.lifecycle import BatchStatus
-from serving.batch.worker import BatchWorker, LineResult
+from serving.batch.worker import MIN_TICK_GAP_S, BatchWorker, LineResult
 from serving.tenancy import Store, upgrade
 from tests.manual_clock import Clock
 
@@ -253,3 +253,14 @@ async def test_a_line_ending_brings_the_next_one_without_waiting_a_tick(store) -
         await worker.stop()
     assert batches.counts(store, batch.id)[1:] == (5, 0)  # all five answered, 200
     assert engine.sent == [1, 2, 3, 4, 5]
+
+
+async def test_a_stop_as_a_line_ends_stops_the_worker(store) -> None:
+    """A line ending in the same turn of the loop as the replica stops the worker: its stop()
+    returns (a CI run hung here when the wait for a line's end swallowed the cancellation)."""
+    worker = BatchWorker(store, Files(), Engine(), lambda model: 0, "gw-1", tick_s=30.0)
+    worker.start()
+    await asyncio.sleep(MIN_TICK_GAP_S + 0.05)  # in its wait for a line's end
+    worker._line_ended.set()
+    await asyncio.wait_for(worker.stop(), 5)
+    assert worker._task.done()

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from serving.event_wait import wait_event
+
 logger = logging.getLogger(__name__)
 
 NAMESPACE = b"aifactory-links"
@@ -141,8 +143,5 @@ class LinkDirectory:
                 self._on_read(await self.read())
             except Exception as exc:  # the GCS restarts; links already made keep serving
                 logger.warning("could not read the engine link directory: %r", exc)
-            try:
-                await asyncio.wait_for(self._wake.wait(), READ_PERIOD_S)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, READ_PERIOD_S)
             self._wake.clear()

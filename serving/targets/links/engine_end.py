@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from serving.event_wait import wait_event
 from serving.targets.links.frames import (
     CANCEL,
     DRAINING,
@@ -163,9 +164,7 @@ class LinkServer:
                 link.send(DRAINING, 0)
         if self.in_flight:
             self._idle.clear()
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout_s)
-            except TimeoutError:
+            if not await wait_event(self._idle, timeout_s):
                 return False
         return True
 
