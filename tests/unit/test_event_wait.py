@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from serving.event_wait import wait_event
 
 
@@ -35,7 +33,5 @@ async def test_a_cancellation_as_the_event_is_set_is_not_lost():
 async def test_asyncio_wait_for_loses_it_here_which_is_why_wait_event_exists():
     """When this fails, Python's wait_for keeps the cancellation (3.12+): wait_event can go."""
     task = await _set_then_cancel(lambda event: asyncio.wait_for(event.wait(), 30))
-    if not task.cancelled():
-        assert task.result() is True  # the event's result, the cancellation gone
-    else:
-        pytest.fail("asyncio.wait_for kept the cancellation: wait_event is no longer needed")
+    assert not task.cancelled(), "asyncio.wait_for kept the cancellation: drop wait_event"
+    assert task.result() is True  # the event's result, the cancellation gone
