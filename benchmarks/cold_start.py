@@ -84,7 +84,7 @@ def platform(work: Path):
     try:
         with open(work / "up.log", "w") as out:
             up = subprocess.run([*cli, "up", "--detach", "--config", str(config)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                stdout=out, stderr=subprocess.STDOUT, process_group=0,
                                 check=False)
         if up.returncode != 0:
             raise RuntimeError(f"aifactory up failed:\n{(work / 'up.log').read_text()[-3000:]}")
