@@ -8,7 +8,7 @@ Free slots are not the whole cost: every line in an engine's running batch lengt
 engine step, and so every interactive request's time to first token (with up to 192 lines
 beside it the demo engine's TTFT p95 grew more than tenfold, see
 benchmarks/batch_beside_interactive.py). So while interactive requests use the endpoint (in
-flight now, or within the last few seconds) the batch keeps to a few lines; it fills the
+flight now, or within the last few seconds) the batch keeps to one line; it fills the
 endpoint again once they have gone quiet."""
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 # gateway replica sends at most this many batch lines to it.
 UNBOUNDED_BATCH_LINES = 4
 # Lines a gateway replica keeps in an endpoint while interactive requests use it, and how
-# long after the last one it counts as used.
-BUSY_BATCH_LINES = 2
+# long after the last one it counts as used. On the demo engine (two cores) one line beside
+# an interactive tenant cost its TTFT p95 10%, two lines 32% (benchmarks/
+# batch_beside_interactive.py).
+BUSY_BATCH_LINES = 1
 BUSY_FOR_S = 5.0
 
 

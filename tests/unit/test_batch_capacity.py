@@ -35,7 +35,7 @@ def test_interactive_demand_returning_stops_new_lines_at_once() -> None:
 
 
 @pytest.mark.parametrize(("load", "room"), [
-    # Interactive requests lately: a few lines only, however many slots are free.
+    # Interactive requests lately: BUSY_BATCH_LINES only, however many slots are free.
     (EndpointLoad(slots=256, in_flight=1, waiting=0, batch_in_flight=0,
                   interactive_recently=True), BUSY_BATCH_LINES),
     (EndpointLoad(slots=256, in_flight=BUSY_BATCH_LINES, waiting=0,
@@ -48,5 +48,5 @@ def test_interactive_demand_returning_stops_new_lines_at_once() -> None:
     # Quiet again: the whole free room.
     (EndpointLoad(slots=256, in_flight=2, waiting=0, batch_in_flight=2), 256 - 64 - 2),
 ])
-def test_interactive_traffic_keeps_the_batch_to_a_few_lines(load, room) -> None:
+def test_interactive_traffic_keeps_the_batch_to_busy_lines(load, room) -> None:
     assert batch_room(load) == room
