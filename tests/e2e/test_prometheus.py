@@ -22,6 +22,7 @@ from observability.queries import catalog
 from observability.rules.build import RULES_FILE
 from tests.e2e.batch_kill import BATCH_LINES, assert_every_line_once, start_batch
 from tests.e2e.conftest import openai_client
+from tests.e2e.test_batches import ENDPOINT, request_line, upload
 from tests.platform_helpers import inside_one_minute_window, kill_serve_replica
 
 SHIPPED = Path(metrics.__file__).parent / "prometheus" / "prometheus.yml"
@@ -130,6 +131,17 @@ def traffic(prometheus, platform, store, keys):
     store.grant("demo-remote", throttled)
     store.set_quota(throttled, requests_per_minute=1)
     throttled_client = openai_client(platform, store.create_key(throttled).plaintext)
+    # The batch panel's input, lines queued: a batch held by its tenant's limit of one request
+    # a minute. The worker samples the store's pending lines every few seconds, and a batch
+    # that ends between two samples leaves no series at all.
+    queued = f"p-{uuid.uuid4().hex[:8]}"
+    store.create_tenant(queued)
+    store.grant("demo-remote", queued)
+    store.set_quota(queued, requests_per_minute=1)
+    queued_client = openai_client(platform, store.create_key(queued).plaintext)
+    held = queued_client.batches.create(
+        input_file_id=upload(queued_client, [request_line(f"q{i}") for i in range(5)]),
+        endpoint=ENDPOINT, completion_window="24h")
     acme, globex = openai_client(platform, keys["acme"]), openai_client(platform, keys["globex"])
     _send_round(platform, acme, globex)
     deadline = time.monotonic() + DEADLINE_S
@@ -144,7 +156,13 @@ def traffic(prometheus, platform, store, keys):
                          headers={"authorization": f"Bearer {throttled_client.api_key}"},
                          json={"model": "demo-remote", "prompt": "hi", "max_tokens": 2})
     assert refused.status_code == 429
-    return {"tenants": {"acme", "globex", throttled}}
+    deadline = time.monotonic() + DEADLINE_S
+    pending = f'ray_aifactory_batch_lines_pending{{tenant="{queued}"}}'
+    while not query(prometheus, pending)["result"]:
+        assert time.monotonic() < deadline, f"never scraped: {pending}"
+        time.sleep(1)
+    yield {"tenants": {"acme", "globex", throttled}}
+    queued_client.batches.cancel(held.id)
 
 
 def test_prometheus_finds_every_ray_metrics_agent_and_tolerates_one_that_is_down(
