@@ -133,14 +133,15 @@ def traffic(prometheus, platform, store, keys):
     throttled_client = openai_client(platform, store.create_key(throttled).plaintext)
     # The batch panel's input, lines queued: a batch held by its tenant's limit of one request
     # a minute. The worker samples the store's pending lines every few seconds, and a batch
-    # that ends between two samples leaves no series at all.
+    # that ends between two samples leaves no series at all. 30 lines at one a minute outlast
+    # the module, so the cancel at its end finds the batch running.
     queued = f"p-{uuid.uuid4().hex[:8]}"
     store.create_tenant(queued)
     store.grant("demo-remote", queued)
     store.set_quota(queued, requests_per_minute=1)
     queued_client = openai_client(platform, store.create_key(queued).plaintext)
     held = queued_client.batches.create(
-        input_file_id=upload(queued_client, [request_line(f"q{i}") for i in range(5)]),
+        input_file_id=upload(queued_client, [request_line(f"q{i}") for i in range(30)]),
         endpoint=ENDPOINT, completion_window="24h")
     acme, globex = openai_client(platform, keys["acme"]), openai_client(platform, keys["globex"])
     _send_round(platform, acme, globex)
