@@ -20,7 +20,7 @@ from dataclasses import dataclass
 UNBOUNDED_BATCH_LINES = 4
 # Lines a gateway replica keeps in an endpoint while interactive requests use it, and how
 # long after the last one it counts as used. On the demo engine (two cores) one line beside
-# an interactive tenant cost its TTFT p95 10%, two lines 32% (benchmarks/
+# an interactive tenant cost its TTFT p95 10-16%, two lines 32% (benchmarks/
 # batch_beside_interactive.py).
 BUSY_BATCH_LINES = 1
 BUSY_FOR_S = 5.0
