@@ -119,6 +119,15 @@ DENOMINATORS = ('ray_aifactory_slo_requests_total{tenant="acme"}',
                 'ray_aifactory_engine_prefix_cache_queries_total{endpoint="demo-remote"}')
 
 
+def _one_request_a_minute_tenant(platform, store):
+    """A new tenant that may call demo-remote once a minute, and its client."""
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    store.create_tenant(name)
+    store.grant("demo-remote", name)
+    store.set_quota(name, requests_per_minute=1)
+    return name, openai_client(platform, store.create_key(name).plaintext)
+
+
 @pytest.fixture(scope="module")
 def traffic(prometheus, platform, store, keys):
     """Two tenants' streamed and plain requests on both endpoints, and one rate-limited
@@ -126,20 +135,12 @@ def traffic(prometheus, platform, store, keys):
     series the first made. A counter's first sample is no increase to `rate`, and Ray
     exports a process's metrics every few seconds, so one quick round can be born and
     finished within one sample."""
-    throttled = f"p-{uuid.uuid4().hex[:8]}"
-    store.create_tenant(throttled)
-    store.grant("demo-remote", throttled)
-    store.set_quota(throttled, requests_per_minute=1)
-    throttled_client = openai_client(platform, store.create_key(throttled).plaintext)
+    throttled, throttled_client = _one_request_a_minute_tenant(platform, store)
     # The batch panel's input, lines queued: a batch held by its tenant's limit of one request
     # a minute. The worker samples the store's pending lines every few seconds, and a batch
     # that ends between two samples leaves no series at all. 30 lines at one a minute outlast
     # the module, so the cancel at its end finds the batch running.
-    queued = f"p-{uuid.uuid4().hex[:8]}"
-    store.create_tenant(queued)
-    store.grant("demo-remote", queued)
-    store.set_quota(queued, requests_per_minute=1)
-    queued_client = openai_client(platform, store.create_key(queued).plaintext)
+    queued, queued_client = _one_request_a_minute_tenant(platform, store)
     held = queued_client.batches.create(
         input_file_id=upload(queued_client, [request_line(f"q{i}") for i in range(30)]),
         endpoint=ENDPOINT, completion_window="24h")
