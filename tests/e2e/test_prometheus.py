@@ -128,6 +128,13 @@ def _one_request_a_minute_tenant(platform, store):
     return name, openai_client(platform, store.create_key(name).plaintext)
 
 
+def _until_scraped(prometheus, series) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while missing := [s for s in series if not query(prometheus, s)["result"]]:
+        assert time.monotonic() < deadline, f"never scraped: {missing}"
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def traffic(prometheus, platform, store, keys):
     """Two tenants' streamed and plain requests on both endpoints, and one rate-limited
@@ -146,10 +153,7 @@ def traffic(prometheus, platform, store, keys):
         endpoint=ENDPOINT, completion_window="24h")
     acme, globex = openai_client(platform, keys["acme"]), openai_client(platform, keys["globex"])
     _send_round(platform, acme, globex)
-    deadline = time.monotonic() + DEADLINE_S
-    while missing := [s for s in DENOMINATORS if not query(prometheus, s)["result"]]:
-        assert time.monotonic() < deadline, f"never scraped: {missing}"
-        time.sleep(1)
+    _until_scraped(prometheus, DENOMINATORS)
     time.sleep(float(INTERVAL.rstrip("s")))  # and one scrape more of the first round
     _send_round(platform, acme, globex)
     inside_one_minute_window(15)
@@ -158,11 +162,7 @@ def traffic(prometheus, platform, store, keys):
                          headers={"authorization": f"Bearer {throttled_client.api_key}"},
                          json={"model": "demo-remote", "prompt": "hi", "max_tokens": 2})
     assert refused.status_code == 429
-    deadline = time.monotonic() + DEADLINE_S
-    pending = f'ray_aifactory_batch_lines_pending{{tenant="{queued}"}}'
-    while not query(prometheus, pending)["result"]:
-        assert time.monotonic() < deadline, f"never scraped: {pending}"
-        time.sleep(1)
+    _until_scraped(prometheus, [f'ray_aifactory_batch_lines_pending{{tenant="{queued}"}}'])
     yield {"tenants": {"acme", "globex", throttled}}
     queued_client.batches.cancel(held.id)
 
