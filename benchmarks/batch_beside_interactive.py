@@ -357,10 +357,15 @@ async def phase_idle(batch_client, input_file_id: str) -> dict:
 async def measure(url: str, keys: dict[str, str], work: Path, args) -> list[dict]:
     from openai import AsyncOpenAI
 
-    batch_client = AsyncOpenAI(base_url=url, api_key=keys[BATCH_TENANT], max_retries=2,
-                               timeout=120)
-    interactive = AsyncOpenAI(base_url=url, api_key=keys[INTERACTIVE_TENANT], max_retries=0,
-                              timeout=120)
+    # Closed on this loop (see tests/async_clients.py for what an unclosed one can do).
+    async with AsyncOpenAI(base_url=url, api_key=keys[BATCH_TENANT], max_retries=2,
+                           timeout=120) as batch_client, \
+            AsyncOpenAI(base_url=url, api_key=keys[INTERACTIVE_TENANT], max_retries=0,
+                        timeout=120) as interactive:
+        return await measure_phases(batch_client, interactive, work, args)
+
+
+async def measure_phases(batch_client, interactive, work: Path, args) -> list[dict]:
     rng = random.Random(1)
     for _ in range(10):  # warm: the engine's first steps, the gateway's first requests
         await one_request(interactive, rng)

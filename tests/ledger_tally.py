@@ -20,9 +20,15 @@ from serving.tenancy.keys import visible_prefix
 async def mixed_run_matches_the_ledger(url: str, store, tenant: str, key: str,
                                        model: str) -> None:
     """Only the records of `key` are counted (the tenant may have others)."""
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
-    tally = {"ok": 0, "error": 0, "client_cancelled": 0, "prompt": 0, "completion": 0}
     since = datetime.now(UTC) - timedelta(seconds=1)
+    async with openai.AsyncOpenAI(base_url=url + "/v1", api_key=key, max_retries=0) as client:
+        tally = await mixed_run(client, url, key, model)
+    await ledger_matches(tally, since, store, tenant, key)
+
+
+async def mixed_run(client: openai.AsyncOpenAI, url: str, key: str, model: str) -> dict:
+    """18 requests at once; what their clients saw, as the ledger should count it."""
+    tally = {"ok": 0, "error": 0, "client_cancelled": 0, "prompt": 0, "completion": 0}
 
     async def ok_plain():
         r = await client.completions.create(model=model, prompt="count me", max_tokens=5)
@@ -58,7 +64,10 @@ async def mixed_run_matches_the_ledger(url: str, store, tenant: str, key: str,
 
     await asyncio.gather(*[ok_plain() for _ in range(6)], *[ok_stream() for _ in range(6)],
                          *[error() for _ in range(3)], *[cancelled() for _ in range(3)])
+    return tally
 
+
+async def ledger_matches(tally: dict, since: datetime, store, tenant: str, key: str) -> None:
     prefix = visible_prefix(key)
     until = datetime.now(UTC) + timedelta(minutes=1)
     deadline = asyncio.get_running_loop().time() + 30
