@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import yaml
 
@@ -248,12 +249,20 @@ def test_an_engine_restart_mid_batch_loses_no_line_and_keeps_scrapes_and_rules(
     assert at_kill.status == "in_progress", at_kill  # else the kill proved nothing
     assert at_kill.request_counts.completed < BATCH_LINES
 
-    # Held by Serve until the replacement is up.
+    # Held by Serve until the replacement is up; or, once the batch's held lines have shown
+    # the endpoint's queue standing longer than globex's TTFT target, refused at once with a
+    # retry-after (the endpoint's bound), which a client honours.
     client = openai_client(platform, keys["globex"]).with_options(timeout=300)
     deadline = time.monotonic() + 300
     while True:  # served by the replacement, and its series scraped
-        assert client.completions.create(model="demo-remote", prompt="hello",
-                                         max_tokens=4).usage.completion_tokens == 4
+        try:
+            reply = client.completions.create(model="demo-remote", prompt="hello", max_tokens=4)
+        except openai.InternalServerError as refused:
+            assert refused.code == "endpoint_overloaded", refused
+            assert time.monotonic() < deadline, refused
+            time.sleep(float(refused.response.headers["retry-after"]))
+            continue
+        assert reply.usage.completion_tokens == 4
         replicas = {r["metric"]["replica"] for r in query(
             prometheus, 'ray_aifactory_engine_generation_tokens_total{endpoint="demo-remote"}')
             ["result"]}
