@@ -76,7 +76,7 @@ def client(platform, keys):
 
 @pytest.fixture(scope="package")
 async def async_client(platform, keys):
-    # Closed here, on the loop it ran on: see tests/conftest.py for what an async client
+    # Closed here, on the loop it ran on: see tests/async_clients.py for what an async client
     # left to the garbage collector does to the connections made after it.
     async with openai_client(platform, keys["acme"], async_=True) as client:
         yield client
