@@ -74,6 +74,11 @@ class EngineProfile:
     # (front end, scheduling): 0 in the built-in profiles, fitted from a measured profile
     # (autoscaling.simulate.calibrated). Latency only: it takes no share of the replica.
     prefill_base_s: float = 0.0
+    # What a new request's first token waits per request already running on its replica
+    # beyond the decode step (a serving front end's per-stream work): 0 in the built-in
+    # profiles, fitted from TTFT by concurrency through a live gateway
+    # (benchmarks/simulator_vs_live.py). Latency only, like prefill_base_s.
+    first_token_per_running_s: float = 0.0
 
     def prefill_s(self, prompt: float) -> float:
         """Latency of a prompt's prefill on an idle replica."""
@@ -145,6 +150,7 @@ class StepOutcome:
     late: np.ndarray
     slow: np.ndarray
     oldest_step: np.ndarray  # arrival step of the oldest request admitted (the late ones')
+    service_s: np.ndarray  # a request's TTFT beyond its queueing: own prefill + one step
 
 
 class FluidEngines:
@@ -310,9 +316,12 @@ class FluidEngines:
         self.running = np.where(running < 0.01, 0.0, running)
         self.mean_running = np.where((running < 0.01) & (admit == 0), 0.0, self.mean_running)
 
-        # TTFT = queueing + own prefill (stretched like decode) + one decode step. A request
+        # TTFT = queueing + own prefill (stretched like decode) + one decode step (+ the
+        # front end's share per running request, where a profile has one). A request
         # meets it iff it arrived at step >= cut; those are the youngest of the admitted.
         service = self._prefill_s * stretch + itl
+        if profile.first_token_per_running_s:
+            service = service + profile.first_token_per_running_s * batch
         budget = self.ttft_slo - service
         cut = np.clip(step - np.floor(budget / dt).astype(np.int64), 0, step)
         oldest_ok = np.maximum(before, cumulative[cut, self.columns])
@@ -321,7 +330,7 @@ class FluidEngines:
         ttft_worst = np.where(admit > 0, (step - self.head_step) * dt + service, 0.0)
         return StepOutcome(admitted=admit, good=good, ttft_worst_s=ttft_worst, itl_s=itl,
                            timed_out=gone, late=admit - ttft_ok, slow=ttft_ok - good,
-                           oldest_step=self.head_step.copy())
+                           oldest_step=self.head_step.copy(), service_s=service)
 
     def _advance_head(self, admitted_before: np.ndarray, step: int) -> None:
         """Move each queue head to the arrival step of its oldest unadmitted request."""

@@ -39,14 +39,22 @@ def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> np
 
 
 class SignalRecorder:
-    """Rolling windows of the engines' per-step outcomes, one row per step."""
+    """Rolling windows of the engines' per-step outcomes, one row per step.
 
-    def __init__(self, endpoints: int, dt: float, control_interval_s: float) -> None:
+    By default the load (running, waiting) is averaged over the control interval and the
+    latencies and arrival rate over LATENCY_WINDOW_S. `window_s` puts all of them over one
+    window instead, as the live controller's SignalWindow (autoscaler.window_s) does."""
+
+    def __init__(self, endpoints: int, dt: float, control_interval_s: float,
+                 window_s: float | None = None) -> None:
         self.dt = dt
-        self.latency_steps = max(1, round(LATENCY_WINDOW_S / dt))
+        self.latency_steps = max(1, round((window_s or LATENCY_WINDOW_S) / dt))
         self.look_back_steps = max(1, round(LOOK_BACK_PERIOD_S / dt))
         self.control_steps = max(1, round(control_interval_s / dt))
-        rows = max(self.latency_steps, self.look_back_steps, self.control_steps)
+        self.load_steps = (self.control_steps if window_s is None
+                           else max(1, round(window_s / dt)))
+        rows = max(self.latency_steps, self.look_back_steps, self.control_steps,
+                   self.load_steps)
         self.rows = rows
         self.running = np.zeros((rows, endpoints))
         self.waiting = np.zeros((rows, endpoints))
@@ -76,8 +84,8 @@ class SignalRecorder:
             zeros = np.zeros_like(engines.running)
             nan = np.full_like(zeros, np.nan)
             return ObservedSignals(ready, zeros, zeros, zeros, zeros, nan, nan, zeros, held)
-        running = self._last(self.running, self.control_steps).mean(axis=0)
-        waiting = self._last(self.waiting, self.control_steps).mean(axis=0)
+        running = self._last(self.running, self.load_steps).mean(axis=0)
+        waiting = self._last(self.waiting, self.load_steps).mean(axis=0)
         look_back = (self._last(self.running, self.look_back_steps)
                      + self._last(self.waiting, self.look_back_steps)).mean(axis=0)
         window = min(self.latency_steps, step)

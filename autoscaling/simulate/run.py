@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,7 +25,7 @@ import numpy as np
 from autoscaling.policy import decide
 from autoscaling.signals import EndpointSignals
 from autoscaling.simulate.baselines import ray_fixed_max, ray_shared, static_allocation
-from autoscaling.simulate.engine import FluidEngines
+from autoscaling.simulate.engine import FluidEngines, StepOutcome
 from autoscaling.simulate.observe import ObservedSignals, SignalRecorder
 from autoscaling.simulate.oracle import LENT_SIGMAS, OracleController, plan, upper_bound
 from autoscaling.simulate.scenarios import World
@@ -140,8 +141,16 @@ def scored_demand(world: World) -> np.ndarray:
     return arrivals
 
 
-def run(world: World, controller: Controller) -> Trajectory:
-    """Drive world's trace through the engines under controller's decisions."""
+# Called after every step with (step, the engines, what the step did): to record more than
+# the trajectory keeps, e.g. every request's TTFT (autoscaling.simulate.live_check).
+StepHook = Callable[[int, FluidEngines, StepOutcome], None]
+
+
+def run(world: World, controller: Controller, *,
+        control_interval_s: float = CONTROL_INTERVAL_S, window_s: float | None = None,
+        on_step: StepHook | None = None) -> Trajectory:
+    """Drive world's trace through the engines under controller's decisions, one decision
+    every control_interval_s over signals windowed as SignalRecorder's window_s says."""
     started = time.perf_counter()
     dt = world.dt
     costs = world.costs
@@ -153,7 +162,7 @@ def run(world: World, controller: Controller) -> Trajectory:
     itl_slo = np.array([spec.slo.itl_p95_s for spec in world.partition.endpoints])
     engines = FluidEngines(world.profile, world.prompt_tokens, world.output_tokens, ttft_slo,
                            itl_slo, cumulative, world.initial_replicas, dt, world.timeout_s)
-    recorder = SignalRecorder(count, dt, CONTROL_INTERVAL_S)
+    recorder = SignalRecorder(count, dt, control_interval_s, window_s)
     control_steps = recorder.control_steps
     warm_up = warm_up_steps(world)
     minute_steps = max(1, round(MINUTE_S / dt))
@@ -189,6 +198,8 @@ def run(world: World, controller: Controller) -> Trajectory:
             held_log.append(held.astype(np.float32))
         outcome = engines.step(step)
         recorder.record(engines, outcome)
+        if on_step is not None:
+            on_step(step, engines, outcome)
         if step >= warm_up:
             good += outcome.good
             held_seconds += float(engines.held @ costs) * dt

@@ -85,6 +85,7 @@ class World:
     noisy: tuple[str, ...]  # names of endpoints that burst
     batch: tuple[str, ...] = ()  # names of batch endpoints: no timeout, no latency target
     failures: tuple[tuple[int, int, int], ...] = ()  # (step, endpoint index, replicas) crashing
+    client_timeout_s: float = CLIENT_TIMEOUT_S  # interactive clients give up after this
 
     @property
     def is_batch(self) -> np.ndarray:
@@ -94,7 +95,7 @@ class World:
     @property
     def timeout_s(self) -> np.ndarray:
         """Client timeout per endpoint: batch work waits for ever."""
-        return np.where(self.is_batch, np.inf, CLIENT_TIMEOUT_S)
+        return np.where(self.is_batch, np.inf, self.client_timeout_s)
 
     @property
     def per_replica_rps(self) -> np.ndarray:
