@@ -503,6 +503,16 @@ def machine() -> dict:
             "load_average_at_start": os.getloadavg()}
 
 
+def work_directory(stack: contextlib.ExitStack, work: Path | None, prefix: str) -> Path:
+    """`work` (made if missing), kept after the run; else a temporary folder that `stack`
+    removes."""
+    if work is None:
+        return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    work = work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
 def _exit_on_sigterm(*_) -> None:
     raise SystemExit(143)  # unwinds through `platform`'s finally: the platform is stopped
 
@@ -523,11 +533,7 @@ def main() -> None:
     host = machine()  # the commit and load the platform starts with
 
     with contextlib.ExitStack() as stack:
-        if args.work is not None:
-            work = args.work.resolve()
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="batch-bench-")))
+        work = work_directory(stack, args.work, "batch-bench-")
         with platform(work, args.max_ongoing_requests) as (url, keys):
             runs = asyncio.run(measure(url, keys, work, args))
     summary = summarise(runs)

@@ -41,7 +41,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -50,7 +49,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from batch_beside_interactive import free_port, machine, median_spread, stop_platform
+from batch_beside_interactive import (
+    _exit_on_sigterm,
+    free_port,
+    machine,
+    median_spread,
+    stop_platform,
+    work_directory,
+)
 
 from autoscaling.profile.fit import fit_line
 from autoscaling.simulate import live_check
@@ -244,7 +250,7 @@ async def replay(live: Live, times: dict[str, list[float]], seconds: float
 
 # --- the run ---------------------------------------------------------------------------------
 
-async def measure(url: str, key: str, admin_key: str, config: Path, args) -> list[dict]:
+async def measure(url: str, key: str, admin_key: str, config: Path, args) -> dict:
     from deployments.config import load_config
 
     platform_config = load_config(config)
@@ -278,9 +284,9 @@ async def measure(url: str, key: str, admin_key: str, config: Path, args) -> lis
             runs.append({"live": figures, "failed": observed.failed})
     finally:
         await live.close()
-    return [{"calibration": measured, "requests_per_replica_s": rate,
-             "requests": {m: len(t) for m, t in times.items()},
-             "predicted": predicted, "runs": runs}]
+    return {"calibration": measured, "requests_per_replica_s": rate,
+            "requests": {m: len(t) for m, t in times.items()},
+            "predicted": predicted, "runs": runs}
 
 
 def table(result: dict) -> str:
@@ -307,10 +313,6 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _exit_on_sigterm(*_) -> None:
-    raise SystemExit(143)  # unwinds through `platform`'s finally: the platform is stopped
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=1)
@@ -323,13 +325,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     host = machine()
     with contextlib.ExitStack() as stack:
-        if args.work is not None:
-            work = args.work.resolve()
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sim-live-")))
+        work = work_directory(stack, args.work, "sim-live-")
         with platform(work) as (url, key, admin_key, config):
-            [result] = asyncio.run(measure(url, key, admin_key, config, args))
+            result = asyncio.run(measure(url, key, admin_key, config, args))
     result["machine"] = host
     load = ", ".join(f"{x:.1f}" for x in host["load_average_at_start"])
     header = (f"machine: {host['cpu']}, {host['cores']} cores, load average {load} at start; "

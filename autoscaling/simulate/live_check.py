@@ -251,8 +251,3 @@ def figures(observed: Observed, phases: Sequence[Phase]) -> dict[str, float | No
 def _between(start: float | None, end: float | None) -> float | None:
     return None if start is None or end is None else end - start
 
-
-def compare(live: Mapping[str, float | None], simulated: Mapping[str, float | None]
-            ) -> list[Row]:
-    return [Row(what, live.get(what), simulated.get(what))
-            for what in dict.fromkeys([*live, *simulated])]
