@@ -14,6 +14,7 @@ class Reason(StrEnum):
 
     LOAD = "load"  # follows ongoing requests / target per replica
     QUEUE = "queue"  # as LOAD, with requests waiting in the engine queue
+    RISING = "rising"  # the load, rising, fills the ready replicas within one start
     SLO_BREACH = "slo_breach"  # TTFT or ITL p95 above target: one more replica
     KV_PRESSURE = "kv_pressure"  # KV cache near full: one more replica
     GUARANTEE = "guarantee"  # grown within its reserved share, without delay

@@ -10,6 +10,7 @@ import math
 from typing import NamedTuple
 
 from autoscaling.decision import Note, Reason
+from autoscaling.rising import LoadTrend, follow_load, learned_start_s, replicas_ahead
 from autoscaling.signals import EndpointSignals
 from autoscaling.spec import EndpointSpec, PolicyTuning
 from autoscaling.state import EndpointState
@@ -30,6 +31,8 @@ class Desire(NamedTuple):
     wanted: int | None = None  # the wish of the last decision made with no replica starting
     carried: float | None = None  # highest rps per replica seen within SLO, at any load
     ready: int | None = None  # replicas observed ready now, to tell a settled size next time
+    trend: LoadTrend = LoadTrend(None, None)  # the load's slow level, and its rise
+    start_s: float | None = None  # how long the last replica start took
 
 
 
@@ -62,8 +65,17 @@ def desired_from_signals(
         # Without the load we cannot tell demand from none: hold, never guess or fail.
         return Desire(previous, Reason.HOLD_MISSING_SIGNALS, None, remembered.idle_since,
                       sustained, (("running/waiting not observed; holding {}", (previous,)),),
-                      remembered.backlog_at, carried=remembered.carried_rps_per_replica)
+                      remembered.backlog_at, carried=remembered.carried_rps_per_replica,
+                      trend=LoadTrend(remembered.load_level, remembered.load_level_at),
+                      start_s=remembered.start_s)
 
+    trend = follow_load(remembered.load_level, remembered.load_level_at, max(0.0, ongoing),
+                        now, tuning.load_trend_s)
+    ready = previous if signals.ready_replicas is None else signals.ready_replicas
+    starting = ready < previous
+    was_starting = remembered.ready is not None and remembered.ready < previous
+    start_s = learned_start_s(remembered.start_s, was_starting, starting, remembered.grew_at,
+                              now)
     arrivals = signals.arrival_rate_rps or 0.0
     if ongoing <= 0 and arrivals <= 0:
         since = now if remembered.idle_since is None else remembered.idle_since
@@ -72,11 +84,13 @@ def desired_from_signals(
             return Desire(spec.min_replicas, Reason.IDLE_TO_ZERO, False, since, sustained,
                           (("no demand for {:.0f}s (limit {:.0f}s)",
                             (idle_for, spec.idle_to_zero_s)),), remembered.backlog_at,
-                          carried=remembered.carried_rps_per_replica)
+                          carried=remembered.carried_rps_per_replica, trend=trend,
+                          start_s=start_s)
         warm = max(spec.min_replicas, min(previous, 1))
         return Desire(warm, Reason.LOAD, False, since, sustained,
                       (("no demand for {:.0f}s; keeping {} warm", (idle_for, warm)),),
-                      remembered.backlog_at, carried=remembered.carried_rps_per_replica)
+                      remembered.backlog_at, carried=remembered.carried_rps_per_replica,
+                      trend=trend, start_s=start_s)
 
     per_replica = spec.target_ongoing_per_replica
     by_load = max(1, math.ceil(ongoing / per_replica - 1e-9))
@@ -90,8 +104,6 @@ def desired_from_signals(
         notes.append(("{:.1f} rps / {:.1f} rps sustained per replica -> {}",
                       (arrivals, sustained, by_rate)))
 
-    ready = previous if signals.ready_replicas is None else signals.ready_replicas
-    starting = ready < previous
     # Growth follows the load; the rate estimate only guards shrinking (see the docstring).
     replicas = by_load
     if replicas < previous:
@@ -115,6 +127,16 @@ def desired_from_signals(
                 notes.append((("below guarantee {} only to a proven rate: {:.1f} rps / "
                                "{:.1f} rps carried per replica -> {}"),
                               (spec.guaranteed_replicas, arrivals, carried, proven)))
+    if tuning.start_ahead_of_load and not starting and replicas <= previous:
+        # A rising load asks for the next replica one start before it fills the ready ones.
+        lead = tuning.replica_start_s if start_s is None else start_s
+        ahead = replicas_ahead(ongoing, trend, lead, per_replica, max(replicas, previous))
+        if ahead > replicas:
+            notes.append(("rising {:.2f}/s: {:.1f} ongoing one start ({:.0f}s) ahead -> {}",
+                          (trend.rise_per_s, ongoing + trend.rise_per_s * lead, lead, ahead)))
+            if ahead > previous:
+                driver = Reason.RISING
+            replicas = ahead
     draining = _drains_soon(waiting, remembered, starting, tuning, now)
     if draining and replicas > previous:
         replicas = previous
@@ -162,7 +184,7 @@ def desired_from_signals(
                                   breach is not None)
     wanted = remembered.wanted if starting else replicas
     return Desire(replicas, driver, True, None, sustained, tuple(notes), backlog_at, waiting,
-                  wanted, carried, ready)
+                  wanted, carried, ready, trend, start_s)
 
 
 def _proven_within_guarantee(spec: EndpointSpec, previous: int, arrivals: float,

@@ -127,6 +127,22 @@ class PolicyTuning(BaseModel):
         description="a queue that shrinks fast enough to be empty within this long does not "
         "ask for more replicas: they would start after it is gone",
     )
+    start_ahead_of_load: bool = Field(
+        default=True,
+        description="ask for the next replica when a rising load will fill the ready ones "
+        "within one replica start, rather than once they are full (autoscaling.rising)",
+    )
+    load_trend_s: float = Field(
+        default=60.0,
+        gt=0.0,
+        description="the load's level is a moving average over about this long; the load "
+        "running above it by x reads as rising at x / load_trend_s per second",
+    )
+    replica_start_s: NonNegativeFloat = Field(
+        default=60.0,
+        description="how long a replica is taken to start until one has been seen starting: "
+        "how far ahead a rising load is projected",
+    )
     latency_window_s: NonNegativeFloat = Field(
         default=30.0,
         description="how far back the latency percentiles reach: a breach this soon after "
