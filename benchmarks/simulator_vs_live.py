@@ -6,9 +6,12 @@ every second over a 5 s window) in a home and on a port of its own, then:
   calibrate  through the gateway, on `burst` at one replica: streamed completions at
              concurrency 1, 2, 4, 8 (3 rounds each): TTFT at 1 and time per output token at
              each (a line in the concurrency: the served path's decode step); then `quiet`
-             is left to idle to zero and woken by one request: wake to first token. From
-             these, `burst`'s requests per second at its target concurrency (4): one
-             "replica of demand".
+             is left to idle to zero and woken by one request: wake to first token; then
+             to idle to zero again, and woken while `burst` serves BESIDE_LOAD streams in
+             a closed loop: wake to first token beside load, and how much slower `burst`'s
+             tokens came while it started (the slots of a CPU partition share the host's
+             cores). From these, `burst`'s requests per second at its target concurrency
+             (4): one "replica of demand".
   trace      open-loop Poisson arrivals (seeded) in the phases of
              autoscaling.simulate.live_check: half a replica on `burst`; 2.5 replicas
              (it borrows `quiet`'s slot); plus half a replica on `quiet` (woken, the slot
@@ -69,6 +72,7 @@ TENANT = "acme"
 PROMPT = "a long story about the sea"
 MAX_TOKENS = 100
 CONCURRENCY = (1, 2, 4, 8)
+BESIDE_LOAD = 2  # burst's streams while quiet wakes: half its target, so it asks no more
 ROUNDS = 3
 DT = 0.1  # the simulator's step
 
@@ -186,14 +190,48 @@ async def calibrate(live: Live) -> dict:
     await live.wait_for("quiet idle at zero", {"quiet": (0, 0)})
     await asyncio.sleep(2)  # the gateways' view of its replicas follows within a second
     wake_s, *_ = await live.stream("quiet")
+    beside = await wake_beside_load(live)
     return {"prompt_tokens": prompt_tokens,
             "ttft_s": {c: statistics.median(v) for c, v in ttft.items()},
             "per_token_s": {c: statistics.median(v) for c, v in per_token.items()},
-            "wake_to_first_token_s": wake_s}
+            "wake_to_first_token_s": wake_s, **beside}
+
+
+async def wake_beside_load(live: Live) -> dict:
+    """Wake `quiet` from zero while `burst` serves BESIDE_LOAD streams in a closed loop: the
+    wake to first token, and burst's time per token in streams run wholly within the wake
+    over those that ended before it (the same loop, the same concurrency)."""
+    await live.wait_for("quiet idle at zero again", {"quiet": (0, 0)})
+    await asyncio.sleep(2)
+    stop = asyncio.Event()
+    spans: list[tuple[float, float, float]] = []  # (sent, done, time per token)
+
+    async def loop() -> None:
+        while not stop.is_set():
+            sent = time.perf_counter()
+            first, rest, _, completion = await live.stream("burst")
+            spans.append((sent, sent + first + rest, rest / max(1, completion - 1)))
+
+    loops = [asyncio.create_task(loop()) for _ in range(BESIDE_LOAD)]
+    await asyncio.sleep(10)  # the loop settles, and the controller sees its load
+    woke = time.perf_counter()
+    wake_s, *_ = await live.stream("quiet")
+    burst_asked = (await live.replicas())["burst"][1]
+    stop.set()
+    await asyncio.gather(*loops)
+    before = [tpt for sent, done, tpt in spans if done <= woke]
+    during = [tpt for sent, done, tpt in spans if sent >= woke and done <= woke + wake_s]
+    if not before or not during:
+        raise RuntimeError(f"no burst stream before ({len(before)}) or within "
+                           f"({len(during)}) the wake beside load")
+    return {"wake_beside_load_s": wake_s,
+            "step_slowdown_while_starting": statistics.median(during) / statistics.median(before),
+            "burst_asked_during_wake_beside_load": burst_asked}
 
 
 def served_profile(base: EngineProfile, measured: dict) -> EngineProfile:
-    """base with the served path's step line, first-token latency and cold start.
+    """base with the served path's step line, first-token latency and cold starts (alone
+    and beside load), and how much a start slows the serving replica.
 
     The simulator's TTFT at a batch of c is prefill_base + prompt / prefill rate +
     first_token_per_running * c + decode_step(c): the TTFT measured at concurrency c less
@@ -207,7 +245,10 @@ def served_profile(base: EngineProfile, measured: dict) -> EngineProfile:
         decode_step_base_s=step.intercept, decode_step_per_seq_s=step.slope,
         prefill_base_s=max(0.0, first_token.intercept),
         first_token_per_running_s=first_token.slope,
-        cold_start_s=max(1.0, measured["wake_to_first_token_s"] - measured["ttft_s"][1]))
+        cold_start_s=max(1.0, measured["wake_to_first_token_s"] - measured["ttft_s"][1]),
+        cold_start_beside_load_s=max(1.0, measured["wake_beside_load_s"]
+                                     - measured["ttft_s"][1]),
+        step_slowdown_while_starting=max(1.0, measured["step_slowdown_while_starting"]))
 
 
 def requests_per_replica_s(profile: EngineProfile, target: float, prompt_tokens: int) -> float:

@@ -19,6 +19,12 @@ gateway does (autoscaler.wake_timeout_s), and they are served late rather than l
 replicas become ready cold_start_s after they are asked for; a failed replica stops at once,
 and the requests it ran are lost.
 
+Replicas are independent accelerators unless a profile says they share a host, as the slots
+of a CPU partition share its cores: then a replica that starts while others serve takes
+cold_start_beside_load_s, and while any replica starts, every serving replica's steps take
+step_slowdown_while_starting times as long (both measured on the live platform by
+benchmarks/simulator_vs_live.py; on GPU nodes they are left unset).
+
 Profiles
 --------
 cpu-tiny-llama: measured on this project's CPU machine (2-layer tiny Llama on vLLM CPU):
@@ -79,6 +85,11 @@ class EngineProfile:
     # profiles, fitted from TTFT by concurrency through a live gateway
     # (benchmarks/simulator_vs_live.py). Latency only, like prefill_base_s.
     first_token_per_running_s: float = 0.0
+    # Replicas sharing one host (a CPU partition's slots): the start of a replica while
+    # others serve requests, and the factor on serving replicas' step times while any
+    # replica starts. None and 1.0 (the built-in profiles): independent accelerators.
+    cold_start_beside_load_s: float | None = None
+    step_slowdown_while_starting: float = 1.0
 
     def prefill_s(self, prompt: float) -> float:
         """Latency of a prompt's prefill on an idle replica."""
@@ -178,7 +189,11 @@ class FluidEngines:
         self.itl_slo = itl_slo_s.astype(float)
         self.cumulative = cumulative_arrivals  # [step + 1, endpoint]: arrivals before step
         self.cold_steps = max(1, round(profile.cold_start_s / dt))
-        self.ring = np.zeros((self.cold_steps + 1, count), dtype=np.int64)
+        beside = profile.cold_start_beside_load_s
+        self.cold_steps_beside_load = (self.cold_steps if beside is None
+                                       else max(1, round(beside / dt)))
+        self.longest_start_steps = max(self.cold_steps, self.cold_steps_beside_load)
+        self.ring = np.zeros((self.longest_start_steps + 1, count), dtype=np.int64)
         self.ready = initial_replicas.astype(np.int64).copy()
         self.starting = np.zeros(count, dtype=np.int64)
         self.running = np.zeros(count)
@@ -215,7 +230,10 @@ class FluidEngines:
         delta = targets.astype(np.int64) - self.held
         grow = delta > 0
         if grow.any():
-            self.ring[(step + self.cold_steps) % len(self.ring), grow] += delta[grow]
+            # On a shared host a start beside serving replicas competes with them.
+            serving = bool(np.any(self.running > 0))
+            cold = self.cold_steps_beside_load if serving else self.cold_steps
+            self.ring[(step + cold) % len(self.ring), grow] += delta[grow]
             self.starting[grow] += delta[grow]
         for endpoint in np.flatnonzero(delta < 0):
             self._stop(int(endpoint), int(-delta[endpoint]), step)
@@ -225,7 +243,7 @@ class FluidEngines:
         for back in range(len(self.ring) - 1):
             if count == 0 or self.starting[endpoint] == 0:
                 break
-            slot = (step + self.cold_steps - back) % len(self.ring)
+            slot = (step + self.longest_start_steps - back) % len(self.ring)
             cancel = min(count, int(self.ring[slot, endpoint]))
             self.ring[slot, endpoint] -= cancel
             self.starting[endpoint] -= cancel
@@ -282,9 +300,12 @@ class FluidEngines:
         replicas = self.ready.astype(float)
         active = replicas > 0
         per_replica = np.where(active, replicas, 1.0)
+        # A start on a shared host slows every serving replica (1 on independent ones).
+        slow = profile.step_slowdown_while_starting if self.starting.any() else 1.0
+        prefill_rate = self._prefill_rate / slow
 
         slots = np.maximum(replicas * profile.max_num_seqs - self.running, 0.0)
-        prefill_room = replicas * self._prefill_rate * PREFILL_SHARE_MAX / self.prompt
+        prefill_room = replicas * prefill_rate * PREFILL_SHARE_MAX / self.prompt
         admit = np.minimum(self.waiting, np.minimum(slots, prefill_room))
         before = self.admitted_total
         after = before + admit
@@ -295,14 +316,15 @@ class FluidEngines:
         self.admitted_total = after
         self.waiting -= admit
 
-        prefill_share = admit * self.prompt / (per_replica * self._prefill_rate)
+        prefill_share = admit * self.prompt / (per_replica * prefill_rate)
         stretch = 1.0 / (1.0 - prefill_share)
         # Requests decode for an exponential time of mean output * itl, and itl depends on
         # the batch, which depends on how long requests stay: two passes settle it.
         carried = self.running
         batch = (carried + admit) / per_replica
         for _ in range(2):
-            itl = (profile.decode_step_base_s + profile.decode_step_per_seq_s * batch) * stretch
+            itl = (profile.decode_step_base_s + profile.decode_step_per_seq_s * batch) * (
+                stretch * slow)
             rate = dt / (self.output * itl)  # steps' worth of lifetimes, k = dt / lifetime
             survive = np.exp(-rate)
             stay_carried = (1.0 - survive) / rate  # share of the step a carried request stays
@@ -319,9 +341,9 @@ class FluidEngines:
         # TTFT = queueing + own prefill (stretched like decode) + one decode step (+ the
         # front end's share per running request, where a profile has one). A request
         # meets it iff it arrived at step >= cut; those are the youngest of the admitted.
-        service = self._prefill_s * stretch + itl
+        service = self._prefill_s * stretch * slow + itl
         if profile.first_token_per_running_s:
-            service = service + profile.first_token_per_running_s * batch
+            service = service + profile.first_token_per_running_s * batch * slow
         budget = self.ttft_slo - service
         cut = np.clip(step - np.floor(budget / dt).astype(np.int64), 0, step)
         oldest_ok = np.maximum(before, cumulative[cut, self.columns])

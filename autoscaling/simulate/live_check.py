@@ -45,7 +45,7 @@ DEFAULT_PHASES = (
     Phase("one replica", 40.0, {"burst": 0.5}),
     Phase("burst", 120.0, {"burst": 2.5}),
     Phase("quiet returns", 90.0, {"burst": 2.5, "quiet": 0.5}),
-    Phase("idle", 45.0, {}),
+    Phase("idle", 90.0, {}),  # long enough for quiet to be back at zero after a slow start
 )
 
 

@@ -135,7 +135,7 @@ def test_figures_of_a_run():
     observed = live_check.Observed()
     # burst asked for 2 at 20 s, ready at 50 s, back to 1 at 180 s; quiet asked at 165 s,
     # ready from 200 s to 260 s (asked until 255 s).
-    for t in range(295):
+    for t in range(340):  # the phases' 340 s
         burst = 2 if 50 <= t < 180 else 1
         quiet = 1 if 200 <= t < 260 else 0
         observed.ready.append((float(t), {"burst": burst, "quiet": quiet}))
@@ -151,7 +151,7 @@ def test_figures_of_a_run():
     assert got["burst back to 1, after 'quiet returns' began (s)"] == 20.0
     # idle began at 250 s, quiet was ready from 200 s: back at zero 10 s after idle began.
     assert got["quiet back at zero, after it was idle and ready (s)"] == 10.0
-    assert got["burst replica-seconds ready"] == 295 + 130
+    assert got["burst replica-seconds ready"] == 340 + 130
     assert got["quiet replica-seconds ready"] == 60
     assert got["burst TTFT p95, burst (s)"] == pytest.approx(1.9)
     assert "burst TTFT p95, one replica (s)" not in got  # no request: no figure
@@ -207,3 +207,51 @@ def test_a_first_token_cost_per_running_request_lengthens_ttft_with_the_batch():
     assert costly[0] > plain[0]
     assert costly[-1] - plain[-1] == pytest.approx(0.002 * batch, rel=0.5)
     assert costly[-1] - plain[-1] > costly[0] - plain[0]
+
+
+def test_on_a_shared_host_a_start_beside_load_is_slower_and_slows_the_serving_replicas():
+    """Two endpoints on one host: `serving` runs requests on its replica, `woken` starts one.
+    With the shared-host figures the start takes cold_start_beside_load_s, and `serving`'s
+    steps take step_slowdown_while_starting times as long until it is up; a start with
+    nothing serving takes cold_start_s; the built-in profiles (independent) are unchanged."""
+    steps = 60
+    arrivals = np.zeros((steps, 2), dtype=np.int64)
+    arrivals[:, 0] = 1  # serving: a request a step
+    cumulative = np.zeros((steps + 1, 2), dtype=np.int64)
+    np.cumsum(arrivals, axis=0, out=cumulative[1:])
+    base = dataclasses.replace(PROFILES["cpu-tiny-llama"], cold_start_s=1.0)
+    shared = dataclasses.replace(base, cold_start_beside_load_s=3.0,
+                                 step_slowdown_while_starting=2.0)
+
+    def run(profile, start_at: int):
+        engines = FluidEngines(profile, np.array([8, 8]), np.array([400, 400]),
+                               np.array([60.0, 60.0]), np.array([1.0, 1.0]), cumulative,
+                               np.array([1, 0]), dt=0.1)
+        ready_at, itl = None, []
+        for step in range(steps):
+            if step == start_at:
+                engines.scale_to(np.array([1, 1]), step)
+            itl.append(float(engines.step(step).itl_s[0]))
+            if ready_at is None and engines.ready[1] == 1:
+                ready_at = step
+        return ready_at, itl
+
+    ready_at, itl = run(shared, start_at=10)
+    assert ready_at == 10 + 30  # 3 s beside load, at 0.1 s a step
+    ready_at, plain = run(base, start_at=10)
+    assert ready_at == 10 + 10  # independent accelerators: cold_start_s
+    # Twice as slow from the step the start began (the batch is the same there) to the
+    # step it was ready (a step later, the same batch runs at full speed again).
+    assert itl[9] == pytest.approx(plain[9])
+    assert itl[10] == pytest.approx(2.0 * plain[10], rel=0.05)
+    assert itl[39] / itl[41] == pytest.approx(2.0, rel=0.05)
+    assert plain[19] / plain[21] == pytest.approx(1.0, rel=0.05)
+    # Nothing serving yet (before the first arrival is running): the start is cold_start_s.
+    quiet = np.zeros_like(cumulative)
+    engines = FluidEngines(shared, np.array([8, 8]), np.array([400, 400]),
+                           np.array([60.0, 60.0]), np.array([1.0, 1.0]), quiet,
+                           np.array([1, 0]), dt=0.1)
+    engines.scale_to(np.array([1, 1]), 0)
+    for step in range(11):
+        engines.step(step)
+    assert engines.ready.tolist() == [1, 1]
