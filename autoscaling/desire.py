@@ -130,7 +130,8 @@ def desired_from_signals(
     if tuning.start_ahead_of_load and not starting and replicas <= previous:
         # A rising load asks for the next replica one start before it fills the ready ones.
         lead = tuning.replica_start_s if start_s is None else start_s
-        ahead = replicas_ahead(ongoing, trend, lead, per_replica, max(replicas, previous))
+        ahead = replicas_ahead(ongoing, trend, lead, per_replica, max(replicas, previous),
+                               tuning.start_ahead_from_utilisation)
         if ahead > replicas:
             notes.append(("rising {:.2f}/s: {:.1f} ongoing one start ({:.0f}s) ahead -> {}",
                           (trend.rise_per_s, ongoing + trend.rise_per_s * lead, lead, ahead)))

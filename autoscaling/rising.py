@@ -53,15 +53,19 @@ def learned_start_s(previous_start_s: float | None, was_starting: bool, starting
 
 
 def replicas_ahead(ongoing: float, trend: LoadTrend, lead_s: float, per_replica: float,
-                   sized: int) -> int:
+                   sized: int, nearly_full: float) -> int:
     """Replicas the load will need one start (lead_s) from now, at most one more than the
-    sized replicas: the next one, not a guess at the whole rise.
+    sized replicas: the next one, not a guess at the whole rise; 0 while the sized
+    replicas carry less than nearly_full of their target load.
 
     E.g. 32 ongoing at 10 per replica on 4 replicas (80% full), rising 0.2/s, a start
     60 s => 32 + 12 = 44 ongoing by the time a replica is up: ceil(4.4) = 5, so the 5th
     starts now rather than when the 4 are full. A flat load asks for nothing more.
+    The gate is for steps: a load that jumps from 0 to 2 on a replica of 4 reads as rising
+    2 / 60 per second for a minute, 4 coming a 60 s start later; at 50% full it asks for
+    nothing (seen live: without the gate the jump asked for a second replica).
     """
-    if trend.rise_per_s <= 0 or per_replica <= 0:
+    if trend.rise_per_s <= 0 or per_replica <= 0 or ongoing < nearly_full * sized * per_replica:
         return 0
     coming = ongoing + trend.rise_per_s * lead_s
     return min(sized + 1, math.ceil(coming / per_replica - 1e-9))

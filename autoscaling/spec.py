@@ -132,6 +132,13 @@ class PolicyTuning(BaseModel):
         description="ask for the next replica when a rising load will fill the ready ones "
         "within one replica start, rather than once they are full (autoscaling.rising)",
     )
+    start_ahead_from_utilisation: float = Field(
+        default=0.75,
+        ge=0.0,
+        le=1.0,
+        description="a rising load asks for the next replica only once the replicas carry "
+        "at least this share of their target load (a step up reads as a rise for a while)",
+    )
     load_trend_s: float = Field(
         default=60.0,
         gt=0.0,

@@ -3,6 +3,8 @@ the gateway's hold for an endpoint at zero, and the snapshot store on SQLite and
 
 from __future__ import annotations
 
+import asyncio
+
 from types import SimpleNamespace
 
 import pytest
@@ -144,6 +146,61 @@ async def test_hold_gives_up_with_retry_after(monkeypatch):
         await waker.hold_until_running("e")
     assert raised.value.retry_after_s >= 1
     assert waker._held["e"] == 0
+
+
+class CountingController(FakeController):
+    """Counts wake calls and records the held counts they carried."""
+
+    def __init__(self, running_after_wakes: int | None) -> None:
+        super().__init__(running_after_wakes)
+        self.held_seen: list[int] = []
+
+    async def _wake(self, gateway, endpoint, held):
+        self.wakes += 1
+        self.held_seen.append(held)
+        await asyncio.sleep(0)  # a remote call yields to the loop
+        if self.running_after is not None and self.wakes >= self.running_after:
+            return 1
+        return 0
+
+
+async def test_requests_held_together_share_one_wake_loop(monkeypatch):
+    """200 requests held for one endpoint make one controller call per poll, carrying the
+    200, not one each (which burned the host's cores while a replica started)."""
+    from serving.targets import waker as targets
+    from serving.targets.waker import EndpointWaker
+
+    monkeypatch.setattr(targets, "WAKE_POLL_S", 0.01)
+    controller = CountingController(running_after_wakes=5)
+    waker = EndpointWaker(controller, "g", timeout_s=5)
+    waker._running = {"e": 0}
+    await asyncio.gather(*(waker.hold_until_running("e") for _ in range(200)))
+    assert controller.wakes == 5
+    assert controller.held_seen[0] == 200
+    assert waker._held["e"] == 0
+
+
+async def test_a_wake_loop_ends_when_no_request_waits_and_a_later_one_starts_another(
+        monkeypatch):
+    from serving.targets import waker as targets
+    from serving.targets.errors import EndpointUnavailable
+    from serving.targets.waker import EndpointWaker
+
+    monkeypatch.setattr(targets, "WAKE_POLL_S", 0.01)
+    controller = CountingController(running_after_wakes=None)
+    waker = EndpointWaker(controller, "g", timeout_s=0.05)
+    waker._running = {"e": 0}
+    for outcome in await asyncio.gather(
+            *(waker.hold_until_running("e") for _ in range(3)), return_exceptions=True):
+        assert isinstance(outcome, EndpointUnavailable)
+    await asyncio.sleep(0.05)
+    assert waker._wakes["e"].done()  # nobody waits: the loop stopped asking
+    asked = controller.wakes
+    await asyncio.sleep(0.05)
+    assert controller.wakes == asked
+    controller.running_after = controller.wakes + 2
+    await waker.hold_until_running("e")  # a new request, a new loop, and it runs
+    assert waker._held["e"] == 0 and controller.wakes == asked + 2
 
 
 async def test_no_hold_before_the_controller_answered():

@@ -63,11 +63,14 @@ def test_the_start_time_is_learned_from_growth_to_ready(previous, was, now_start
     (32.0, 0.2, 60.0, 4, 5),  # 32 + 0.2 * 60 = 44 by the time a replica is up: ceil(4.4)
     (32.0, 0.0, 60.0, 4, 0),  # flat: nothing more
     (32.0, 1.0, 60.0, 4, 5),  # 92 coming: still only the next one
-    (20.0, 0.1, 60.0, 4, 3),  # 26 coming fits the 4 there are
+    (30.0, 0.1, 60.0, 4, 4),  # 36 coming fits the 4 there are
+    (2.0, 2.0 / 60, 60.0, 1, 0),  # a jump from 0 to 2 on one replica of 10: 20% full
+    (20.0, 1.0, 60.0, 4, 0),  # 4 replicas 50% full: not nearly full, however fast it rises
 ])
 def test_the_replicas_a_rising_load_needs_one_start_ahead(ongoing, rise, lead, sized,
                                                           expected):
-    assert replicas_ahead(ongoing, LoadTrend(0.0, 0.0, rise), lead, 10.0, sized) == expected
+    trend = LoadTrend(0.0, 0.0, rise)
+    assert replicas_ahead(ongoing, trend, lead, 10.0, sized, nearly_full=0.75) == expected
 
 
 # --- in the policy's first stage --------------------------------------------------------
@@ -90,21 +93,15 @@ def _rising(level: float = 20.0, **fields: object) -> EndpointState:
     (_rising(), dict(running=32, ready=3), TUNING, 4, Reason.LOAD),
     # the load asks for growth by itself (a step to 45 => 5): no extra one on top
     (_rising(), dict(running=45, ready=4), TUNING, 5, Reason.LOAD),
+    # a jump from 0 to 22 on 4 replicas (55% full) reads as rising 0.37/s, 44 coming:
+    # not nearly full (75%), nothing more (the load alone: 3, ceil(22 / 8) = 3 at the band)
+    (_rising(level=0.0), dict(running=22, ready=4), TUNING, 3, Reason.LOAD),
 ])
 def test_a_rising_load_asks_for_the_next_replica_before_the_last_is_full(
         endpoint, signals, remembered, observed, tuning, expected, driver):
     desire = desired_from_signals(endpoint(), signals(**observed), 4, remembered, tuning, 105.0)
     assert (desire.replicas, desire.driver) == (expected, driver)
     assert desire.trend.at == 105.0
-
-
-def test_a_rising_load_keeps_what_the_scale_down_band_would_give_back(endpoint, signals):
-    """26 ongoing on 5 replicas would shrink to ceil(26 / 8) = 4; rising (26 - 8) / 60 =
-    0.3/s with a 60 s start, 44 are coming: the 5 stay."""
-    remembered = EndpointState(target=5, ready=5, load_level=8.0, load_level_at=100.0)
-    desire = desired_from_signals(endpoint(), signals(26, ready=5), 5, remembered, TUNING,
-                                  105.0)
-    assert desire.replicas == 5
 
 
 def test_decide_grows_ahead_learns_the_start_and_keeps_it_in_state(endpoint, partition,
