@@ -31,7 +31,7 @@ class Desire(NamedTuple):
     wanted: int | None = None  # the wish of the last decision made with no replica starting
     carried: float | None = None  # highest rps per replica seen within SLO, at any load
     ready: int | None = None  # replicas observed ready now, to tell a settled size next time
-    trend: LoadTrend = LoadTrend(None, None)  # the load's slow level, and its rise
+    trend: LoadTrend = LoadTrend(None, None, None)  # the load's levels, and its rise
     start_s: float | None = None  # how long the last replica start took
 
 
@@ -66,11 +66,13 @@ def desired_from_signals(
         return Desire(previous, Reason.HOLD_MISSING_SIGNALS, None, remembered.idle_since,
                       sustained, (("running/waiting not observed; holding {}", (previous,)),),
                       remembered.backlog_at, carried=remembered.carried_rps_per_replica,
-                      trend=LoadTrend(remembered.load_level, remembered.load_level_at),
+                      trend=LoadTrend(remembered.load_level, remembered.load_recent,
+                                      remembered.load_level_at),
                       start_s=remembered.start_s)
 
-    trend = follow_load(remembered.load_level, remembered.load_level_at, max(0.0, ongoing),
-                        now, tuning.load_trend_s)
+    trend = follow_load(LoadTrend(remembered.load_level, remembered.load_recent,
+                                  remembered.load_level_at), max(0.0, ongoing), now,
+                        tuning.load_trend_s)
     ready = previous if signals.ready_replicas is None else signals.ready_replicas
     starting = ready < previous
     was_starting = remembered.ready is not None and remembered.ready < previous
@@ -130,11 +132,11 @@ def desired_from_signals(
     if tuning.start_ahead_of_load and not starting and replicas <= previous:
         # A rising load asks for the next replica one start before it fills the ready ones.
         lead = tuning.replica_start_s if start_s is None else start_s
-        ahead = replicas_ahead(ongoing, trend, lead, per_replica, max(replicas, previous),
-                               tuning.start_ahead_from_utilisation)
+        ahead = replicas_ahead(trend, lead, tuning.load_trend_s, per_replica,
+                               max(replicas, previous), tuning.start_ahead_from_utilisation)
         if ahead > replicas:
-            notes.append(("rising {:.2f}/s: {:.1f} ongoing one start ({:.0f}s) ahead -> {}",
-                          (trend.rise_per_s, ongoing + trend.rise_per_s * lead, lead, ahead)))
+            notes.append(("recent load {:.1f} rising {:.2f}/s, one start ({:.0f}s) ahead -> {}",
+                          (trend.recent, trend.rise_per_s, lead, ahead)))
             if ahead > previous:
                 driver = Reason.RISING
             replicas = ahead

@@ -159,6 +159,7 @@ def decide(
             waiting=desire.waiting,
             waiting_at=now if desire.waiting is not None else remembered.waiting_at,
             load_level=desire.trend.level,
+            load_recent=desire.trend.recent,
             load_level_at=desire.trend.at,
             start_s=desire.start_s,
             batch_lent=lent or None,

@@ -14,30 +14,36 @@ import math
 from typing import NamedTuple
 
 
+RECENT_SHARE = 0.25  # the recent level averages over this share of the slow one's time
+
+
 class LoadTrend(NamedTuple):
-    """The load's slow level (an exponential moving average of ongoing requests) and its
-    rise per second, read off how far the load runs ahead of that level."""
+    """Two exponential moving averages of the ongoing requests, a slow one (level, over
+    trend_s) and a recent one (over a quarter of it), and the rise they read."""
 
     level: float | None
+    recent: float | None
     at: float | None
     rise_per_s: float = 0.0
 
 
-def follow_load(level: float | None, at: float | None, ongoing: float, now: float,
-                trend_s: float) -> LoadTrend:
-    """Move the level towards ongoing with time constant trend_s, and read the rise.
+def follow_load(trend: LoadTrend, ongoing: float, now: float, trend_s: float) -> LoadTrend:
+    """Move both levels towards ongoing, and read the rise between them.
 
-    A load rising at r per second runs r * trend_s above a level averaged over trend_s,
-    so the rise is (ongoing - level) / trend_s, read against the level before this sample.
-    E.g. level 20 over 60 s, ongoing 32 => rising 0.2/s; 5 s later the level is
-    20 + (32 - 20) * (1 - e^(-5/60)) = 20.96. Noise in one sample moves the level little,
-    and a falling load reads as no rise.
+    A load rising at r per second runs r * tau behind an average over tau, so the recent
+    level (tau = trend_s / 4) runs r * 3 / 4 * trend_s above the slow one: the rise is their
+    gap over that. E.g. over 60 s, recent 29, level 20 => (29 - 20) / 45 = 0.2/s. Averages,
+    not the last sample, so that one bunch of arrivals is no rise; a falling load is none.
     """
-    if level is None or at is None or trend_s <= 0 or now <= at:
-        return LoadTrend(ongoing if level is None else level, now if at is None else at)
-    rise = max(0.0, (ongoing - level) / trend_s)
-    weight = 1.0 - math.exp(-(now - at) / trend_s)
-    return LoadTrend(level + (ongoing - level) * weight, now, rise)
+    if trend.level is None or trend.recent is None or trend.at is None:
+        return LoadTrend(ongoing, ongoing, now)
+    if trend_s <= 0 or now <= trend.at:
+        return trend
+    recent_s = RECENT_SHARE * trend_s
+    elapsed = now - trend.at
+    level = trend.level + (ongoing - trend.level) * (1.0 - math.exp(-elapsed / trend_s))
+    recent = trend.recent + (ongoing - trend.recent) * (1.0 - math.exp(-elapsed / recent_s))
+    return LoadTrend(level, recent, now, max(0.0, (recent - level) / (trend_s - recent_s)))
 
 
 def learned_start_s(previous_start_s: float | None, was_starting: bool, starting: bool,
@@ -52,20 +58,22 @@ def learned_start_s(previous_start_s: float | None, was_starting: bool, starting
     return previous_start_s
 
 
-def replicas_ahead(ongoing: float, trend: LoadTrend, lead_s: float, per_replica: float,
+def replicas_ahead(trend: LoadTrend, lead_s: float, trend_s: float, per_replica: float,
                    sized: int, nearly_full: float) -> int:
     """Replicas the load will need one start (lead_s) from now, at most one more than the
-    sized replicas: the next one, not a guess at the whole rise; 0 while the sized
-    replicas carry less than nearly_full of their target load.
+    sized replicas: the next one, not a guess at the whole rise; 0 while the recent load
+    is below nearly_full of what the sized replicas carry at their target.
 
-    E.g. 32 ongoing at 10 per replica on 4 replicas (80% full), rising 0.2/s, a start
-    60 s => 32 + 12 = 44 ongoing by the time a replica is up: ceil(4.4) = 5, so the 5th
-    starts now rather than when the 4 are full. A flat load asks for nothing more.
-    The gate is for steps: a load that jumps from 0 to 2 on a replica of 4 reads as rising
-    2 / 60 per second for a minute, 4 coming a 60 s start later; at 50% full it asks for
-    nothing (seen live: without the gate the jump asked for a second replica).
+    The recent level lags a rising load by rise * trend_s / 4, so the load one start ahead
+    is recent + rise * (trend_s / 4 + lead_s). E.g. recent 32 at 10 per replica on 4
+    replicas (80% full), rising 0.2/s, 60 s trend and start => 32 + 0.2 * 75 = 47: ceil(4.7)
+    = 5, so the 5th starts now rather than when the 4 are full. A flat load asks for nothing.
+    The gate is for steps: a jump reads as a rise for a minute; seen live, a jump to half a
+    replica's target (4), with one 5 s window at 3.5 ongoing, asked for a second replica.
     """
-    if trend.rise_per_s <= 0 or per_replica <= 0 or ongoing < nearly_full * sized * per_replica:
+    recent = trend.recent
+    if (recent is None or trend.rise_per_s <= 0 or per_replica <= 0
+            or recent < nearly_full * sized * per_replica):
         return 0
-    coming = ongoing + trend.rise_per_s * lead_s
+    coming = recent + trend.rise_per_s * (RECENT_SHARE * trend_s + lead_s)
     return min(sized + 1, math.ceil(coming / per_replica - 1e-9))

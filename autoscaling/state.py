@@ -34,9 +34,9 @@ class EndpointState:
     previous) is about the rest, its interactive share. batch_up_since and batch_down_since
     are the streaks of wishes to lend it more or fewer; batch_yielded_at the last decision
     that took lent replicas back for interactive demand (no more is lent for a hold after).
-    load_level and load_level_at are the load's slow level (a moving average of ongoing
-    requests) and when it was last moved: the load running above it is a rising load
-    (autoscaling.rising). start_s is how long the last replica start took, from the growth
+    load_level, load_recent and load_level_at are the load's slow and recent levels (moving
+    averages of ongoing requests) and when they were last moved: the recent one above the
+    slow one is a rising load (autoscaling.rising). start_s is how long the last replica start took, from the growth
     that asked for it to ready: how far ahead a rising load is projected.
     Fields added after format 1 are optional: a state saved without them loads with None.
     """
@@ -59,6 +59,7 @@ class EndpointState:
     batch_down_since: float | None = None
     batch_yielded_at: float | None = None
     load_level: float | None = None
+    load_recent: float | None = None
     load_level_at: float | None = None
     start_s: float | None = None
 
@@ -91,6 +92,7 @@ class EndpointState:
             batch_down_since=number("batch_down_since"),
             batch_yielded_at=number("batch_yielded_at"),
             load_level=number("load_level"),
+            load_recent=number("load_recent"),
             load_level_at=number("load_level_at"),
             start_s=number("start_s"),
         )

@@ -25,27 +25,37 @@ TUNING = PolicyTuning()
 
 # --- the pure parts ---------------------------------------------------------------------
 
-def test_the_trend_reads_a_rise_from_the_load_running_above_its_level():
-    # level 20 over 60 s, ongoing 32 => rising (32 - 20) / 60 = 0.2/s; 5 s later the level
-    # is 20 + 12 * (1 - e^(-5/60))
-    trend = follow_load(20.0, 100.0, 32.0, 105.0, 60.0)
-    assert trend.rise_per_s == pytest.approx(0.2)
-    assert trend.level == pytest.approx(20.0 + 12.0 * (1.0 - math.exp(-5.0 / 60.0)))
-    assert trend.at == 105.0
-    # a falling load is no rise, and its level follows it down
-    falling = follow_load(20.0, 100.0, 8.0, 105.0, 60.0)
-    assert falling.rise_per_s == 0.0 and falling.level < 20.0
-    # a first sample only sets the level; no time passed moves nothing
-    assert follow_load(None, None, 32.0, 105.0, 60.0) == LoadTrend(32.0, 105.0, 0.0)
-    assert follow_load(20.0, 105.0, 32.0, 105.0, 60.0) == LoadTrend(20.0, 105.0, 0.0)
+def test_the_trend_reads_a_rise_from_the_recent_level_above_the_slow_one():
+    # a first sample sets both levels; no time passed moves nothing
+    first = follow_load(LoadTrend(None, None, None), 32.0, 100.0, 60.0)
+    assert first == LoadTrend(32.0, 32.0, 100.0, 0.0)
+    assert follow_load(first, 50.0, 100.0, 60.0) == first
+    # 5 s later at 44: the slow level moves 12 * (1 - e^(-5/60)), the recent one (15 s)
+    # 12 * (1 - e^(-5/15)); the rise is their gap over 60 - 15 = 45 s
+    trend = follow_load(first, 44.0, 105.0, 60.0)
+    slow = 32.0 + 12.0 * (1.0 - math.exp(-5.0 / 60.0))
+    recent = 32.0 + 12.0 * (1.0 - math.exp(-5.0 / 15.0))
+    assert (trend.level, trend.recent) == (pytest.approx(slow), pytest.approx(recent))
+    assert trend.rise_per_s == pytest.approx((recent - slow) / 45.0)
+    # a falling load is no rise
+    assert follow_load(first, 20.0, 105.0, 60.0).rise_per_s == 0.0
 
 
-def test_a_linear_ramp_reads_as_its_own_slope():
-    """A load rising 0.5/s for ten trend lengths, sampled every 5 s, reads about 0.5/s."""
-    trend = LoadTrend(None, None)
-    for second in range(0, 600, 5):
-        trend = follow_load(trend.level, trend.at, 10.0 + 0.5 * second, float(second), 60.0)
-    assert trend.rise_per_s == pytest.approx(0.5, rel=0.05)
+def _fed(loads, every_s: float = 5.0, trend_s: float = 60.0) -> LoadTrend:
+    trend = LoadTrend(None, None, None)
+    for index, load in enumerate(loads):
+        trend = follow_load(trend, load, index * every_s, trend_s)
+    return trend
+
+
+def test_a_linear_ramp_reads_as_its_own_slope_and_a_step_fades():
+    """A load rising 0.5/s, sampled every 5 s for ten trend lengths, reads about 0.5/s; a
+    jump from 0 to 20 reads as a rise that is gone a few trend lengths later."""
+    assert _fed([10.0 + 0.5 * t for t in range(0, 600, 5)]).rise_per_s == pytest.approx(
+        0.5, rel=0.02)
+    jumped = _fed([0.0] * 12 + [20.0] * 3)
+    assert jumped.rise_per_s > 0.05
+    assert _fed([0.0] * 12 + [20.0] * 60).rise_per_s < 0.01
 
 
 @pytest.mark.parametrize("previous, was, now_starting, grew_at, now, expected", [
@@ -59,33 +69,36 @@ def test_the_start_time_is_learned_from_growth_to_ready(previous, was, now_start
     assert learned_start_s(previous, was, now_starting, grew_at, now) == expected
 
 
-@pytest.mark.parametrize("ongoing, rise, lead, sized, expected", [
-    (32.0, 0.2, 60.0, 4, 5),  # 32 + 0.2 * 60 = 44 by the time a replica is up: ceil(4.4)
+@pytest.mark.parametrize("recent, rise, lead, sized, expected", [
+    # recent 32 lags 0.2/s by 15 s: 32 + 0.2 * (15 + 60) = 47 one start ahead: ceil(4.7)
+    (32.0, 0.2, 60.0, 4, 5),
     (32.0, 0.0, 60.0, 4, 0),  # flat: nothing more
-    (32.0, 1.0, 60.0, 4, 5),  # 92 coming: still only the next one
-    (30.0, 0.1, 60.0, 4, 4),  # 36 coming fits the 4 there are
+    (32.0, 1.0, 60.0, 4, 5),  # 107 coming: still only the next one
+    (31.0, 0.1, 45.0, 4, 4),  # 37 coming fits the 4 there are
     (2.0, 2.0 / 60, 60.0, 1, 0),  # a jump from 0 to 2 on one replica of 10: 20% full
     (20.0, 1.0, 60.0, 4, 0),  # 4 replicas 50% full: not nearly full, however fast it rises
 ])
-def test_the_replicas_a_rising_load_needs_one_start_ahead(ongoing, rise, lead, sized,
+def test_the_replicas_a_rising_load_needs_one_start_ahead(recent, rise, lead, sized,
                                                           expected):
-    trend = LoadTrend(0.0, 0.0, rise)
-    assert replicas_ahead(ongoing, trend, lead, 10.0, sized, nearly_full=0.75) == expected
+    trend = LoadTrend(0.0, recent, 0.0, rise)
+    assert replicas_ahead(trend, lead, 60.0, 10.0, sized, nearly_full=0.75) == expected
 
 
 # --- in the policy's first stage --------------------------------------------------------
 
-def _rising(level: float = 20.0, **fields: object) -> EndpointState:
-    return EndpointState(target=4, ready=4, load_level=level, load_level_at=100.0, **fields)
+def _rising(level: float = 20.0, recent: float = 31.0, **fields: object) -> EndpointState:
+    return EndpointState(target=4, ready=4, load_level=level, load_recent=recent,
+                         load_level_at=100.0, **fields)
 
 
 @pytest.mark.parametrize("remembered, observed, tuning, expected, driver", [
-    # 32 ongoing on 4 replicas (80% full), rising 0.2/s, a start 60 s: the 5th starts now
+    # 5 s later at 32 ongoing: recent 31.3 on 4 replicas (78% full), rising
+    # (31.3 - 21.0) / 45 = 0.23/s, a start 60 s: 31.3 + 0.23 * 75 = 48.5 -> the 5th now
     (_rising(), dict(running=32, ready=4), TUNING, 5, Reason.RISING),
-    # the same with a start seen to take 20 s: 32 + 4 = 36 fits the 4
+    # the same with a start seen to take 20 s: 31.3 + 0.23 * 35 = 39.3 fits the 4
     (_rising(start_s=20.0), dict(running=32, ready=4), TUNING, 4, Reason.LOAD),
     # flat at 32: 4
-    (_rising(level=32.0), dict(running=32, ready=4), TUNING, 4, Reason.LOAD),
+    (_rising(level=32.0, recent=32.0), dict(running=32, ready=4), TUNING, 4, Reason.LOAD),
     # switched off: 4
     (_rising(), dict(running=32, ready=4), PolicyTuning(start_ahead_of_load=False), 4,
      Reason.LOAD),
@@ -93,9 +106,8 @@ def _rising(level: float = 20.0, **fields: object) -> EndpointState:
     (_rising(), dict(running=32, ready=3), TUNING, 4, Reason.LOAD),
     # the load asks for growth by itself (a step to 45 => 5): no extra one on top
     (_rising(), dict(running=45, ready=4), TUNING, 5, Reason.LOAD),
-    # a jump from 0 to 22 on 4 replicas (55% full) reads as rising 0.37/s, 44 coming:
-    # not nearly full (75%), nothing more (the load alone: 3, ceil(22 / 8) = 3 at the band)
-    (_rising(level=0.0), dict(running=22, ready=4), TUNING, 3, Reason.LOAD),
+    # a jump from 0 to 32: recent 9.1 (23% full) though rising fast: nothing more yet
+    (_rising(level=0.0, recent=0.0), dict(running=32, ready=4), TUNING, 4, Reason.LOAD),
 ])
 def test_a_rising_load_asks_for_the_next_replica_before_the_last_is_full(
         endpoint, signals, remembered, observed, tuning, expected, driver):
@@ -113,13 +125,13 @@ def test_decide_grows_ahead_learns_the_start_and_keeps_it_in_state(endpoint, par
     grown = decide(part, {"a": signals(32, ready=4)}, state, 105.0)
     assert (grown.decisions["a"].target, grown.decisions["a"].reason) == (5, Reason.LENT)
     assert grown.decisions["a"].driver is Reason.RISING
-    assert "rising 0.20/s" in grown.decisions["a"].explanation
+    assert "rising 0.23/s" in grown.decisions["a"].explanation
     starting = decide(part, {"a": signals(34, ready=4)}, grown.state, 110.0)
     ready = decide(part, {"a": signals(34, ready=5)}, starting.state, 185.0)
     assert ready.state.endpoints["a"].start_s == pytest.approx(80.0)  # grown at 105 s
     saved = PolicyState.from_dict(ready.state.to_dict())
     assert saved == ready.state
-    assert saved.endpoints["a"].load_level == ready.state.endpoints["a"].load_level
+    assert saved.endpoints["a"].load_recent == ready.state.endpoints["a"].load_recent
 
 
 # --- in the simulator: a ramp ----------------------------------------------------------
