@@ -61,18 +61,16 @@ def desired_from_signals(
     """
     sustained = remembered.sustained_rps_per_replica
     ongoing = None if signals is None else signals.ongoing
+    past_trend = LoadTrend(remembered.load_level, remembered.load_recent,
+                           remembered.load_level_at)
     if signals is None or ongoing is None:
         # Without the load we cannot tell demand from none: hold, never guess or fail.
         return Desire(previous, Reason.HOLD_MISSING_SIGNALS, None, remembered.idle_since,
                       sustained, (("running/waiting not observed; holding {}", (previous,)),),
                       remembered.backlog_at, carried=remembered.carried_rps_per_replica,
-                      trend=LoadTrend(remembered.load_level, remembered.load_recent,
-                                      remembered.load_level_at),
-                      start_s=remembered.start_s)
+                      trend=past_trend, start_s=remembered.start_s)
 
-    trend = follow_load(LoadTrend(remembered.load_level, remembered.load_recent,
-                                  remembered.load_level_at), max(0.0, ongoing), now,
-                        tuning.load_trend_s)
+    trend = follow_load(past_trend, max(0.0, ongoing), now, tuning.load_trend_s)
     ready = previous if signals.ready_replicas is None else signals.ready_replicas
     starting = ready < previous
     was_starting = remembered.ready is not None and remembered.ready < previous

@@ -503,6 +503,23 @@ def machine() -> dict:
             "load_average_at_start": os.getloadavg()}
 
 
+def machine_line(host: dict) -> str:
+    """The first line of every benchmark's report: where and on what it ran."""
+    load = ", ".join(f"{x:.1f}" for x in host["load_average_at_start"])
+    return (f"machine: {host['cpu']}, {host['cores']} cores, load average {load} at start; "
+            f"commit {host['commit']}")
+
+
+def print_result(result: dict, report: str, as_json: bool) -> None:
+    """With --json the object on stdout and the table beside it (stderr) for whoever
+    watches; else the table."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+        print(report, file=sys.stderr)
+    else:
+        print(report)
+
+
 def work_directory(stack: contextlib.ExitStack, work: Path | None, prefix: str) -> Path:
     """`work` (made if missing), kept after the run; else a temporary folder that `stack`
     removes."""
@@ -541,17 +558,9 @@ def main() -> None:
               "max_ongoing_requests": args.max_ongoing_requests or 256,
               "interactive_seconds": args.interactive_seconds, "max_tokens": MAX_TOKENS,
               "repeats": args.repeats, "summary": summary, "runs": runs}
-    m = result["machine"]
-    load = ", ".join(f"{x:.1f}" for x in m["load_average_at_start"])
-    report = (f"machine: {m['cpu']}, {m['cores']} cores, load average {load} at start; "
-              f"commit {m['commit']}; demo's max_ongoing_requests "
-              f"{result['max_ongoing_requests']}\n"
-              + table(summary, args))
-    if args.json:  # the object on stdout, the table beside it for whoever watches
-        print(json.dumps(result, indent=2))
-        print(report, file=sys.stderr)
-    else:
-        print(report)
+    report = (f"{machine_line(host)}; demo's max_ongoing_requests "
+              f"{result['max_ongoing_requests']}\n" + table(summary, args))
+    print_result(result, report, args.json)
 
 
 if __name__ == "__main__":

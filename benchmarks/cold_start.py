@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -41,9 +39,12 @@ sys.path.insert(0, str(HERE))
 
 from batch_beside_interactive import (
     free_port,
-    stop_platform,
     machine,
+    machine_line,
     median_spread,
+    print_result,
+    stop_platform,
+    work_directory,
 )
 
 TENANT = "bench"
@@ -255,22 +256,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
     host = machine()
     with contextlib.ExitStack() as stack:
-        if args.work is not None:
-            work = args.work.resolve()
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cold-")))
+        work = work_directory(stack, args.work, "cold-")
         with platform(work) as (url, key):
             runs = measure(url, key, work, args.repeats)
     summary = summarise(runs)
-    load = ", ".join(f"{x:.1f}" for x in host["load_average_at_start"])
-    report = (f"machine: {host['cpu']}, {host['cores']} cores, load average {load} at start; "
-              f"commit {host['commit']}; {args.repeats} repeats\n" + table(summary))
-    if args.json:
-        print(json.dumps({"machine": host, "summary": summary, "runs": runs}, indent=2))
-        print(report, file=sys.stderr)
-    else:
-        print(report)
+    report = f"{machine_line(host)}; {args.repeats} repeats\n" + table(summary)
+    print_result({"machine": host, "summary": summary, "runs": runs}, report, args.json)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ from batch_beside_interactive import (
     _exit_on_sigterm,
     free_port,
     machine,
+    machine_line,
     median_spread,
+    print_result,
     stop_platform,
     work_directory,
 )
@@ -370,16 +372,9 @@ def main() -> None:
         with platform(work) as (url, key, admin_key, config):
             result = asyncio.run(measure(url, key, admin_key, config, args))
     result["machine"] = host
-    load = ", ".join(f"{x:.1f}" for x in host["load_average_at_start"])
-    header = (f"machine: {host['cpu']}, {host['cores']} cores, load average {load} at start; "
-              f"commit {host['commit']}; {result['requests']} requests, one replica of "
-              f"demand = {result['requests_per_replica_s']:.2f}/s")
-    report = header + "\n" + table(result)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        print(report, file=sys.stderr)
-    else:
-        print(report)
+    report = (f"{machine_line(host)}; {result['requests']} requests, one replica of "
+              f"demand = {result['requests_per_replica_s']:.2f}/s\n" + table(result))
+    print_result(result, report, args.json)
 
 
 if __name__ == "__main__":
