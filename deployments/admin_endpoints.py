@@ -305,8 +305,8 @@ class ServeEndpointDeployer:
         # An autoscaled endpoint may be at zero: requests for it are held while it wakes.
         waker = self._waker if endpoint.autoscaling is not None else None
         self._targets.add(endpoint.name, DeploymentTarget(
-            endpoint.name, links, handle, endpoint.max_in_flight, endpoint.slots, waker=waker,
-            card=card))
+            endpoint.name, links, handle, endpoint.max_in_flight, endpoint.slots,
+            endpoint.max_ongoing_requests, waker=waker, card=card))
         self._routed[endpoint.name] = deployment
 
     def _engine(self, endpoint: EndpointConfig):

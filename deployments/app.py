@@ -74,10 +74,10 @@ class GatewayDeployment:
         autoscaling: AutoscalingWiring | None = None,
         autoscaler: DeploymentHandle | None = None,
         deployer: DeployerSettings | None = None,
-        bounds: dict[str, tuple[int, int]] | None = None,
+        bounds: dict[str, tuple[int, int, int]] | None = None,
     ) -> None:
-        """`bounds`: per endpoint, its (max_in_flight, slots), as EndpointConfig counts
-        them; `colocated` ends with the colocated endpoint's."""
+        """`bounds`: per endpoint, its (max_in_flight, slots, max_ongoing_requests), as
+        EndpointConfig counts them; `colocated` ends with the colocated endpoint's."""
         log_to_serve_replica_log()
         self._access = tenancy.connect()
         storage = FileStorage(settings.files_dir)
@@ -98,7 +98,7 @@ class GatewayDeployment:
         for name, handle in engines.items():
             links = self._links.links_for(APP_NAME, engine_deployment_name(name), name)
             configured[name] = DeploymentTarget(
-                name, links, handle, *bounds.get(name, (None, None)),
+                name, links, handle, *bounds.get(name, (None, None, None)),
                 waker=waker if name in scaled else None, card=scaled.get(name))
         self._host: EngineHost | None = None
         if colocated is not None:
@@ -304,8 +304,8 @@ def build_app(config: PlatformConfig, model_paths: dict[str, str],
         file_limits=FileLimits(**config.server.files.model_dump(exclude={"storage_dir"})))
     return gateway.bind(engines, tenancy, settings, colocated, autoscaling, autoscaler,
                         deployer,
-                        {e.name: (e.max_in_flight, e.slots) for e in config.endpoints
-                         if not e.colocated})
+                        {e.name: (e.max_in_flight, e.slots, e.max_ongoing_requests)
+                         for e in config.endpoints if not e.colocated})
 
 
 def files_dir(config: PlatformConfig) -> Path:

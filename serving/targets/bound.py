@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from serving.targets.errors import EndpointOverloaded
@@ -73,7 +74,10 @@ class InFlightBound:
     """How many requests one gateway replica has in flight to an endpoint: beyond `limit` a
     request is refused at once (EndpointOverloaded) instead of queued. None: no bound.
     `slots` of them the endpoint's engines run at once; the rest queue, and `delay` tells
-    whether that queue stands (see waits_too_long). A call that waits for its turn
+    whether that queue stands (see waits_too_long). `slots_up`, where given, tells how many
+    of the `slots` the engine replicas up now run: an autoscaled endpoint's `slots` are
+    those of its max_replicas, and with fewer up the rest of its turns queue in the
+    engines, where only its first tokens show it. A call that waits for its turn
     (Slot.wait_turn) queues here, first come first served, until one of the `slots` is free;
     `waiting` holds when each in line began to wait, oldest first.
 
@@ -82,9 +86,11 @@ class InFlightBound:
     placed it: a burst of simultaneous requests is refused there below the endpoint's
     capacity."""
 
-    def __init__(self, limit: int | None, slots: int | None = None) -> None:
+    def __init__(self, limit: int | None, slots: int | None = None,
+                 slots_up: Callable[[], int] | None = None) -> None:
         self.limit = limit
         self.slots = slots
+        self._slots_up = slots_up
         self.in_flight = 0
         self.delay = StandingDelay()
         self.turns = asyncio.Semaphore(slots) if slots is not None else None
@@ -108,6 +114,15 @@ class InFlightBound:
     def _full(self) -> str:
         return f"at capacity ({self.limit} requests in flight)"
 
+    def running_slots(self) -> int | None:
+        """Requests the engines up now run at once: the `slots`, or fewer while some of an
+        autoscaled endpoint's replicas are not up (e.g. 256 a replica, 2 of 4 up: 512 of
+        1,024). The standing-queue test reads these: turns beyond them wait in the engines'
+        queues, unseen by the gateway's line."""
+        if self.slots is None or self._slots_up is None:
+            return self.slots
+        return min(self.slots, self._slots_up())
+
     def oldest_wait(self, now: float) -> float:
         """How long the first in this gateway's queue has waited for its turn; 0: no queue."""
         return now - next(iter(self.waiting.values()), now)
@@ -118,7 +133,7 @@ class InFlightBound:
         wait in a standing queue past its `budget` of its TTFT target), or None."""
         if self.limit is not None and self.in_flight >= self.limit:
             return self._full()
-        if waits_too_long(self.in_flight, self.slots, self.delay.shortest(now),
+        if waits_too_long(self.in_flight, self.running_slots(), self.delay.shortest(now),
                           self.oldest_wait(now), ttft_target_s, budget):
             return f"its queue stands too long for your TTFT target ({ttft_target_s:g} s)"
         return None

@@ -182,17 +182,23 @@ class DeploymentCall(BoundCall):
 
 class DeploymentTarget:
     """An endpoint's engine deployment, with at most `max_in_flight` requests from this
-    gateway replica at once (`slots` of them running). With a `waker` the endpoint is
+    gateway replica at once (`slots` of them running, `slots_per_replica` on each replica
+    up). With a `waker` the endpoint is
     autoscaled and may be at zero: its `card` must then be given, since no engine may be
     there to ask. `handle` (the deployment's Serve handle) answers `card()` otherwise."""
 
     def __init__(self, name: str, links: ReplicaLinks, handle=None,
-                 max_in_flight: int | None = None, slots: int | None = None, *,
+                 max_in_flight: int | None = None, slots: int | None = None,
+                 slots_per_replica: int | None = None, *,
                  waker=None, card: dict[str, Any] | None = None) -> None:
         self.name = name
         self.links = links
         self._handle = handle
-        self.bound = InFlightBound(max_in_flight, slots)
+        # With `slots_per_replica`, a standing queue is judged against the replicas this
+        # gateway has links to, not against all the endpoint may grow to.
+        slots_up = (None if slots_per_replica is None
+                    else lambda: slots_per_replica * links.usable)
+        self.bound = InFlightBound(max_in_flight, slots, slots_up)
         self._waker = waker
         self._card = card
 

@@ -1,12 +1,14 @@
 """The live partition autoscaler on real engines: `quiet` idles down to zero, `burst` bursts
 and borrows the freed slot, a request to `quiet` is held while it wakes, `burst` gives the
 slot back; an endpoint created through the admin API borrows an idle slot and gives it
-back like them; and the controller survives its own restart with its state.
+back like them; the controller survives its own restart with its state; and a flood
+beyond the replicas up is refused rather than queued in the engine.
 
 Two CPU slots fit two engine replicas; both configured endpoints are guaranteed one."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -15,9 +17,13 @@ import openai
 import pytest
 
 from tests.e2e_autoscaling.conftest import ADMIN_KEY
+from tests.flood import flood, summary
 from tests.platform_helpers import kill_serve_replica
 
 BURST_STREAMS = 12
+# More clients than one replica's 256 slots, fewer than the 512 of the two it may grow to.
+FLOOD_WORKERS = 320
+FLOOD_S = 20.0
 CREATED_ENGINE = {"max_model_len": 512, "dtype": "bfloat16",
                   "kv_cache_memory_bytes": 134217728, "enforce_eager": True}
 
@@ -202,3 +208,24 @@ def test_controller_restart_keeps_its_state(platform):
     restarted_at = after["controller"]["started_at"]
     assert not [a for a in after["actions"] if a["at"] >= restarted_at], after["actions"]
 
+
+
+def test_a_flood_beyond_the_replicas_up_is_refused_not_queued_in_the_engine(platform, acme_key):
+    """`burst` may grow to 2 replicas of 256 requests (512 turns in the gateway) but has one
+    up: 320 clients fill that one, the rest queue in its engine and first tokens come late.
+    The gateway judges the queue against the replica up and refuses newcomers (503
+    endpoint_overloaded, Retry-After) instead of sending them to wait there. Judged against
+    the 512 turns of replicas not up, it refused none."""
+    wait_for(platform, "burst at one replica", lambda v: decision(v, "burst")["current"] == 1,
+             timeout_s=240)
+    results = asyncio.run(flood(platform["url"], acme_key, "burst", FLOOD_WORKERS,
+                                time.monotonic() + FLOOD_S))
+    errors = [r for r in results if isinstance(r, Exception)]
+    refused = [r for r in results if not isinstance(r, Exception) and r[0] != 200]
+    served = [r for r in results if not isinstance(r, Exception) and r[0] == 200]
+    print(f"\nflood of burst at one replica: {summary(results, FLOOD_S)}")
+    assert not errors, errors[:3]  # no hang, drop or broken stream
+    assert served and all(r[4] > 0 for r in served)
+    assert refused, "nothing refused: the queue was judged against replicas not up"
+    assert {(r[0], r[2]) for r in refused} == {(503, "endpoint_overloaded")}
+    assert all(r[1] is not None for r in refused)  # Retry-After

@@ -76,6 +76,37 @@ def test_waits_too_long(in_flight, slots, shortest, oldest_wait, target, refused
     assert waits_too_long(in_flight, slots, shortest, oldest_wait, target, budget) is refused
 
 
+def test_a_standing_queue_is_judged_against_the_replicas_up_not_those_it_may_grow_to():
+    # An autoscaled endpoint of up to 4 replicas of 16 at 1 up: 20 in flight fill what is
+    # up, and first tokens come late (1.5 s > half of 2 s): the 4 queued in the engine
+    # stand. Judged against its 64 slots, nothing would stand until 64 were in flight.
+    up = [1]
+    bound = InFlightBound(80, slots=64, slots_up=lambda: 16 * up[0])
+    bound.in_flight = 20
+    bound.delay.observe(10.0, 1.5)
+    assert bound.running_slots() == 16
+    assert "stands too long" in bound.why_refused(10.1, 2.0)
+    unjudged = InFlightBound(80, slots=64)
+    unjudged.in_flight = 20
+    unjudged.delay.observe(10.0, 1.5)
+    assert unjudged.why_refused(10.1, 2.0) is None
+    up[0] = 2  # a second replica is up: 20 of 32 leaves room, nothing stands
+    assert bound.running_slots() == 32 and bound.why_refused(10.1, 2.0) is None
+    up[0] = 5  # never more than the slots
+    assert bound.running_slots() == 64
+
+
+def test_a_deployment_target_counts_the_slots_of_the_replicas_it_has_links_to():
+    from serving.targets.deployment import DeploymentTarget
+
+    links = SimpleNamespace(usable=1)
+    target = DeploymentTarget("m", links, None, 80, 64, 16)
+    assert target.bound.running_slots() == 16
+    links.usable = 3
+    assert target.bound.running_slots() == 48
+    assert DeploymentTarget("m", links, None, 80, 64).bound.running_slots() == 64
+
+
 @pytest.mark.parametrize("after, draw, ms", [(1, 0.0, "1000"), (1, 0.4321, "1432"),
                                                (1, 0.9999, "2000"), (3, 0.5, "4500")])
 def test_spread_retry_is_never_sooner_than_retry_after(after, draw, ms):
