@@ -262,6 +262,8 @@ def requests_per_replica_s(profile: EngineProfile, target: float, prompt_tokens:
 async def replay(live: Live, times: dict[str, list[float]], seconds: float
                  ) -> live_check.Observed:
     """The trace on the live platform, from burst at one replica and quiet at zero."""
+    import openai
+
     await live.wait_for("burst at one and quiet at zero",
                         {"burst": (1, 1), "quiet": (0, 0)})
     await asyncio.sleep(2)
@@ -273,6 +275,11 @@ async def replay(live: Live, times: dict[str, list[float]], seconds: float
         await asyncio.sleep(max(0.0, at - (time.perf_counter() - began)))
         try:
             first, *_ = await live.stream(model)
+        except openai.APIStatusError as exc:
+            if exc.status_code != 503:
+                raise
+            observed.refused[model] = observed.refused.get(model, 0.0) + 1
+            return
         except Exception as exc:  # noqa: BLE001 - counted and shown, never hidden
             observed.failed += 1
             print(f"# {model} request at {at:.1f} s failed: {exc!r}", file=sys.stderr)
@@ -316,7 +323,8 @@ async def measure(url: str, key: str, admin_key: str, config: Path, args) -> dic
         for name, profile in (("served", served), ("file", file_profile)):
             world = live_check.live_world(
                 partition, profile, times, seconds, initial={"burst": 1, "quiet": 0},
-                prompt_tokens=measured["prompt_tokens"], output_tokens=MAX_TOKENS, dt=DT)
+                prompt_tokens=measured["prompt_tokens"], output_tokens=MAX_TOKENS,
+                gateway_slots={e.name: e.slots for e in platform_config.endpoints}, dt=DT)
             predicted[name] = live_check.figures(live_check.simulate(
                 world, phases, period_s=scaler.period_s, window_s=scaler.window_s), phases)
         for repeat in range(args.repeats):

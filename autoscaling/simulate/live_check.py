@@ -93,8 +93,11 @@ def binned(times: Mapping[str, Sequence[float]], names: Sequence[str], dt: float
 def live_world(partition: PartitionSpec, profile: EngineProfile,
                times: Mapping[str, Sequence[float]], seconds: float, *,
                initial: Mapping[str, int], prompt_tokens: int, output_tokens: int,
+               gateway_slots: Mapping[str, int] | None = None,
                dt: float = 0.1, timeout_s: float = 900.0) -> World:
-    """The simulated world of a live run: its partition, its arrivals, its request shape."""
+    """The simulated world of a live run: its partition, its arrivals, its request shape,
+    and the gateway's turns per endpoint (EndpointConfig.slots; None: the profile's
+    max_num_seqs x max_replicas)."""
     names = [spec.name for spec in partition.endpoints]
     steps = math.ceil(seconds / dt)
     count = len(names)
@@ -105,20 +108,24 @@ def live_world(partition: PartitionSpec, profile: EngineProfile,
         normal_replicas=np.zeros(count), initial_replicas=starting,
         baseline_max_replicas=np.array([spec.max_replicas for spec in partition.endpoints]),
         arrivals=binned(times, names, dt, steps), guaranteed=(), noisy=(),
-        client_timeout_s=timeout_s)  # the live clients wait far longer than a wake
+        client_timeout_s=timeout_s,  # the live clients wait far longer than a wake
+        gateway_slots=None if gateway_slots is None else np.array(
+            [gateway_slots[name] for name in names], dtype=float))
     return world
 
 
 @dataclass
 class Observed:
     """What one run (live or simulated) showed: TTFTs per endpoint and phase, as (seconds,
-    weight) pairs (a simulated request can be a fraction of one), and per endpoint, sampled
-    over time, the replicas asked for (the controller's target) and those ready."""
+    weight) pairs (a simulated request can be a fraction of one), per endpoint, sampled
+    over time, the replicas asked for (the controller's target) and those ready, and the
+    requests the gateway refused for a standing queue."""
 
     ttft: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     ready: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     asked: list[tuple[float, dict[str, int]]] = field(default_factory=list)
-    failed: int = 0
+    refused: dict[str, float] = field(default_factory=dict)  # 503 endpoint_overloaded
+    failed: int = 0  # any other failure (live only)
 
     def add_ttft(self, endpoint: str, phase: str, seconds: float, weight: float = 1.0) -> None:
         self.ttft.setdefault(endpoint, {}).setdefault(phase, []).append((seconds, weight))
@@ -138,6 +145,10 @@ class TtftRecorder:
             at = step * self.dt
             self.observed.ready.append((at, dict(zip(self.names, engines.ready.tolist()))))
             self.observed.asked.append((at, dict(zip(self.names, engines.held.tolist()))))
+        for column in np.flatnonzero(outcome.refused > 0):
+            name = self.names[column]
+            self.observed.refused[name] = (self.observed.refused.get(name, 0.0)
+                                           + float(outcome.refused[column]))
         for column in np.flatnonzero(outcome.admitted > 1e-9):
             after = float(engines.admitted_total[column])
             before = after - float(outcome.admitted[column])
@@ -245,6 +256,8 @@ def figures(observed: Observed, phases: Sequence[Phase]) -> dict[str, float | No
         ready, "quiet", lambda n: n == 0, idle_from)
     for endpoint in ("burst", "quiet"):
         out[f"{endpoint} replica-seconds ready"] = replica_seconds(ready, endpoint, end)
+    for endpoint in ("burst", "quiet"):
+        out[f"{endpoint} requests refused (503)"] = observed.refused.get(endpoint, 0.0)
     return out
 
 

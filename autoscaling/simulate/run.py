@@ -2,7 +2,7 @@
 
 Every request not served within SLO is lost to one term of the goodput sum, by the state of
 its endpoint when it was lost (it gave up in the queue, got its first token late, or got
-its tokens too slowly):
+its tokens too slowly, or was refused by the gateway for a standing queue):
 - cold_start: no replica was ready, or replicas were starting, or the requests had been
   held for the endpoint's wake;
 - capacity: replicas were up and none starting, and the partition had no room for one more;
@@ -126,6 +126,9 @@ class Trajectory:
     # the minute it got its first token or was cut off; one lost in the queue, in the minute
     # it arrived.
     by_minute: dict[str, np.ndarray] = field(default_factory=dict)
+    # Requests the gateway refused for a standing queue, per endpoint, after the warm-up
+    # (they are in the loss terms too, by their endpoint's state).
+    refused: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def warm_up_steps(world: World) -> int:
@@ -161,7 +164,8 @@ def run(world: World, controller: Controller, *,
     ttft_slo = np.array([spec.slo.ttft_p95_s for spec in world.partition.endpoints])
     itl_slo = np.array([spec.slo.itl_p95_s for spec in world.partition.endpoints])
     engines = FluidEngines(world.profile, world.prompt_tokens, world.output_tokens, ttft_slo,
-                           itl_slo, cumulative, world.initial_replicas, dt, world.timeout_s)
+                           itl_slo, cumulative, world.initial_replicas, dt, world.timeout_s,
+                           world.turns if world.gateway_refuses else None)
     recorder = SignalRecorder(count, dt, control_interval_s, window_s)
     control_steps = recorder.control_steps
     warm_up = warm_up_steps(world)
@@ -171,6 +175,7 @@ def run(world: World, controller: Controller, *,
         failures.setdefault(at, []).append((endpoint, replicas))
 
     good = np.zeros(count)
+    refused = np.zeros(count)
     by_minute = {key: np.zeros((-(-world.steps // minute_steps), count))
                  for key in ("good", *LOSS_TERMS)}
     columns = np.arange(count)
@@ -202,6 +207,7 @@ def run(world: World, controller: Controller, *,
             on_step(step, engines, outcome)
         if step >= warm_up:
             good += outcome.good
+            refused += outcome.refused
             held_seconds += float(engines.held @ costs) * dt
             minute = step // minute_steps
             by_minute["good"][minute] += outcome.good
@@ -210,7 +216,7 @@ def run(world: World, controller: Controller, *,
             gave_up = max(0, step + 1 - engines.timeout_steps) // minute_steps
             losses = ((outcome.timed_out, gave_up),
                       (outcome.late, outcome.oldest_step // minute_steps),
-                      (outcome.slow, minute))
+                      (outcome.slow, minute), (outcome.refused, minute))
             if any(requests.any() for requests, _ in losses):
                 terms = _terms(engines, costs, capacity)
                 for requests, at in losses:
@@ -244,6 +250,7 @@ def run(world: World, controller: Controller, *,
         reasons=dict(getattr(controller, "reasons", {})),
         lost={term: lost[term] for term in LOSS_TERMS},
         by_minute=by_minute,
+        refused=refused,
     )
 
 

@@ -90,10 +90,14 @@ def test_the_simulated_trace_borrows_gives_back_and_wakes(live_config):
     assert figures["quiet replica start, asked to ready (s)"] == pytest.approx(30.0, abs=1)
     assert figures["burst back to 1, after 'quiet returns' began (s)"] < 5.0
     assert 15.0 <= figures["quiet back at zero, after it was idle and ready (s)"] < 30.0
-    # Every request was served, each counted once (a simulated one may be split in parts).
+    # Every request was served or refused, each counted once (a simulated one may be
+    # split in parts); quiet's few held ones fit its turns and none was refused.
     for endpoint in ("burst", "quiet"):
         weight = sum(w for pairs in observed.ttft[endpoint].values() for _, w in pairs)
-        assert weight == pytest.approx(len(times[endpoint]), abs=0.5)
+        refused = observed.refused.get(endpoint, 0.0)
+        assert weight + refused == pytest.approx(len(times[endpoint]), abs=0.5)
+        assert figures[f"{endpoint} requests refused (503)"] == refused
+    assert observed.refused.get("quiet", 0.0) == 0
     # quiet's first requests waited for its cold start; burst at one light replica did not.
     assert figures["quiet TTFT p95, quiet returns (s)"] >= 0.5 * profile.cold_start_s
     assert figures["burst TTFT p95, one replica (s)"] < 1.0
