@@ -19,19 +19,8 @@ gateway does (autoscaler.wake_timeout_s), and they are served late rather than l
 replicas become ready cold_start_s after they are asked for; a failed replica stops at once,
 and the requests it ran are lost.
 
-The gateway's refusal of a standing queue is modelled as the live gateway does it for an
-engine deployment (serving/targets/bound.py), in two tests. Its line: an endpoint has
-`gateway_slots` turns (max_ongoing_requests x max_replicas; held requests of a wake take
-turns too), requests beyond them wait in the gateway's line, first come first served, and
-while the first in line has waited longer than REFUSE_LINE_SHARE of its TTFT target, new
-requests are refused at once (503 endpoint_overloaded) instead of queued. The engines'
-queue: while the endpoint's ready replicas are full (max_num_seqs each, the profile's stand-in
-for max_ongoing_requests) and the next request to be served has waited longer than
-REFUSE_FIRST_TOKEN_SHARE of the target (the live test reads the fastest first token of the
-last second: about the same request), new requests are refused too. Refused requests never
-enter the FIFO: `cumulative` counts the accepted ones. Batch work is never refused. Not
-modelled: the hard bound of max_queued_requests beyond the turns (a standing line refuses
-first).
+In front of the engines, the platform's gateway refuses newcomers to a standing queue
+(gateway.py): refused requests never enter the FIFO, and `cumulative` counts the accepted.
 
 Replicas are independent accelerators unless a profile says they share a host, as the slots
 of a CPU partition share its cores: then a replica that starts while others serve takes
@@ -66,6 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoscaling.simulate.gateway import Gateway
+
 # Prefill may take at most this share of a replica's step, so decoding never starves.
 PREFILL_SHARE_MAX = 0.8
 # A client waits this long for its first token, then disconnects (vLLM aborts the request).
@@ -73,10 +64,6 @@ CLIENT_TIMEOUT_S = 60.0
 # A request for an endpoint with no ready replica is held this long for its wake (the live
 # platform's default autoscaler.wake_timeout_s), then refused.
 WAKE_TIMEOUT_S = 120.0
-# The shares of a TTFT target the first in a gateway's line, and a first token from full
-# engines, may take before newcomers are refused: serving.targets.bound.QueueBudget's.
-REFUSE_LINE_SHARE = 0.25
-REFUSE_FIRST_TOKEN_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -212,17 +199,10 @@ class FluidEngines:
         self.offered = cumulative_arrivals
         self.cumulative = cumulative_arrivals.copy()
         self.refused = np.zeros(count, dtype=cumulative_arrivals.dtype)
-        # Turns per endpoint, and how long the first in line or the next to be served may
-        # wait: a share of the TTFT target. No gateway_slots: no gateway, nothing refused;
-        # batch work (an infinite timeout) is never refused either.
-        self.gateway_slots = (np.full(count, np.inf) if gateway_slots is None
-                              else np.asarray(gateway_slots, dtype=float))
-        interactive = (np.ones(count, dtype=bool) if timeout_s is None
-                       else np.isfinite(timeout_s)) & (gateway_slots is not None)
-        self.line_budget_steps = np.where(interactive, REFUSE_LINE_SHARE * self.ttft_slo / dt,
-                                          np.inf)
-        self.first_token_budget_steps = np.where(
-            interactive, REFUSE_FIRST_TOKEN_SHARE * self.ttft_slo / dt, np.inf)
+        # No gateway_slots: no gateway, nothing refused.
+        self.gateway = None if gateway_slots is None else Gateway(
+            gateway_slots, self.ttft_slo,
+            np.ones(count, dtype=bool) if timeout_s is None else np.isfinite(timeout_s), dt)
         self.cold_steps = max(1, round(profile.cold_start_s / dt))
         beside = profile.cold_start_beside_load_s
         self.cold_steps_beside_load = (self.cold_steps if beside is None
@@ -315,7 +295,10 @@ class FluidEngines:
 
         cumulative = self.cumulative
         arrived = self.offered[step + 1] - self.offered[step]
-        refused = np.where(self._queue_stands(step), arrived, 0)
+        refused = np.zeros_like(arrived)
+        if self.gateway is not None:
+            self._advance_head(self.admitted_total, step)
+            refused = np.where(self.gateway.refusing(self, step), arrived, 0)
         self.refused += refused
         cumulative[step + 1] = self.offered[step + 1] - self.refused
         self.waiting += arrived - refused
@@ -393,27 +376,6 @@ class FluidEngines:
                            timed_out=gone, late=admit - ttft_ok, slow=ttft_ok - good,
                            oldest_step=self.head_step.copy(), service_s=service,
                            refused=refused)
-
-    def _queue_stands(self, step: int) -> np.ndarray:
-        """Per endpoint: whether the gateway refuses newcomers now (see the module's doc).
-
-        The line: e.g. 512 turns, 300 running and 400 waiting: 188 in line, its first is
-        request 212 of the queue; arrived 0.6 s ago against a 2 s target (0.5 s), it stands.
-        The engines: 2 ready replicas of 256 full, the next to be served waited 1.2 s
-        against a 2 s target (1 s): it stands."""
-        self._advance_head(self.admitted_total, step)
-        in_flight = self.running + self.waiting
-        full = (self.ready > 0) & (self.waiting >= 1.0) & (
-            in_flight >= self.ready * self.profile.max_num_seqs - 1e-9)
-        stands = full & (step - self.head_step > self.first_token_budget_steps)
-        line = in_flight - self.gateway_slots
-        for endpoint in np.flatnonzero((line >= 1.0) & ~stands):
-            first = self.admitted_total[endpoint] + max(
-                0.0, self.gateway_slots[endpoint] - self.running[endpoint])
-            column = self.cumulative[: step + 1, endpoint]
-            arrived = int(np.searchsorted(column, first, side="right")) - 1
-            stands[endpoint] = step - arrived > self.line_budget_steps[endpoint]
-        return stands
 
     def _advance_head(self, admitted_before: np.ndarray, step: int) -> None:
         """Move each queue head to the arrival step of its oldest unadmitted request."""
