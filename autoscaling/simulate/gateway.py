@@ -22,13 +22,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from serving.targets.bound import QueueBudget
+
 if TYPE_CHECKING:
     from autoscaling.simulate.engine import FluidEngines
 
 # The shares of a TTFT target the first in a gateway's line, and a first token from full
-# engines, may take before newcomers are refused: serving.targets.bound.QueueBudget's.
-REFUSE_LINE_SHARE = 0.25
-REFUSE_FIRST_TOKEN_SHARE = 0.5
+# engines, may take before newcomers are refused: the live gateway's own.
+REFUSE_LINE_SHARE = QueueBudget().line
+REFUSE_FIRST_TOKEN_SHARE = QueueBudget().first_token
 
 
 class Gateway:

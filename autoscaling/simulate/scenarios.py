@@ -86,10 +86,10 @@ class World:
     batch: tuple[str, ...] = ()  # names of batch endpoints: no timeout, no latency target
     failures: tuple[tuple[int, int, int], ...] = ()  # (step, endpoint index, replicas) crashing
     client_timeout_s: float = CLIENT_TIMEOUT_S  # interactive clients give up after this
-    # The gateway's turns per endpoint (engine.py): None, the platform's default
+    # The gateway's turns per endpoint (gateway.py): None, the platform's default
     # max_ongoing_requests (the profile's max_num_seqs) x max_replicas.
     gateway_slots: np.ndarray | None = None
-    # Whether the gateway refuses newcomers to a standing queue (engine.py); False: every
+    # Whether the gateway refuses newcomers to a standing queue (gateway.py); False: every
     # request queues until served or given up, as the simulator did before it modelled this.
     gateway_refuses: bool = True
 
@@ -106,7 +106,7 @@ class World:
     @property
     def turns(self) -> np.ndarray:
         """Requests the gateway sends to an endpoint's engines at once; the rest wait in
-        its line, and are refused while that line stands (engine.py)."""
+        its line, and are refused while that line stands (gateway.py)."""
         if self.gateway_slots is not None:
             return self.gateway_slots
         return np.array([self.profile.max_num_seqs * spec.max_replicas
