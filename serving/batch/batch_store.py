@@ -185,14 +185,20 @@ def cancel(store, tenant: str | None, batch_id: str) -> Batch | None | BatchStat
 
 
 def counts(store, batch_id: str) -> tuple[Progress, int, int]:
-    """Its lines' progress, and of those ended how many completed (200) and failed."""
+    """Its lines' progress, and of those ended how many completed (200) and failed.
+
+    One grouped query on the (batch_id, state, status_code) index alone: every worker tick
+    asks it, and reading the ended lines' rows made it grow with the batch's progress."""
     with store._tx() as s:
-        by_state = dict(s.execute(select(BatchLineRow.state, func.count())
-                                  .where(BatchLineRow.batch_id == batch_id)
-                                  .group_by(BatchLineRow.state)).all())
-        completed = s.scalar(select(func.count()).where(
-            BatchLineRow.batch_id == batch_id, BatchLineRow.state == ENDED,
-            BatchLineRow.status_code == 200)) or 0
+        rows = s.execute(select(BatchLineRow.state, BatchLineRow.status_code, func.count())
+                         .where(BatchLineRow.batch_id == batch_id)
+                         .group_by(BatchLineRow.state, BatchLineRow.status_code)).all()
+    by_state: dict[str, int] = {}
+    completed = 0
+    for state, status_code, lines in rows:
+        by_state[state] = by_state.get(state, 0) + lines
+        if state == ENDED and status_code == 200:
+            completed += lines
     ended = by_state.get(ENDED, 0)
     return (Progress(queued=by_state.get(QUEUED, 0), running=by_state.get(RUNNING, 0),
                      ended=ended), completed, ended - completed)
@@ -266,10 +272,11 @@ def claim(store, owner: str, batch: Batch, limit: int, lease: timedelta) -> list
     now = store._now()
     taken = []
     with store._tx() as s:
+        first = _first_claimable(s, batch.id, now, limit)
         candidates = s.execute(
             select(BatchLineRow.line, BatchLineRow.custom_id, BatchLineRow.body)
-            .where(BatchLineRow.batch_id == batch.id, _claimable(now))
-            .order_by(BatchLineRow.line).limit(limit)).all()
+            .where(BatchLineRow.batch_id == batch.id, BatchLineRow.line.in_(first))
+            .order_by(BatchLineRow.line)).all() if first else []
         for line, custom_id, body in candidates:
             won = s.execute(
                 update(BatchLineRow)
@@ -286,10 +293,26 @@ def next_model(store, batch_id: str) -> str | None:
     """The model its first claimable line names; None when none is."""
     now = store._now()
     with store._tx() as s:
-        body = s.scalar(select(BatchLineRow.body)
-                        .where(BatchLineRow.batch_id == batch_id, _claimable(now))
-                        .order_by(BatchLineRow.line).limit(1))
+        first = _first_claimable(s, batch_id, now, 1)
+        body = None if not first else s.scalar(select(BatchLineRow.body).where(
+            BatchLineRow.batch_id == batch_id, BatchLineRow.line == first[0]))
     return None if body is None else body.get("model")
+
+
+def _first_claimable(s, batch_id: str, now: datetime, limit: int) -> list[int]:
+    """The first `limit` claimable line numbers, in order, from the (batch_id, state, line)
+    index alone: queued lines, and running ones (few: those in engines now, and deferred
+    ones) whose lease ran out. One query with both conditions would walk the lines in
+    order past every ended one, which every worker tick did, ever slower as a batch
+    progressed."""
+    queued = s.scalars(select(BatchLineRow.line)
+                       .where(BatchLineRow.batch_id == batch_id, BatchLineRow.state == QUEUED)
+                       .order_by(BatchLineRow.line).limit(limit)).all()
+    lapsed = s.scalars(select(BatchLineRow.line)
+                       .where(BatchLineRow.batch_id == batch_id, BatchLineRow.state == RUNNING,
+                              BatchLineRow.lease_until < now)
+                       .order_by(BatchLineRow.line).limit(limit)).all()
+    return sorted([*queued, *lapsed])[:limit]
 
 
 def renew(store, owner: str, batch_id: str, lines: Sequence[int], lease: timedelta) -> None:

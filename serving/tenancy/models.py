@@ -267,7 +267,9 @@ class BatchLineRow(Base):
 
     __tablename__ = "batch_lines"
     __table_args__ = (
-        Index("ix_batch_lines_batch_id_state", "batch_id", "state"),
+        # What each batch worker tick asks, read from an index alone (migration 0013).
+        Index("ix_batch_lines_batch_id_state_line", "batch_id", "state", "line"),
+        Index("ix_batch_lines_batch_id_state_status_code", "batch_id", "state", "status_code"),
     )
 
     batch_id: Mapped[str] = mapped_column(

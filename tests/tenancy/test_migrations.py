@@ -17,7 +17,7 @@ from serving.tenancy.models import Base
 TABLES = {"tenants", "api_keys", "endpoints", "endpoint_grants", "quotas", "usage_records",
           "admin_audit", "stored_responses", "batches", "batch_lines", "files",
           "file_quotas", "adapters", "catalogue_models"}
-HEAD = "0012"
+HEAD = "0013"
 
 
 def revision(engine: sa.Engine) -> str | None:
