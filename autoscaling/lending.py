@@ -22,7 +22,7 @@ from typing import NamedTuple
 from autoscaling.allocation import Claim, allocate
 from autoscaling.decision import Note, Reason
 from autoscaling.signals import EndpointSignals
-from autoscaling.spec import EndpointSpec, PolicyTuning
+from autoscaling.spec import CAPACITY_EPSILON, EndpointSpec, PolicyTuning
 from autoscaling.state import EndpointState
 
 
@@ -139,9 +139,27 @@ def _lending_wish(signals: EndpointSignals | None, need: int, lent: int, interac
          (need, tuning.downscale_window_s, waited)),))
 
 
+def standing_down(claim: Claim, granted: int) -> int:
+    """Replicas of an interactive claim that a batch backlog may borrow: those granted
+    beyond its firm want and its guarantee, held only while its scale-down window runs (or,
+    idle, kept warm beyond what it keeps warm), unless it grew less than hold_after_growth_s
+    ago (damping.growth_shield: shrinking it would reverse its last action).
+
+    A peer that took them would hold them; a batch backlog gives them back in the decision
+    that sees the endpoint's demand return, so lending them costs its holder at most the
+    start of a replica, and one reversal (down, then up) within its window, the one a flap
+    target allows. E.g. 6 granted, window peak 3, no guarantee: 3 may be borrowed.
+    """
+    if claim.recent:
+        return 0
+    firm = claim.want if claim.firm is None else min(claim.want, claim.firm)
+    return max(0, granted - max(firm, claim.guaranteed))
+
+
 def lend(capacity_left: float, specs: Sequence[EndpointSpec], wishes: Sequence[Lending],
-         lent_before: Sequence[int]) -> list[int]:
-    """Replicas lent per endpoint out of what the interactive targets leave.
+         lent_before: Sequence[int], spare: Sequence[int] = ()) -> list[int]:
+    """Replicas lent per endpoint out of what the interactive targets leave, and out of
+    the `spare` replicas they hold standing down (standing_down; taken by spare_taken).
 
     allocation.allocate with no guarantees: replicas already lent are kept first, and taken
     back lowest priority first (then furthest over), when what is left no longer holds
@@ -149,7 +167,23 @@ def lend(capacity_left: float, specs: Sequence[EndpointSpec], wishes: Sequence[L
     """
     claims = [Claim(spec.replica_cost, spec.priority, 0, before, wish.wish)
               for spec, wish, before in zip(specs, wishes, lent_before)]
-    return allocate(max(capacity_left, 0.0), claims)
+    borrowable = sum(n * spec.replica_cost for n, spec in zip(spare, specs))
+    return allocate(max(capacity_left, 0.0) + borrowable, claims)
+
+
+def spare_taken(capacity_left: float, specs: Sequence[EndpointSpec], lent: Sequence[int],
+                spare: Sequence[int]) -> list[int]:
+    """Spare replicas per endpoint that the loans take beyond capacity_left: the lowest
+    priority first, then the furthest over its guarantee, whole replicas until the loans
+    fit. E.g. 1 left, loans of 3, spare (2, 2) at priorities (1, 0): (0, 2)."""
+    over = sum(n * spec.replica_cost for n, spec in zip(lent, specs)) - max(capacity_left, 0.0)
+    taken = [0] * len(specs)
+    order = sorted(range(len(specs)), key=lambda i: (specs[i].priority, -spare[i], i))
+    for i in order:
+        while over > CAPACITY_EPSILON and taken[i] < spare[i]:
+            taken[i] += 1
+            over -= specs[i].replica_cost
+    return taken
 
 
 def lending_reason(signals: EndpointSignals | None, lending: Lending, before: int, lent: int,

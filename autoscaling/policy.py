@@ -35,6 +35,8 @@ from autoscaling.lending import (
     lend,
     lending_reason,
     lending_wish,
+    spare_taken,
+    standing_down,
 )
 from autoscaling.signals import EndpointSignals
 from autoscaling.spec import EndpointSpec, PartitionSpec, PolicyTuning
@@ -116,15 +118,21 @@ def decide(
     targets = allocate(partition.capacity, claims)
     wishes = [_lending(s, target, tuning, now) for s, target in zip(stages, targets)]
     left = partition.capacity - sum(t * s.spec.replica_cost for s, t in zip(stages, targets))
-    lent_now = lend(left, partition.endpoints, wishes, [s.lent for s in stages])
+    spare = [standing_down(claim, target) for claim, target in zip(claims, targets)]
+    lent_now = lend(left, partition.endpoints, wishes, [s.lent for s in stages], spare)
+    borrowed = spare_taken(left, partition.endpoints, lent_now, spare)
+    targets = [target - n for target, n in zip(targets, borrowed)]
 
     decisions: dict[str, EndpointDecision] = {}
     endpoint_states: dict[str, EndpointState] = {}
     allocated = 0.0
-    for s, target, lending, lent in zip(stages, targets, wishes, lent_now):
+    for s, target, lending, lent, lent_away in zip(stages, targets, wishes, lent_now,
+                                                   borrowed):
         spec, remembered, desire, damped = s.spec, s.remembered, s.desire, s.damped
         previous = remembered.target - s.lent
         reason, notes = settle_reason(spec, desire, damped, s.want, previous, target)
+        if lent_away:
+            notes += (("{} replica(s) standing down lent to batch backlogs", (lent_away,)),)
         batch_reason, batch_notes = lending_reason(s.observed, lending, s.lent, lent)
         # The batch tier explains the decision when its tenants' share did not move and
         # said no more than what drives it; its notes are kept either way.

@@ -10,7 +10,15 @@ from __future__ import annotations
 import pytest
 
 from autoscaling import EndpointSignals, EndpointState, PolicyState, Reason, decide
-from autoscaling.lending import Lending, batch_need, interactive_view, lend
+from autoscaling.allocation import Claim
+from autoscaling.lending import (
+    Lending,
+    batch_need,
+    interactive_view,
+    lend,
+    spare_taken,
+    standing_down,
+)
 from autoscaling.spec import CAPACITY_EPSILON
 
 R = Reason
@@ -100,6 +108,29 @@ def test_lend_shares_what_is_left(endpoint, capacity_left, priorities, wishes, b
     specs = [endpoint("a", priority=priorities[0]), endpoint("b", priority=priorities[1])]
     lendings = [Lending(w, w, None, None) for w in wishes]
     assert lend(capacity_left, specs, lendings, before) == expected
+
+
+@pytest.mark.parametrize(
+    ("claim", "granted", "expected"),
+    [
+        # cost, priority, guaranteed, previous, want, firm, shielded, recent
+        (Claim(1.0, 0, 0, 6, 6, 3, 6), 6, 3),  # its window holds 3 beyond its peak wish
+        (Claim(1.0, 0, 4, 6, 6, 3, 6), 6, 2),  # never into its guarantee
+        (Claim(1.0, 0, 0, 6, 6, 3, 6, True), 6, 0),  # grew lately: shrinking reverses it
+        (Claim(1.0, 0, 0, 6, 6), 6, 0),  # wants all it holds
+        (Claim(1.0, 0, 0, 5, 5, 1), 5, 4),  # idle: beyond what it keeps warm
+        (Claim(1.0, 0, 0, 6, 6, 3, 6), 4, 1),  # granted less than it held
+    ],
+)
+def test_replicas_standing_down_are_what_a_batch_may_borrow(claim, granted, expected):
+    assert standing_down(claim, granted) == expected
+
+
+def test_borrowed_replicas_come_from_the_lowest_priority_first(endpoint):
+    specs = [endpoint("a", priority=1), endpoint("b", priority=0), endpoint("bulk")]
+    # 1 accelerator left, 4 lent: 3 borrowed, b's first (priority 0), then a's.
+    assert spare_taken(1.0, specs, [0, 0, 4], [2, 2, 0]) == [1, 2, 0]
+    assert spare_taken(4.0, specs, [0, 0, 4], [2, 2, 0]) == [0, 0, 0]  # it fits: none
 
 
 # --- whole decisions ----------------------------------------------------------------------
@@ -275,3 +306,37 @@ def test_a_state_saved_without_lending_decides_as_before(endpoint, partition, si
     result = decide(spec, observed, PolicyState.from_dict(raw), now=10.0)
     assert result.targets == {"a": 3, "b": 1}
     assert all(d.lent == 0 for d in result.decisions.values())
+
+
+def test_replicas_a_scale_down_window_holds_are_lent_to_a_waiting_backlog(endpoint, partition,
+                                                                          signals):
+    """chat grew to 4 long ago and its load fell to 2 replicas' worth: its scale-down window
+    holds the other 2 for ten minutes, which left the backlog waiting with the partition
+    full. They are lent to it; when chat's demand returns they come back in one decision."""
+    spec = partition(endpoint("chat"), endpoint("bulk", max_replicas=4), capacity=4)
+    quiet = {"chat": signals(running=12, ready=4), "bulk": _batch(300, ready=0)}
+    first = decide(spec, quiet, _state(chat=(4, 0), bulk=(0, 0)), now=0.0)
+    chat, bulk = first.decisions["chat"], first.decisions["bulk"]
+    # 12 ongoing at 80% of 10 per replica: 2 wished; the backlog's first replica at once.
+    assert (bulk.target, bulk.lent, bulk.reason) == (1, 1, R.BATCH_LENT)
+    assert (chat.target, chat.reason) == (3, R.RECLAIMED)
+    assert "1 replica(s) standing down lent to batch backlogs" in chat.explanation
+    second = decide(spec, quiet, first.state, now=10.0)
+    assert (second.targets["chat"], second.targets["bulk"]) == (2, 2)  # its window's peak
+    assert _allocated(second, spec) <= spec.capacity + CAPACITY_EPSILON
+    back = {"chat": signals(running=38, ready=2), "bulk": _batch(280, running=20, ready=2)}
+    third = decide(spec, back, second.state, now=20.0)
+    fourth = decide(spec, back, third.state, now=30.0)  # its wish lasted the 10 s window
+    assert (fourth.targets["chat"], fourth.targets["bulk"]) == (4, 0)
+    assert fourth.decisions["bulk"].reason is R.BATCH_YIELDED
+
+
+def test_replicas_granted_lately_are_not_lent_to_a_backlog(endpoint, partition, signals):
+    """Shrinking chat within hold_after_growth_s of its growth would reverse it: a flap."""
+    spec = partition(endpoint("chat"), endpoint("bulk", max_replicas=4), capacity=4)
+    quiet = {"chat": signals(running=12, ready=4), "bulk": _batch(300, ready=0)}
+    state = PolicyState(endpoints={"chat": EndpointState(target=4, grew_at=-100.0),
+                                   "bulk": EndpointState(target=0)})
+    result = decide(spec, quiet, state, now=0.0)
+    assert (result.targets["chat"], result.targets["bulk"]) == (4, 0)
+    assert result.decisions["bulk"].reason is R.CAPACITY
