@@ -161,7 +161,9 @@ class GatewayLines:
         if bound.in_flight > lines:  # interactive requests in flight now (asked every tick)
             self.interactive_seen[model] = now
         recently = now - self.interactive_seen.get(model, -BUSY_FOR_S) < BUSY_FOR_S
-        return batch_room(EndpointLoad(slots=bound.slots, in_flight=bound.in_flight,
+        # The slots of the replicas up: lines beyond them would queue in those engines and
+        # count in the gateway's standing-queue test, refusing interactive requests.
+        return batch_room(EndpointLoad(slots=bound.running_slots(), in_flight=bound.in_flight,
                                        waiting=len(bound.waiting), batch_in_flight=lines,
                                        interactive_recently=recently))
 

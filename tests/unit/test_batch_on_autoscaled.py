@@ -38,3 +38,18 @@ def test_no_line_goes_to_an_endpoint_the_controller_keeps_at_zero() -> None:
     assert target.at_zero and lines.room("burst") == 0
     waker._running = {"burst": 1}
     assert not target.at_zero and lines.room("burst") == 8 - 2  # a quarter kept free
+
+
+def test_lines_fill_the_replicas_up_not_those_the_endpoint_may_grow_to() -> None:
+    """burst may grow to 4 replicas of 8 slots (32) and has 1 up: its lines take 6 of that
+    one's 8, not 24 that would queue in its engine and make the gateway's standing-queue
+    test refuse interactive requests (serving/targets/bound.py)."""
+    waker = EndpointWaker(Controller(), "g", timeout_s=5)
+    waker._running = {"burst": 1}
+    links = SimpleNamespace(usable=1)
+    target = DeploymentTarget("burst", links=links, waker=waker, max_in_flight=64, slots=32,
+                              slots_per_replica=8)
+    lines = GatewayLines(SimpleNamespace(endpoints={"burst": target}))
+    assert lines.room("burst") == 8 - 2
+    links.usable = 3
+    assert lines.room("burst") == 24 - 6
