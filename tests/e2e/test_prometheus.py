@@ -256,7 +256,8 @@ def test_an_engine_restart_mid_batch_loses_no_line_and_keeps_scrapes_and_rules(
     deadline = time.monotonic() + 300
     while True:  # served by the replacement, and its series scraped
         try:
-            reply = client.completions.create(model="demo-remote", prompt="hello", max_tokens=4)
+            reply = client.completions.create(model="demo-remote", prompt="hello", max_tokens=4,
+                                              extra_body={"ignore_eos": True})
         except openai.InternalServerError as refused:
             assert refused.code == "endpoint_overloaded", refused
             assert time.monotonic() < deadline, refused
