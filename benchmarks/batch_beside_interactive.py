@@ -36,7 +36,8 @@ at nice 15, so the clients' clocks are not starved by the engine. It starts a lo
 of its own: nothing else may run one on the machine meanwhile (another `aifactory up`, the
 end-to-end tests); on a shared machine, hold a lock around it, e.g. `flock FILE python ...`.
 Usage: python benchmarks/batch_beside_interactive.py [--lines 5000] [--rate 4]
-           [--interactive-seconds 60] [--repeats 3] [--max-ongoing-requests N]
+           [--batch-max-tokens 32] [--interactive-seconds 60] [--repeats 3]
+           [--max-ongoing-requests N]
            [--work DIR (keeps config, home, logs)] [--json (the table goes to stderr)]
 """
 
@@ -319,12 +320,12 @@ async def run_batch(client, input_file_id: str,
                     tokens / wall_s, first_error)
 
 
-def batch_file(lines: int, path: Path) -> Path:
+def batch_file(lines: int, path: Path, max_tokens: int = MAX_TOKENS) -> Path:
     rng = random.Random(0)
     with open(path, "w") as out:
         for number in range(lines):
             body = {"model": MODEL, "messages": [{"role": "user", "content": prompt(rng)}],
-                    "max_tokens": MAX_TOKENS, "ignore_eos": True}
+                    "max_tokens": max_tokens, "ignore_eos": True}
             out.write(json.dumps({"custom_id": f"line-{number}", "method": "POST",
                                   "url": "/v1/chat/completions", "body": body}) + "\n")
     return path
@@ -374,7 +375,7 @@ async def measure_phases(batch_client, interactive, work: Path, args) -> list[di
     warm = await run_batch(batch_client, warm_file.id)
     print(f"# warm batch of 20 lines: {warm.status} in {warm.wall_s:.1f} s", file=sys.stderr)
 
-    with open(batch_file(args.lines, work / "batch.jsonl"), "rb") as f:
+    with open(batch_file(args.lines, work / "batch.jsonl", args.batch_max_tokens), "rb") as f:
         input_file = await batch_client.files.create(file=f, purpose="batch")
     runs = []
     for repeat in range(args.repeats):
@@ -458,7 +459,8 @@ def table(summary: dict, args) -> str:
 
     width = 24
     lines = [f"median [min-max] over {args.repeats} repeats; {args.lines} batch lines, "
-             f"interactive {args.rate:g} req/s; {MAX_TOKENS} tokens each",
+             f"interactive {args.rate:g} req/s; {args.batch_max_tokens} tokens a line, "
+             f"{MAX_TOKENS} a request",
              f"{'':<22}{'interactive idle':>{width}}{'interactive busy':>{width}}"
              f"{'busy / idle':>{width}}",
              f"{'batch tok/s':<22}{cell(summary['batch_tokens_per_s']['idle']):>{width}}"
@@ -537,6 +539,8 @@ def _exit_on_sigterm(*_) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lines", type=int, default=5000, help="batch lines")
+    ap.add_argument("--batch-max-tokens", type=int, default=MAX_TOKENS,
+                    help="output tokens per batch line (fewer prefills for the same tokens)")
     ap.add_argument("--rate", type=float, default=4.0, help="interactive requests per second")
     ap.add_argument("--interactive-seconds", type=float, default=60.0,
                     help="length of the interactive-only phase")
@@ -557,7 +561,7 @@ def main() -> None:
     result = {"machine": host, "lines": args.lines, "rate": args.rate,
               "max_ongoing_requests": args.max_ongoing_requests or 256,
               "interactive_seconds": args.interactive_seconds, "max_tokens": MAX_TOKENS,
-              "repeats": args.repeats, "summary": summary, "runs": runs}
+              "batch_max_tokens": args.batch_max_tokens, "repeats": args.repeats, "summary": summary, "runs": runs}
     report = (f"{machine_line(host)}; demo's max_ongoing_requests "
               f"{result['max_ongoing_requests']}\n" + table(summary, args))
     print_result(result, report, args.json)
