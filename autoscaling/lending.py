@@ -174,8 +174,8 @@ def lend(capacity_left: float, specs: Sequence[EndpointSpec], wishes: Sequence[L
 def spare_taken(capacity_left: float, specs: Sequence[EndpointSpec], lent: Sequence[int],
                 spare: Sequence[int]) -> list[int]:
     """Spare replicas per endpoint that the loans take beyond capacity_left: the lowest
-    priority first, then the furthest over its guarantee, whole replicas until the loans
-    fit. E.g. 1 left, loans of 3, spare (2, 2) at priorities (1, 0): (0, 2)."""
+    priority first, then the one with the most spare, whole replicas until the loans fit.
+    E.g. 1 left, loans of 3, spare (2, 2) at priorities (1, 0): (0, 2)."""
     over = sum(n * spec.replica_cost for n, spec in zip(lent, specs)) - max(capacity_left, 0.0)
     taken = [0] * len(specs)
     order = sorted(range(len(specs)), key=lambda i: (specs[i].priority, -spare[i], i))
