@@ -19,8 +19,9 @@ gateway does (autoscaler.wake_timeout_s), and they are served late rather than l
 replicas become ready cold_start_s after they are asked for; a failed replica stops at once,
 and the requests it ran are lost.
 
-In front of the engines, the platform's gateway refuses newcomers to a standing queue
-(gateway.py): refused requests never enter the FIFO, and `cumulative` counts the accepted.
+In front of the engines, the platform's gateway refuses newcomers to a standing queue, or
+while the running requests' tokens come too slowly (gateway.py): refused requests never
+enter the FIFO, and `cumulative` counts the accepted.
 
 Replicas are independent accelerators unless a profile says they share a host, as the slots
 of a CPU partition share its cores: then a replica that starts while others serve takes
@@ -201,7 +202,7 @@ class FluidEngines:
         self.refused = np.zeros(count, dtype=cumulative_arrivals.dtype)
         # No gateway_slots: no gateway, nothing refused.
         self.gateway = None if gateway_slots is None else Gateway(
-            gateway_slots, self.ttft_slo,
+            gateway_slots, self.ttft_slo, self.itl_slo,
             np.ones(count, dtype=bool) if timeout_s is None else np.isfinite(timeout_s), dt)
         self.cold_steps = max(1, round(profile.cold_start_s / dt))
         beside = profile.cold_start_beside_load_s
@@ -232,6 +233,7 @@ class FluidEngines:
         self.held_until = np.zeros(count)
         self.serving_held = np.zeros(count, dtype=bool)
         self.mean_running = np.zeros(count)  # time-averaged over the last step: the gauge
+        self.itl = np.zeros(count)  # the last step's inter-token latency (0: idle)
         self._prefill_s = profile.prefill_base_s + self.prompt / profile.prefill_tokens_per_s
         self._prefill_rate = profile.prefill_tokens_per_s * dt
 
@@ -354,6 +356,7 @@ class FluidEngines:
             mean_running = carried * stay_carried + admit * stay_admitted
             batch = mean_running / per_replica
         itl = np.where(active, itl, 0.0)
+        self.itl = itl
         self.mean_running = np.where(active, mean_running, 0.0)
         running = np.where(active, carried * survive + admit * stay_carried, carried)
         # A fluid never quite drains; below a hundredth of a request, call it drained.

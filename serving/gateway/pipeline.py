@@ -204,9 +204,11 @@ def adapter_of(chosen: Route) -> str | None:
 
 async def refuse_if_full(access: Access, principal: Principal, chosen: Route,
                          exchange: Exchange) -> None:
-    """An endpoint too full to serve the request within its tenant's TTFT target refuses it
-    before the tenant's counters are touched: a flood's excess costs no round trips."""
-    why = chosen.target.bound.why_refused(time.monotonic(), principal.slo.ttft_p95_s)
+    """An endpoint too full to serve the request within its tenant's TTFT and ITL targets
+    refuses it before the tenant's counters are touched: a flood's excess costs no round
+    trips."""
+    why = chosen.target.bound.why_refused(time.monotonic(), principal.slo.ttft_p95_s,
+                                          principal.slo.itl_p95_s)
     if why is not None:
         unadmitted = access.unadmitted(principal, chosen.model, exchange.request_id,
                                        model=chosen.model_label, span=exchange.span,

@@ -57,11 +57,14 @@ async def engine_events(call: EngineCall, first: str | None) -> AsyncIterator[st
 
 def content_seen(admitted: Admitted, bound: InFlightBound, count: int) -> None:
     """A content event went out (the `count`th): the first one's delay goes to the
-    endpoint's `bound` (is its queue standing?), the last one's time to the ITL."""
+    endpoint's `bound` (is its queue standing?), each later one's gap to its pace (are its
+    tokens slow?), the last one's time to the ITL."""
     now = time.monotonic()
     if admitted.first_token_at is None:
         admitted.first_token_at = now
         bound.delay.observe(now, now - admitted.started)
+    else:
+        bound.pace.observe(now, now - admitted.last_token_at)
     admitted.last_token_at = now
     admitted.content_events = count
 

@@ -52,6 +52,13 @@ class QueueBudget:
 
     line: float = 0.25
     first_token: float = 0.5
+    # `token_gap`: the mean gap between the tokens of the endpoint's streams lately, against
+    # the tenant's ITL target, while the replicas up run at least `loaded` of their slots.
+    # A newcomer's prefill and its place in the batch slow every running stream; past its
+    # target an overloaded endpoint's streams all miss it (in the simulator an H100 endpoint
+    # at twice its replicas' load served nothing within SLO: autoscaling/simulate/gateway.py).
+    token_gap: float = 0.8
+    loaded: float = 0.25
 
 
 def waits_too_long(in_flight: int, slots: int | None, shortest_ttft_s: float | None,
@@ -68,6 +75,51 @@ def waits_too_long(in_flight: int, slots: int | None, shortest_ttft_s: float | N
         return True
     return (slots is not None and in_flight >= slots and shortest_ttft_s is not None
             and shortest_ttft_s > budget.first_token * ttft_target_s)
+
+
+def tokens_too_slow(in_flight: int, slots: int | None, mean_token_gap_s: float | None,
+                    itl_target_s: float, budget: QueueBudget) -> bool:
+    """Whether the endpoint's streams get their tokens too slowly to take a newcomer: the
+    mean gap between their tokens lately exceeds `budget.token_gap` of the tenant's ITL
+    target while the replicas up run at least `budget.loaded` of their slots. E.g. target
+    0.2 s, 256 slots: 100 in flight at a mean gap of 0.17 s, refused; 40 in flight, not (a
+    light load's slow tokens are the model's, and refusing would not speed them)."""
+    return (slots is not None and mean_token_gap_s is not None
+            and in_flight >= budget.loaded * slots
+            and mean_token_gap_s > budget.token_gap * itl_target_s)
+
+
+class TokenPace:
+    """How fast an endpoint's streams get their tokens: the mean gap between consecutive
+    tokens of a stream, over all its streams, in the last full interval of `interval_s`.
+    Summed as they come (two numbers, nothing kept per token): the token path pays an
+    addition. None: no interval with tokens ended within the last interval."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._began: float | None = None
+        self._sum = 0.0
+        self._count = 0
+        self._last: tuple[float, float] | None = None  # (when it ended, its mean gap)
+
+    def observe(self, now: float, gap_s: float) -> None:
+        self._roll(now)
+        self._sum += gap_s
+        self._count += 1
+
+    def mean_gap(self, now: float) -> float | None:
+        self._roll(now)
+        if self._last is None or now - self._last[0] > self.interval_s:
+            return None
+        return self._last[1]
+
+    def _roll(self, now: float) -> None:
+        if self._began is None:
+            self._began = now
+        elif now - self._began >= self.interval_s:
+            if self._count:
+                self._last = (self._began + self.interval_s, self._sum / self._count)
+            self._began, self._sum, self._count = now, 0.0, 0
 
 
 class InFlightBound:
@@ -93,6 +145,7 @@ class InFlightBound:
         self._slots_up = slots_up
         self.in_flight = 0
         self.delay = StandingDelay()
+        self.pace = TokenPace()
         self.turns = asyncio.Semaphore(slots) if slots is not None else None
         self.waiting: dict[Slot, float] = {}
 
@@ -127,15 +180,21 @@ class InFlightBound:
         """How long the first in this gateway's queue has waited for its turn; 0: no queue."""
         return now - next(iter(self.waiting.values()), now)
 
-    def why_refused(self, now: float, ttft_target_s: float,
+    def why_refused(self, now: float, ttft_target_s: float, itl_target_s: float | None = None,
                     budget: QueueBudget = QueueBudget()) -> str | None:
-        """Why a request arriving now would be refused (the bound is reached, or it would
-        wait in a standing queue past its `budget` of its TTFT target), or None."""
+        """Why a request arriving now would be refused (the bound is reached, it would wait
+        in a standing queue past its `budget` of its TTFT target, or the streams running
+        get their tokens slower than its budget of the ITL target), or None."""
         if self.limit is not None and self.in_flight >= self.limit:
             return self._full()
-        if waits_too_long(self.in_flight, self.running_slots(), self.delay.shortest(now),
+        slots = self.running_slots()
+        if waits_too_long(self.in_flight, slots, self.delay.shortest(now),
                           self.oldest_wait(now), ttft_target_s, budget):
             return f"its queue stands too long for your TTFT target ({ttft_target_s:g} s)"
+        if itl_target_s is not None and tokens_too_slow(
+                self.in_flight, slots, self.pace.mean_gap(now), itl_target_s, budget):
+            return ("its streams get their tokens too slowly for your inter-token latency "
+                    f"target ({itl_target_s:g} s)")
         return None
 
 

@@ -22,7 +22,9 @@ from serving.targets.bound import (
     InFlightBound,
     QueueBudget,
     StandingDelay,
+    TokenPace,
     spread_retry,
+    tokens_too_slow,
     waits_too_long,
 )
 from serving.targets.local import LocalCall, LocalTarget
@@ -74,6 +76,49 @@ def test_standing_delay_is_the_fastest_first_token_of_the_last_interval():
 def test_waits_too_long(in_flight, slots, shortest, oldest_wait, target, refused):
     budget = QueueBudget(line=0.25, first_token=0.5)
     assert waits_too_long(in_flight, slots, shortest, oldest_wait, target, budget) is refused
+
+
+def test_token_pace_is_the_mean_gap_of_the_last_full_interval():
+    pace = TokenPace(interval_s=1.0)
+    assert pace.mean_gap(0.0) is None
+    pace.observe(0.0, 0.10)
+    pace.observe(0.4, 0.30)
+    assert pace.mean_gap(0.9) is None  # the first interval has not ended
+    pace.observe(1.1, 0.05)  # ends it: (0.10 + 0.30) / 2
+    assert pace.mean_gap(1.2) == pytest.approx(0.20)
+    pace.observe(2.3, 0.07)  # ends the second, [1.1, 2.1): 0.05
+    assert pace.mean_gap(2.4) == pytest.approx(0.05)
+    assert pace.mean_gap(3.0) == pytest.approx(0.05)
+    assert pace.mean_gap(3.4) == pytest.approx(0.07)  # [2.3, 3.3)
+    assert pace.mean_gap(4.5) is None  # no tokens lately: nothing to judge by
+
+
+@pytest.mark.parametrize("in_flight, slots, gap, target, refused", [
+    (100, 256, 0.17, 0.2, True),    # a quarter of the slots run, 0.17 s > 0.8 x 0.2 s
+    (100, 256, 0.15, 0.2, False),   # ... at 0.15 s the tokens keep their pace
+    (40, 256, 0.50, 0.2, False),    # a light load: slow tokens are the model's
+    (64, 256, 0.17, 0.2, True),     # a quarter exactly
+    (100, 256, None, 0.2, False),   # no tokens lately
+    (100, None, 0.50, 0.2, False),  # slots unknown
+    (100, 256, 0.17, 0.5, False),   # a tenant with a 0.5 s target
+])
+def test_tokens_too_slow(in_flight, slots, gap, target, refused):
+    budget = QueueBudget(token_gap=0.8, loaded=0.25)
+    assert tokens_too_slow(in_flight, slots, gap, target, budget) is refused
+
+
+def test_an_endpoint_whose_streams_get_slow_tokens_refuses_newcomers_for_the_itl_target():
+    bound = InFlightBound(600, slots=256)
+    bound.in_flight = 120
+    for at in range(20):  # 120 streams a token each 0.18 s
+        bound.pace.observe(10.0 + at * 0.05, 0.18)
+    bound.pace.observe(11.05, 0.18)
+    assert "too slowly for your inter-token latency target (0.2 s)" in bound.why_refused(
+        11.1, 2.0, 0.2)
+    assert bound.why_refused(11.1, 2.0, 0.5) is None  # a laxer tenant is served
+    assert bound.why_refused(11.1, 2.0) is None  # no ITL target: not judged
+    bound.in_flight = 50  # the batch has shrunk below a quarter of the slots
+    assert bound.why_refused(11.1, 2.0, 0.2) is None
 
 
 def test_a_standing_queue_is_judged_against_the_replicas_up_not_those_it_may_grow_to():
