@@ -29,6 +29,11 @@ class Claim(NamedTuple):
     # action, so its shielded replicas yield to guarantees only, not to a higher priority.
     recent: bool = False
 
+    @property
+    def firm_want(self) -> int:
+        """What the endpoint firmly wants: all it wants, or what it keeps warm if less."""
+        return self.want if self.firm is None else min(self.want, self.firm)
+
 
 def allocate(capacity: float, claims: Sequence[Claim]) -> list[int]:
     """Replicas per claim, in claim order, whose total cost never exceeds capacity.
@@ -50,8 +55,7 @@ def allocate(capacity: float, claims: Sequence[Claim]) -> list[int]:
        endpoint grew less than hold_after_growth_s ago (recent): those yield to guarantees
        only.
     """
-    firm = [claim.want if claim.firm is None else min(claim.want, claim.firm)
-            for claim in claims]
+    firm = [claim.firm_want for claim in claims]
     held = [f if claim.shielded is None else min(claim.want, max(f, claim.shielded))
             for f, claim in zip(firm, claims)]
     granted = [min(f, claim.guaranteed) for f, claim in zip(firm, claims)]

@@ -152,8 +152,7 @@ def standing_down(claim: Claim, granted: int) -> int:
     """
     if claim.recent:
         return 0
-    firm = claim.want if claim.firm is None else min(claim.want, claim.firm)
-    return max(0, granted - max(firm, claim.guaranteed))
+    return max(0, granted - max(claim.firm_want, claim.guaranteed))
 
 
 def lend(capacity_left: float, specs: Sequence[EndpointSpec], wishes: Sequence[Lending],

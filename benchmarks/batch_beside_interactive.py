@@ -561,7 +561,8 @@ def main() -> None:
     result = {"machine": host, "lines": args.lines, "rate": args.rate,
               "max_ongoing_requests": args.max_ongoing_requests or 256,
               "interactive_seconds": args.interactive_seconds, "max_tokens": MAX_TOKENS,
-              "batch_max_tokens": args.batch_max_tokens, "repeats": args.repeats, "summary": summary, "runs": runs}
+              "batch_max_tokens": args.batch_max_tokens, "repeats": args.repeats,
+              "summary": summary, "runs": runs}
     report = (f"{machine_line(host)}; demo's max_ongoing_requests "
               f"{result['max_ongoing_requests']}\n" + table(summary, args))
     print_result(result, report, args.json)

@@ -67,10 +67,9 @@ class Gateway:
         300 at 45 ms a token against a 50 ms target (40 ms): refused."""
         running, waiting = engines.running, engines.waiting
         in_flight = running + waiting
-        full = (engines.ready > 0) & (waiting >= 1.0) & (
-            in_flight >= engines.ready * engines.profile.max_num_seqs - 1e-9)
-        stands = full & (step - engines.head_step > self.first_token_budget_steps)
         slots = engines.ready * engines.profile.max_num_seqs
+        full = (engines.ready > 0) & (waiting >= 1.0) & (in_flight >= slots - 1e-9)
+        stands = full & (step - engines.head_step > self.first_token_budget_steps)
         stands |= ((engines.ready > 0) & (in_flight >= LOADED_SHARE * slots)
                    & (engines.itl > self.itl_budget_s))
         line = in_flight - self.turns

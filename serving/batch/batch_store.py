@@ -302,9 +302,9 @@ def next_model(store, batch_id: str) -> str | None:
 def _first_claimable(s, batch_id: str, now: datetime, limit: int) -> list[int]:
     """The first `limit` claimable line numbers, in order, through the (batch_id, state,
     line) index: queued lines (from the index alone), and running ones (few: those in
-    engines now, and deferred ones) whose lease ran out. One query with both conditions would walk the lines in
-    order past every ended one, which every worker tick did, ever slower as a batch
-    progressed."""
+    engines now, and deferred ones) whose lease ran out. One query with both conditions
+    would walk the lines in order past every ended one, which every worker tick did, ever
+    slower as a batch progressed."""
     queued = s.scalars(select(BatchLineRow.line)
                        .where(BatchLineRow.batch_id == batch_id, BatchLineRow.state == QUEUED)
                        .order_by(BatchLineRow.line).limit(limit)).all()
