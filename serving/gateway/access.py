@@ -127,6 +127,9 @@ class Admitted:
     model: str = "unknown"
     last_token_at: float | None = None
     content_events: int = 0
+    # When the stream's relay last asked the engine for its next event: a client that reads
+    # slowly delays it, and the engine's gap is measured from it (relay.content_seen).
+    asked_at: float | None = None
     span: Any = None
     client_request_id: str | None = None
     # The tenant's LoRA adapter the request runs with (its name), for its ledger record; None

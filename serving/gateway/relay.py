@@ -46,25 +46,32 @@ async def settle_reply(access: Access, admitted: Admitted, result: dict[str, Any
                         usage.get("completion_tokens", 0))
 
 
-async def engine_events(call: EngineCall, first: str | None) -> AsyncIterator[str]:
+async def engine_events(call: EngineCall, first: str | None,
+                        admitted: Admitted) -> AsyncIterator[str]:
     """A stream's events: the first (read with its head), then the rest as the engine makes
-    them."""
+    them. Each time the relay asks for the next (its client has taken the last) goes to
+    `admitted.asked_at`."""
     if first is not None:
         yield first
+        admitted.asked_at = time.monotonic()
     async for event in call.chunks():
         yield event
+        admitted.asked_at = time.monotonic()
 
 
 def content_seen(admitted: Admitted, bound: InFlightBound, count: int) -> None:
     """A content event went out (the `count`th): the first one's delay goes to the
     endpoint's `bound` (is its queue standing?), each later one's gap to its pace (are its
-    tokens slow?), the last one's time to the ITL."""
+    tokens slow?), the last one's time to the ITL. The gap runs from the later of the last
+    token and the relay's asking for this one: the engine's, not a slow reader's (a client
+    that does not read would otherwise stretch the endpoint's pace and have other tenants'
+    requests refused)."""
     now = time.monotonic()
     if admitted.first_token_at is None:
         admitted.first_token_at = now
         bound.delay.observe(now, now - admitted.started)
     else:
-        bound.pace.observe(now, now - admitted.last_token_at)
+        bound.pace.observe(now, now - max(admitted.last_token_at, admitted.asked_at or 0.0))
     admitted.last_token_at = now
     admitted.content_events = count
 
@@ -100,7 +107,7 @@ async def relay(call: EngineCall, first: str | None, access: Access, admitted: A
     events = 0
     outcome = Outcome.OK
     try:
-        async for event in engine_events(call, first):
+        async for event in engine_events(call, first, admitted):
             if event == DONE:
                 break
             if is_usage_event(event):

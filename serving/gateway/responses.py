@@ -198,7 +198,7 @@ async def relay_events(call: EngineCall, first: str | None, access: Access,
     deltas = 0
     outcome, usage = Outcome.OK, None
     try:
-        async for event in engine_events(call, first):
+        async for event in engine_events(call, first, admitted):
             kind, carried = event_of(event)
             if kind == "response.output_text.delta":
                 deltas += 1

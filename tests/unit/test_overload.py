@@ -347,3 +347,45 @@ async def test_a_full_endpoint_refuses_before_the_tenants_quota_is_touched(store
         assert (await gw.post("/v1/completions", json=BODY)).status_code == 200
     outcomes = sorted(r.outcome for r in _ledger(store))
     assert outcomes.count(Outcome.OK) == 2 and outcomes.count(Outcome.ERROR) == 3
+
+
+class _EngineStream:
+    """A stream call whose engine makes `count` events `gap_s` apart (0: made already)."""
+
+    def __init__(self, count: int, gap_s: float = 0.0) -> None:
+        self.count, self.gap_s = count, gap_s
+
+    async def chunks(self):
+        for number in range(self.count):
+            if self.gap_s:
+                await asyncio.sleep(self.gap_s)
+            yield f"data: {number}\n\n"
+
+
+async def _pace_relayed(call: _EngineStream, read_pause_s: float) -> float | None:
+    """Relay call's events as relay.relay does, to a client that takes read_pause_s to read
+    each; the endpoint's mean token gap after."""
+    import time
+
+    from serving.gateway.relay import content_seen, engine_events
+
+    bound = InFlightBound(None, slots=4)
+    admitted = SimpleNamespace(started=time.monotonic(), first_token_at=None,
+                               last_token_at=None, asked_at=None, content_events=0)
+    count = 0
+    async for _ in engine_events(call, None, admitted):
+        count += 1
+        content_seen(admitted, bound, count)
+        await asyncio.sleep(read_pause_s)  # the client reads it
+    return bound.pace.mean_gap(time.monotonic())
+
+
+async def test_a_client_that_reads_slowly_does_not_stretch_the_endpoints_token_pace():
+    # The engine made 30 tokens at once; its client reads one each 50 ms. Timed from the
+    # last token, the endpoint's pace would read 50 ms, and a tenant's streams left unread
+    # could have other tenants' requests refused for slow tokens.
+    gap = await _pace_relayed(_EngineStream(30), read_pause_s=0.05)
+    assert gap is not None and gap < 0.025
+    # An engine that is slow shows: 40 tokens 30 ms apart, read at once.
+    gap = await _pace_relayed(_EngineStream(40, gap_s=0.03), read_pause_s=0.0)
+    assert gap is not None and gap >= 0.025
