@@ -25,6 +25,13 @@ and prints medians over the repeats with their spread (min-max): the batch's tok
 vs busy, the interactive TTFT p50/p95 without vs with the batch, and the ratios (target:
 TTFT p95 with the batch within 10% of without). Single runs vary by +-20% on two cores.
 
+Then, with the platform stopped, the peer (benchmarks/batch_peer.py; `--no-peer` skips it):
+bare `vllm serve` with the demo engine's flags, the same interactive load for
+`--interactive-seconds` alone and beside the batch's lines sent one at a time, back to back
+(what the platform runs beside a busy tenant), interleaved the same way, and the same
+ratios side by side: what the engine itself costs the tenant, against what the platform's
+batch costs it.
+
 The batch worker sends lines while no request waits for a slot, keeping a quarter of the
 endpoint's slots free (serving/batch/capacity.py): with the embedded default's 256 slots up
 to 192 lines run at once beside the interactive requests. `--max-ongoing-requests` bounds
@@ -37,7 +44,7 @@ of its own: nothing else may run one on the machine meanwhile (another `aifactor
 end-to-end tests); on a shared machine, hold a lock around it, e.g. `flock FILE python ...`.
 Usage: python benchmarks/batch_beside_interactive.py [--lines 5000] [--rate 4]
            [--batch-max-tokens 32] [--interactive-seconds 60] [--repeats 3]
-           [--max-ongoing-requests N]
+           [--max-ongoing-requests N] [--no-peer]
            [--work DIR (keeps config, home, logs)] [--json (the table goes to stderr)]
 """
 
@@ -49,14 +56,10 @@ import contextlib
 import json
 import math
 import os
-import platform as host_platform
 import random
 import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -64,61 +67,25 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
-MODEL = "demo"
+from harness import (
+    exit_on_sigterm,
+    free_port,
+    machine,
+    machine_line,
+    median_spread,
+    print_result,
+    stop_platform,
+    work_directory,
+)
+from batch_peer import run_peer
+from interactive_load import MAX_TOKENS, MODEL, drive_interactive, one_request, prompt
+
 BATCH_TENANT, INTERACTIVE_TENANT = "batch", "interactive"
-MAX_TOKENS = 32  # per batch line and per interactive request
 TTFT_P95_TARGET = 1.10  # with the batch / without
 POLL_S = 0.5
-# Short varied prompts (about 20 tokens with the demo tokenizer); the text is noise to a
-# model with random weights anyway, what matters is its length.
-WORDS = ("the partition lends idle capacity to batch work and takes it back when a tenant "
-         "with a guarantee returns to its endpoint so that nobody waits").split()
-
-
-def prompt(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(16))
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0-100), interpolated between the two nearest ranks as numpy's
-    default does; e.g. [10, 20, 30, 40], q=95: rank 0.95 x 3 = 2.85, 30 + 0.85 x 10 = 38.5."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = q / 100 * (len(ordered) - 1)
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (rank - low) * (ordered[high] - ordered[low])
-
-
-def median_spread(values: list[float]) -> tuple[float, float, float]:
-    """(median, min, max), NaN where nothing was measured."""
-    measured = [v for v in values if not math.isnan(v)]
-    if not measured:
-        return math.nan, math.nan, math.nan
-    return statistics.median(measured), min(measured), max(measured)
-
-
 # --- the platform ---------------------------------------------------------------------------
-
-def free_port() -> int:
-    """A port in 18400-18498 free with the next one (the gateway's direct-ingress range is
-    [port, port + 2)) and with port + 100 (Serve's own proxy), below the ephemeral range and
-    apart from the tests' 18000 and the other benchmarks' ports."""
-    for port in range(18400, 18500, 2):
-        sockets = [socket.socket() for _ in range(3)]
-        try:
-            for s, p in zip(sockets, (port, port + 1, port + 100)):
-                s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-        return port
-    raise RuntimeError("no free ports in 18400-18499")
-
 
 def platform_config(port: int, max_ongoing_requests: int | None = None) -> dict:
     """The embedded default on `port`, its `demo` endpoint shared by the two tenants (and,
@@ -134,13 +101,6 @@ def platform_config(port: int, max_ongoing_requests: int | None = None) -> dict:
     if max_ongoing_requests is not None:
         demo["max_ongoing_requests"] = max_ongoing_requests
     return config
-
-
-def _leftover_processes() -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    keep = ("ray::", "raylet", "gcs_server", "VLLM::", "EngineCore", "haproxy")
-    return [line for line in out.splitlines()[1:]
-            if any(k in line for k in keep) and not line.split()[1].startswith("Z")]
 
 
 @contextlib.contextmanager
@@ -196,82 +156,7 @@ def platform(work: Path, max_ongoing_requests: int | None = None):
             signal.signal(number, handler)
 
 
-def stop_platform(cli: list[str], env: dict) -> None:
-    """`aifactory down`; if it fails or leaves Ray, vLLM or HAProxy processes, `ray stop
-    --force` and `aifactory down` again (it ends engines whose replica is gone)."""
-    def down() -> str | None:
-        try:
-            done = subprocess.run([*cli, "down"], env=env, capture_output=True, text=True,
-                                  timeout=300, process_group=0)
-        except subprocess.TimeoutExpired:
-            return "timed out"
-        return None if done.returncode == 0 else done.stderr[-2000:]
-
-    failed = down()
-    deadline = time.monotonic() + 30
-    while _leftover_processes() and time.monotonic() < deadline:
-        time.sleep(1)
-    left = _leftover_processes()
-    if failed is None and not left:
-        return
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"],
-                   capture_output=True, timeout=120, process_group=0)
-    down()
-    print(f"# aifactory down failed ({failed}) or left {len(left)} processes; ran `ray stop "
-          f"--force` and `aifactory down` again; now left: {_leftover_processes()}",
-          file=sys.stderr)
-
-
 # --- the two tenants' load ------------------------------------------------------------------
-
-@dataclass
-class Interactive:
-    """TTFTs (seconds) of the requests sent in one phase, and how many failed."""
-
-    ttft_s: list[float]
-    errors: int
-    first_error: str | None = None
-
-    def summary(self) -> dict:
-        ms = [t * 1000 for t in self.ttft_s]
-        return {"requests": len(self.ttft_s) + self.errors, "errors": self.errors,
-                "ttft_p50_ms": percentile(ms, 50), "ttft_p95_ms": percentile(ms, 95),
-                "ttft_p99_ms": percentile(ms, 99), "first_error": self.first_error}
-
-
-async def one_request(client, rng: random.Random, began: float | None = None) -> float:
-    """TTFT in seconds, from `began` (its arrival, by time.perf_counter) if given."""
-    began = time.perf_counter() if began is None else began
-    stream = await client.completions.create(model=MODEL, prompt=prompt(rng),
-                                             max_tokens=MAX_TOKENS, stream=True,
-                                             extra_body={"ignore_eos": True})
-    ttft = None
-    async for _ in stream:
-        if ttft is None:
-            ttft = time.perf_counter() - began
-    if ttft is None:
-        raise RuntimeError("the stream ended without a chunk")
-    return ttft
-
-
-async def drive_interactive(client, rate: float, stop: asyncio.Event, seed: int) -> Interactive:
-    """Open loop: Poisson arrivals at `rate` per second until `stop`, each request on its
-    own task (a slow answer never delays the next arrival); waits for those in flight."""
-    rng = random.Random(seed)
-    tasks: list[asyncio.Task] = []
-    loop = asyncio.get_running_loop()
-    next_at = loop.time()
-    while not stop.is_set():
-        tasks.append(asyncio.create_task(one_request(client, random.Random(rng.random()),
-                                                     time.perf_counter())))
-        next_at += rng.expovariate(rate)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), max(0.0, next_at - loop.time()))
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    return Interactive([r for r in results if not isinstance(r, BaseException)],
-                       len(failures), repr(failures[0])[:300] if failures else None)
-
 
 def jsonl_lines(text: str) -> list[str]:
     """Lines split at newlines only: JSON strings may hold U+0085 or U+2028 unescaped (the
@@ -419,8 +304,10 @@ def summarise(runs: list[dict]) -> dict:
     by = {(r["repeat"], r["phase"]): r for r in runs}
     repeats = sorted({r["repeat"] for r in runs})
 
-    def values(phase: str, side: str, key: str) -> list[float]:
-        return [by[(n, phase)][side][key] for n in repeats if (n, phase) in by]
+    def values(phase: str, side: str, key: str | None) -> list[float]:
+        """E.g. ("busy", "batch", "tokens_per_s"); key None: the side is the value."""
+        return [by[(n, phase)][side] if key is None else by[(n, phase)][side][key]
+                for n in repeats if (n, phase) in by]
 
     def ratios(key: str, side: str, top: str, bottom: str) -> list[float]:
         return [by[(n, top)][side][key] / by[(n, bottom)][side][key] for n in repeats
@@ -446,6 +333,17 @@ def summarise(runs: list[dict]) -> dict:
         summary[f"ratio_{key}"] = median_spread(ratios(key, "interactive", "busy", "alone"))
     ratio = summary["ratio_ttft_p95_ms"][0]
     summary["meets_ttft_target"] = not math.isnan(ratio) and ratio <= TTFT_P95_TARGET
+    if any(phase == "peer-beside" for _, phase in by):
+        peer = {"line_tokens_per_s": median_spread(
+            values("peer-beside", "line_tokens_per_s", None))}
+        for key in ("ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms"):
+            peer[key] = {"without": median_spread(values("peer-alone", "interactive", key)),
+                         "with": median_spread(values("peer-beside", "interactive", key))}
+            peer[f"ratio_{key}"] = median_spread(
+                ratios(key, "interactive", "peer-beside", "peer-alone"))
+        peer["interactive_errors"] = sum(values("peer-alone", "interactive", "errors")
+                                         + values("peer-beside", "interactive", "errors"))
+        summary["peer_vllm_serve"] = peer
     return summary
 
 
@@ -484,56 +382,23 @@ def table(summary: dict, args) -> str:
     lines.append(f"batch lines failed: {summary['batch_lines_failed']}")
     verdict = "met" if summary["meets_ttft_target"] else "missed"
     lines.append(f"target: TTFT p95 with the batch <= {TTFT_P95_TARGET:.2f}x without: {verdict}")
+    peer = summary.get("peer_vllm_serve")
+    if peer is not None:
+        lines += ["", "peer: bare `vllm serve` (the demo engine's flags), the same interactive "
+                  "load alone and beside",
+                  "one batch line at a time (what the engine itself costs the tenant; lines at "
+                  f"{cell(peer['line_tokens_per_s'])} tok/s)",
+                  f"{'':<22}{'without line':>{width}}{'with line':>{width}}"
+                  f"{'with / without':>{width}}"]
+        for key, name in (("ttft_p50_ms", "TTFT p50 ms"), ("ttft_p95_ms", "TTFT p95 ms"),
+                          ("ttft_p99_ms", "TTFT p99 ms")):
+            lines.append(f"{'interactive ' + name:<22}{cell(peer[key]['without'], 1):>{width}}"
+                         f"{cell(peer[key]['with'], 1):>{width}}"
+                         f"{ratio(peer['ratio_' + key]):>{width}}")
+        lines.append(f"interactive requests failed: {peer['interactive_errors']}")
+        lines.append(f"TTFT p95 with / without: platform {ratio(summary['ratio_ttft_p95_ms'])}, "
+                     f"bare vllm serve {ratio(peer['ratio_ttft_p95_ms'])}")
     return "\n".join(lines)
-
-
-def machine() -> dict:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(HERE.parent), *args], capture_output=True,
-                              text=True).stdout.strip()
-
-    # The platform runs the working tree: say so when it differs from the commit.
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": host_platform.python_version(),
-            "commit": git("rev-parse", "--short", "HEAD") + (" (modified)" if dirty else ""),
-            "load_average_at_start": os.getloadavg()}
-
-
-def machine_line(host: dict) -> str:
-    """The first line of every benchmark's report: where and on what it ran."""
-    load = ", ".join(f"{x:.1f}" for x in host["load_average_at_start"])
-    return (f"machine: {host['cpu']}, {host['cores']} cores, load average {load} at start; "
-            f"commit {host['commit']}")
-
-
-def print_result(result: dict, report: str, as_json: bool) -> None:
-    """With --json the object on stdout and the table beside it (stderr) for whoever
-    watches; else the table."""
-    if as_json:
-        print(json.dumps(result, indent=2))
-        print(report, file=sys.stderr)
-    else:
-        print(report)
-
-
-def work_directory(stack: contextlib.ExitStack, work: Path | None, prefix: str) -> Path:
-    """`work` (made if missing), kept after the run; else a temporary folder that `stack`
-    removes."""
-    if work is None:
-        return Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
-    work = work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    return work
-
-
-def _exit_on_sigterm(*_) -> None:
-    raise SystemExit(143)  # unwinds through `platform`'s finally: the platform is stopped
 
 
 def main() -> None:
@@ -547,16 +412,23 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-ongoing-requests", type=int,
                     help="the demo endpoint's engine slots (embedded default: 256)")
+    ap.add_argument("--no-peer", dest="peer", action="store_false",
+                    help="skip the peer: bare `vllm serve`, the tenant beside one line")
     ap.add_argument("--work", type=Path, help="keep the config, the home and logs here")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     host = machine()  # the commit and load the platform starts with
 
     with contextlib.ExitStack() as stack:
         work = work_directory(stack, args.work, "batch-bench-")
         with platform(work, args.max_ongoing_requests) as (url, keys):
             runs = asyncio.run(measure(url, keys, work, args))
+        if args.peer:
+            try:
+                runs += run_peer(work, args)
+            except Exception as exc:  # the platform's figures stand without it
+                print(f"# the peer failed: {exc!r}; see {work / 'vllm.log'}", file=sys.stderr)
     summary = summarise(runs)
     result = {"machine": host, "lines": args.lines, "rate": args.rate,
               "max_ongoing_requests": args.max_ongoing_requests or 256,

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from batch_beside_interactive import (
+from harness import (
     free_port,
     machine,
     machine_line,

@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform as host_platform
 import signal
 import socket
 import statistics
@@ -42,6 +41,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import harness  # benchmarks/: this script's folder, first on its path
 
 HERE = Path(__file__).resolve().parent
 PATHS = ("colocated", "deployment", "autoscaled", "haproxy")
@@ -99,11 +100,13 @@ def _ray_stop() -> None:
 
 
 @contextlib.contextmanager
-def bare_vllm(model: str, log: Path):
+def bare_vllm(model: str, log: Path, flags: list[str] = ENGINE_FLAGS):
+    """`vllm serve` of `model` as `demo` with `flags`, at the niceness of Ray's workers;
+    yields its base URL (and None)."""
     port = _free_port(18100)
     cmd = ["nice", "-n", str(RAY_WORKER_NICENESS), sys.executable, "-m",
            "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name",
-           "demo", "--port", str(port), *ENGINE_FLAGS]
+           "demo", "--port", str(port), *flags]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                 process_group=0)
@@ -273,14 +276,7 @@ def table(rows: list[dict]) -> str:
 
 
 def machine() -> dict:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": host_platform.python_version(),
-            "engine_flags": ENGINE_FLAGS}
+    return {**harness.machine(), "engine_flags": ENGINE_FLAGS}
 
 
 def main() -> None:

@@ -52,8 +52,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from batch_beside_interactive import (
-    _exit_on_sigterm,
+from harness import (
+    exit_on_sigterm,
     free_port,
     machine,
     machine_line,
@@ -373,7 +373,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="keep the config, the home and logs here")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     host = machine()
     with contextlib.ExitStack() as stack:
         work = work_directory(stack, args.work, "sim-live-")
