@@ -69,6 +69,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+from batch_peer import run_peer
 from harness import (
     exit_on_sigterm,
     free_port,
@@ -79,7 +80,6 @@ from harness import (
     stop_platform,
     work_directory,
 )
-from batch_peer import run_peer
 from interactive_load import MAX_TOKENS, MODEL, drive_interactive, one_request, prompt
 
 BATCH_TENANT, INTERACTIVE_TENANT = "batch", "interactive"
@@ -156,7 +156,7 @@ def platform(work: Path, max_ongoing_requests: int | None = None):
             signal.signal(number, handler)
 
 
-# --- the two tenants' load ------------------------------------------------------------------
+# --- the batch tenant's load (the interactive tenant's: interactive_load.py) ---------------
 
 def jsonl_lines(text: str) -> list[str]:
     """Lines split at newlines only: JSON strings may hold U+0085 or U+2028 unescaped (the
