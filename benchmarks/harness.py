@@ -59,7 +59,8 @@ def free_port() -> int:
 
 def leftover_processes() -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    keep = ("ray::", "raylet", "gcs_server", "VLLM::", "EngineCore", "haproxy")
+    keep = ("ray::", "raylet", "gcs_server", "VLLM::", "EngineCore", "haproxy",
+            "aifactory::")
     return [line for line in out.splitlines()[1:]
             if any(k in line for k in keep) and not line.split()[1].startswith("Z")]
 

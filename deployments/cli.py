@@ -367,14 +367,18 @@ def _is_ray_haproxy(cmd: str) -> bool:
 def _kill_orphaned_engines() -> None:
     """vLLM's engine-core processes outlive a replica that was killed rather than shut down
     (they ignore SIGTERM while busy), and `ray stop` leaves Serve's HAProxy running. An engine
-    whose parent is gone serves nobody, nor does that HAProxy: end them."""
-    for _ in range(3):  # an engine's own workers are orphaned once it is gone
+    whose parent is gone serves nobody, nor does that HAProxy: end them. The replica's
+    forkserver (serving.engine.warm_processes), the parent of its engine processes, outlives
+    it with them."""
+    from serving.engine.warm_processes import FORKSERVER_TITLE
+
+    for _ in range(4):  # a forkserver's engines, then their workers, are orphaned in turn
         out = subprocess.run(["ps", "-eo", "pid,ppid,stat,args"], capture_output=True, text=True)
         orphans = [
             int(pid)
             for pid, ppid, stat, cmd in (line.split(None, 3) for line in out.stdout.splitlines()[1:])
             if ppid == "1" and not stat.startswith("Z")
-            and (cmd.startswith("VLLM::") or _is_ray_haproxy(cmd))
+            and (cmd.startswith(("VLLM::", FORKSERVER_TITLE)) or _is_ray_haproxy(cmd))
         ]
         if not orphans:
             return

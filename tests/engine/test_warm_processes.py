@@ -1,0 +1,106 @@
+"""vLLM's engine processes forked from the replica's forkserver (serving.engine.
+warm_processes), checked with the real standard-library forkserver and vLLM's own
+`get_mp_context`, in a process of their own (a forkserver belongs to the process that
+starts it). The real engine's processes are checked end to end
+(tests/e2e/test_engine_processes.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+
+from serving.engine.warm_processes import decode_address, encode_address
+
+# A replica as far as this goes: start the server, then set a variable (as vLLM does just
+# before it starts its processes), then start an "engine process" through vLLM's
+# get_mp_context, which starts its own "worker" the same way.
+REPLICA = r"""
+import json, os, sys
+from serving.engine.warm_processes import FORKSERVER_ENV, fork_engine_processes, start_forkserver
+
+def report(queue, name):
+    queue.put({"name": name, "pid": os.getpid(), "ppid": os.getppid(),
+               "late": os.environ.get("SET_AFTER_THE_SERVER_STARTED"),
+               "title": open("/proc/self/cmdline", "rb").read().split(b"\0")[0].decode()})
+
+def engine_process(queue):
+    import setproctitle
+    setproctitle.setproctitle("VLLM::EngineCore")   # as vLLM names its processes
+    fork_engine_processes()                          # vLLM loads its plugins here too
+    from vllm.utils.system_utils import get_mp_context
+    report(queue, "engine")
+    worker = get_mp_context().Process(target=report, args=(queue, "worker"))
+    worker.start()
+    worker.join(60)
+
+if __name__ == "__main__":
+    forked = start_forkserver(preload=("json",))
+    os.environ["SET_AFTER_THE_SERVER_STARTED"] = "yes"
+    fork_engine_processes()
+    from vllm.utils.system_utils import get_mp_context
+    context = get_mp_context()
+    queue = context.Queue()
+    engine = context.Process(target=engine_process, args=(queue,))
+    engine.start()
+    engine.join(60)
+    expected = (2 if forked else 1) if engine.exitcode == 0 else 0
+    seen = [queue.get(timeout=10) for _ in range(expected)]
+    import multiprocessing.forkserver as fs, subprocess
+    # A process that only inherited the variable (a `vllm serve` started from here) keeps
+    # vLLM's own way: it has no descriptor of the server.
+    inherited = subprocess.run([sys.executable, "-c",
+        "from serving.engine.warm_processes import fork_engine_processes as f; f(); "
+        "from vllm.utils.system_utils import get_mp_context as g; "
+        "print(g().get_start_method())"], capture_output=True, text=True, check=True)
+    print(json.dumps({"forked": forked, "exitcode": engine.exitcode, "seen": seen,
+                      "inherited": inherited.stdout.strip(),
+                      "method": context.get_start_method(),
+                      "server": fs._forkserver._forkserver_pid,
+                      "address_env": FORKSERVER_ENV in os.environ}))
+"""
+
+
+def run_replica(tmp_path, **env) -> dict:
+    script = tmp_path / "replica.py"
+    script.write_text(REPLICA)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **env}, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_plugin_is_registered_for_every_vllm_process():
+    plugins = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
+    assert plugins["aifactory_warm_processes"] == (
+        "serving.engine.warm_processes:fork_engine_processes")
+
+
+def test_engine_processes_and_their_workers_fork_from_one_warm_server(tmp_path):
+    result = run_replica(tmp_path, AIFACTORY_ENGINE_PROCESSES="forkserver")
+    assert result["forked"] and result["exitcode"] == 0 and result["method"] == "forkserver"
+    engine, worker = sorted(result["seen"], key=lambda r: r["name"])
+    server = result["server"]
+    # Both are the server's children: the engine process did not start a second, cold one.
+    assert engine["ppid"] == server and worker["ppid"] == server, result
+    # Each runs with its parent's environment at the time it was made, not the server's.
+    assert engine["late"] == "yes" and worker["late"] == "yes"
+    # The server's title was set before the environment was replaced: vLLM's titles show.
+    assert engine["title"] == "VLLM::EngineCore", engine
+    assert result["inherited"] in ("fork", "spawn"), result
+
+
+def test_spawn_when_asked(tmp_path):
+    result = run_replica(tmp_path, AIFACTORY_ENGINE_PROCESSES="spawn")
+    assert not result["forked"] and not result["address_env"]
+    assert result["server"] is None and result["exitcode"] == 0
+    (engine,) = result["seen"]
+    assert engine["late"] == "yes" and engine["title"] == "VLLM::EngineCore"
+
+
+def test_addresses_survive_the_environment_including_abstract_socket_names():
+    for address in ("/tmp/pymp-x/listener-1", "\0listener-abstract"):
+        encoded = encode_address(address)
+        assert "\0" not in encoded and decode_address(encoded) == address
