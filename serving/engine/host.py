@@ -41,7 +41,7 @@ from serving.engine.protocols import (
     known_fields,
     request_model,
 )
-from serving.engine.warm_processes import start_forkserver
+from serving.engine.warm_processes import start_forkserver, stop_forkserver
 
 logger = logging.getLogger(__name__)
 
@@ -309,4 +309,5 @@ class EngineHost:
             self.engine.shutdown()
         except Exception:  # shutting down anyway; nothing to recover
             logger.exception("engine shutdown failed")
+        stop_forkserver()
 

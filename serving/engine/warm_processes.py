@@ -35,6 +35,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver as forkserver
 import os
+import threading
 from importlib.metadata import PackageNotFoundError, version
 
 FORKSERVER_ENV = "AIFACTORY_FORKSERVER"
@@ -77,6 +78,27 @@ def start_forkserver(preload: tuple[str, ...] | None = None) -> bool:
     server.ensure_running()
     os.environ[FORKSERVER_ENV] = encode_address(server._forkserver_address)
     return True
+
+
+def stop_forkserver() -> None:
+    """After the engine has shut down: lets the server this process started exit (it does
+    once every process it forked has gone), reaped in the background, and forgets it, so
+    that a later engine in this process starts a new one."""
+    server = forkserver._forkserver
+    pid = server._forkserver_pid
+    if pid is None:
+        return
+    os.close(server._forkserver_alive_fd)
+    server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
+    os.environ.pop(FORKSERVER_ENV, None)
+    threading.Thread(target=_reap, args=(pid,), name="forkserver-reaper", daemon=True).start()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def fork_engine_processes() -> None:

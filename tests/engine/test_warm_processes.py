@@ -48,7 +48,14 @@ if __name__ == "__main__":
     engine.join(60)
     expected = (2 if forked else 1) if engine.exitcode == 0 else 0
     seen = [queue.get(timeout=10) for _ in range(expected)]
-    import multiprocessing.forkserver as fs, subprocess
+    import multiprocessing.forkserver as fs, subprocess, time
+    from serving.engine.warm_processes import stop_forkserver
+    server = fs._forkserver._forkserver_pid
+    stop_forkserver()
+    deadline = time.monotonic() + 30
+    while server is not None and os.path.exists(f"/proc/{server}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped = server is None or not os.path.exists(f"/proc/{server}")
     # A process that only inherited the variable (a `vllm serve` started from here) keeps
     # vLLM's own way: it has no descriptor of the server.
     inherited = subprocess.run([sys.executable, "-c",
@@ -58,7 +65,8 @@ if __name__ == "__main__":
     print(json.dumps({"forked": forked, "exitcode": engine.exitcode, "seen": seen,
                       "inherited": inherited.stdout.strip(),
                       "method": context.get_start_method(),
-                      "server": fs._forkserver._forkserver_pid,
+                      "server": server, "stopped": stopped,
+                      "forgotten": fs._forkserver._forkserver_pid is None,
                       "address_env": FORKSERVER_ENV in os.environ}))
 """
 
@@ -90,6 +98,8 @@ def test_engine_processes_and_their_workers_fork_from_one_warm_server(tmp_path):
     # The server's title was set before the environment was replaced: vLLM's titles show.
     assert engine["title"] == "VLLM::EngineCore", engine
     assert result["inherited"] in ("fork", "spawn"), result
+    # Once its processes have gone, stopping lets the server exit (reaped: no zombie left).
+    assert result["stopped"] and result["forgotten"] and not result["address_env"], result
 
 
 def test_spawn_when_asked(tmp_path):
