@@ -296,6 +296,12 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         write_service_discovery(node_targets(ray.nodes()))
     data.save_state({"url": _base_url(config), "started_ray": started_ray, "address": address})
+    from serving.engine.warm_processes import MODE_ENV
+
+    if os.environ.get(MODE_ENV, "forkserver") != "spawn":  # a warm server on every node
+        from deployments.node_forkservers import start_node_forkservers
+
+        start_node_forkservers()
 
     from ray import serve
 
@@ -367,9 +373,9 @@ def _is_ray_haproxy(cmd: str) -> bool:
 def _kill_orphaned_engines() -> None:
     """vLLM's engine-core processes outlive a replica that was killed rather than shut down
     (they ignore SIGTERM while busy), and `ray stop` leaves Serve's HAProxy running. An engine
-    whose parent is gone serves nobody, nor does that HAProxy: end them. The replica's
-    forkserver (serving.engine.warm_processes), the parent of its engine processes, outlives
-    it with them."""
+    whose parent is gone serves nobody, nor does that HAProxy: end them. A forkserver
+    (serving.engine.warm_processes), the parent of engine processes, outlives its replica or
+    its node's keeper with them until they follow their own replica out."""
     from serving.engine.warm_processes import FORKSERVER_TITLE
 
     for _ in range(4):  # a forkserver's engines, then their workers, are orphaned in turn
@@ -403,6 +409,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
             if address:  # a shared cluster: remove only this platform's application
                 serve.delete(APP_NAME)
+                from deployments.node_forkservers import stop_node_forkservers
+
+                stop_node_forkservers()
             else:
                 serve.shutdown()
             ray.shutdown()

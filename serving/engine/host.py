@@ -41,6 +41,7 @@ from serving.engine.protocols import (
     known_fields,
     request_model,
 )
+from serving.engine.node_forkserver import this_nodes_forkserver
 from serving.engine.warm_processes import start_forkserver, stop_forkserver
 
 logger = logging.getLogger(__name__)
@@ -144,8 +145,9 @@ class EngineHost:
     async def start(cls, model: str, served_name: str, engine: Mapping[str, Any],
                     stat_loggers: Sequence[Any] = ()) -> EngineHost:
         """`stat_loggers`: extra vLLM StatLoggerFactory callables (vLLM's own loggers stay)."""
-        # First, so that its imports of torch and vLLM run beside this process's own.
-        start_forkserver()
+        # First, so that a server's imports of torch and vLLM run beside this process's own,
+        # or are done already where the node keeps one warm.
+        start_forkserver(warm_server=this_nodes_forkserver())
         from starlette.datastructures import State
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state

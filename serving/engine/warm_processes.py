@@ -5,26 +5,30 @@ engine process, and on the CPU a worker process beside it. vLLM starts the other
 multiprocessing's *spawn* (it must: a Ray worker has threads, and forking it is unsafe), so
 each imports torch and vLLM from nothing, one after the other, as under bare `vllm serve`.
 Measured here (benchmarks/cold_start.py, README "Cold starts"): an eager wake to first token
-38 s spawned, 27 s forked; the worker's start 13 s spawned, 2 s forked.
+38 s spawned, 27 s forked from a server the replica starts, 16 s from its node's warm one.
 
-Here the replica starts the standard library's *forkserver* as its first step: a fresh,
-single-threaded interpreter that imports torch and vLLM's engine modules while the replica
-does its own imports and builds its configuration, then forks each process vLLM asks for.
+Here they are forked from the standard library's *forkserver*: a fresh, single-threaded
+interpreter that has imported torch and vLLM's engine modules, and forks each process vLLM
+asks for. Each node keeps one warm (serving.engine.node_forkserver), which a replica starting
+there uses; where there is none, the replica starts its own as its first step, and its
+imports run while the replica does its own and builds its configuration.
+
 The engine process and its worker start with their imports done, from a process that never
 had a thread to fork with, so forking is as safe as spawning (this is what vLLM's own API
 server does with `VLLM_WORKER_MULTIPROC_METHOD=forkserver`, which its engine processes
 cannot ask for).
 
-Three things differ from spawn and are put back:
+What differs from spawn is put back:
 - A forked process has the forkserver's environment, from when it started; vLLM sets
   variables for its processes just before starting them. Each process carries its parent's
   environment at creation and applies it before it runs (`EnvironProcess`).
 - The standard library's forkserver serves the process that started it; the engine process
   would start a second, cold one for its worker. It is given the first one's address
   (FORKSERVER_ENV) and reuses it; it already holds the descriptor that keeps the server up.
-
 - vLLM names its processes with setproctitle, which must be set up before the environment
   is replaced; the server does that first (serving.engine.forkserver_preload).
+- A forked process's parent is the server, not the process that asked for it: Ray would
+  not end it with a killed replica. Each ends when the process that made it ends.
 
 `AIFACTORY_ENGINE_PROCESSES=spawn` turns this off (vLLM's own spawn everywhere).
 """
@@ -35,13 +39,17 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver as forkserver
 import os
+import select
+import signal
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 
 FORKSERVER_ENV = "AIFACTORY_FORKSERVER"
 # The server's process title (set by serving.engine.forkserver_preload).
 FORKSERVER_TITLE = "aifactory::engine-forkserver"
 MODE_ENV = "AIFACTORY_ENGINE_PROCESSES"
+OWNER_GONE_GRACE_S = 10
 # On the CPU build: what vLLM's engine process and its worker import before they do anything
 # of their own (this module unpickles their Process).
 CPU_PRELOAD = (
@@ -65,19 +73,36 @@ def default_preload() -> tuple[str, ...]:
     return CPU_PRELOAD
 
 
-def start_forkserver(preload: tuple[str, ...] | None = None) -> bool:
-    """In the replica, before it imports vLLM: starts the forkserver importing `preload`
-    (default_preload(); the import runs beside the replica's own) and names it for the
-    processes it will fork. Returns whether engine processes will be forked from it."""
+def start_forkserver(preload: tuple[str, ...] | None = None,
+                     warm_server: str | None = None) -> bool:
+    """In the replica, before it imports vLLM: uses `warm_server`, the address of a server
+    already warm on this node (serving.engine.node_forkserver), or else starts one importing
+    `preload` (default_preload(); the import runs beside the replica's own), and names it
+    for the processes it will fork. Returns whether engine processes will be forked."""
     if os.environ.get(MODE_ENV, "forkserver") == "spawn":
         os.environ.pop(FORKSERVER_ENV, None)
         return False
+    if warm_server is not None:
+        adopt_forkserver(warm_server)
+        return True
     preload = default_preload() if preload is None else preload
     server = forkserver._forkserver
-    server.set_forkserver_preload([*preload, "serving.engine.forkserver_preload"])
+    # Named first, so that it shows as what it is while it imports the rest.
+    server.set_forkserver_preload(["serving.engine.forkserver_preload", *preload])
     server.ensure_running()
     os.environ[FORKSERVER_ENV] = encode_address(server._forkserver_address)
     return True
+
+
+def adopt_forkserver(address: str) -> None:
+    """Forks this process's engine processes from a server another process started and
+    keeps alive. The standard library's client hands each child an "alive" descriptor that
+    the child only passes on to its own children: here it is /dev/null."""
+    server = forkserver._forkserver
+    server._forkserver_address = address
+    server._forkserver_alive_fd = os.open(os.devnull, os.O_WRONLY)
+    server.ensure_running = _already_running
+    os.environ[FORKSERVER_ENV] = encode_address(address)
 
 
 def stop_forkserver() -> None:
@@ -134,17 +159,40 @@ def fork_engine_processes() -> None:
 
 
 class EnvironProcess(multiprocessing.context.ForkServerProcess):
-    """A forkserver process that runs with the environment its parent had when it made it,
-    as a spawned one would."""
+    """A forkserver process that runs with the environment the process that made it had at
+    the time, as a spawned one would, and ends when that process ends (its parent is the
+    server, so neither Ray, which ends a dead worker's children, nor vLLM's own checks
+    would end it)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._environ = dict(os.environ)
+        self._owner = os.getpid()
 
     def run(self) -> None:
         os.environ.clear()
         os.environ.update(self._environ)
+        end_with(self._owner)
         super().run()
+
+
+def end_with(owner: int) -> None:
+    """Ends this process when `owner` ends: SIGTERM (vLLM's processes shut down on it),
+    then SIGKILL after OWNER_GONE_GRACE_S (an engine busy in a step may not get to it)."""
+    try:
+        handle = os.pidfd_open(owner)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGKILL)  # gone before this process began
+        return
+    threading.Thread(target=_end_when_readable, args=(handle,), name="end-with-owner",
+                     daemon=True).start()
+
+
+def _end_when_readable(handle: int) -> None:
+    select.select([handle], [], [])  # a pidfd turns readable when its process has ended
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(OWNER_GONE_GRACE_S)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class WarmContext(multiprocessing.context.ForkServerContext):

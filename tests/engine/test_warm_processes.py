@@ -10,8 +10,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from importlib.metadata import entry_points
 
+from serving.engine.node_forkserver import NodeForkserver, is_forkserver, usable
 from serving.engine.warm_processes import decode_address, encode_address
 
 # A replica as far as this goes: start the server, then set a variable (as vLLM does just
@@ -37,7 +39,7 @@ def engine_process(queue):
     worker.join(60)
 
 if __name__ == "__main__":
-    forked = start_forkserver(preload=("json",))
+    forked = start_forkserver(preload=("json",), warm_server=os.environ.get("WARM_SERVER"))
     os.environ["SET_AFTER_THE_SERVER_STARTED"] = "yes"
     fork_engine_processes()
     from vllm.utils.system_utils import get_mp_context
@@ -71,6 +73,56 @@ if __name__ == "__main__":
 """
 
 
+# What a node's keeper does (deployments.node_forkservers): start a server and keep it.
+KEEPER = r"""
+import json, sys, multiprocessing.forkserver as fs
+from serving.engine.warm_processes import start_forkserver
+from serving.engine.node_forkserver import wait_until_named
+start_forkserver(preload=("json",))
+assert wait_until_named(fs._forkserver._forkserver_pid)
+print(json.dumps({"address": fs._forkserver._forkserver_address,
+                  "pid": fs._forkserver._forkserver_pid}), flush=True)
+sys.stdin.read()  # keeps it until the test closes stdin
+"""
+
+
+# A replica killed while its engine runs: it prints the pids of its server, its engine
+# process and that one's worker, then waits to be killed.
+KILLED_REPLICA = r"""
+import json, os, time, multiprocessing.forkserver as fs
+from serving.engine.warm_processes import fork_engine_processes, start_forkserver
+
+def sleep_on():
+    time.sleep(600)
+
+def engine_process(queue):
+    fork_engine_processes()
+    from vllm.utils.system_utils import get_mp_context
+    worker = get_mp_context().Process(target=sleep_on)
+    worker.start()
+    queue.put([os.getpid(), worker.pid])
+    time.sleep(600)
+
+if __name__ == "__main__":
+    start_forkserver(preload=("json",))
+    fork_engine_processes()
+    from vllm.utils.system_utils import get_mp_context
+    context = get_mp_context()
+    queue = context.Queue()
+    context.Process(target=engine_process, args=(queue,)).start()
+    print(json.dumps([fs._forkserver._forkserver_pid, *queue.get(timeout=120)]), flush=True)
+    time.sleep(600)
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def run_replica(tmp_path, **env) -> dict:
     script = tmp_path / "replica.py"
     script.write_text(REPLICA)
@@ -100,6 +152,66 @@ def test_engine_processes_and_their_workers_fork_from_one_warm_server(tmp_path):
     assert result["inherited"] in ("fork", "spawn"), result
     # Once its processes have gone, stopping lets the server exit (reaped: no zombie left).
     assert result["stopped"] and result["forgotten"] and not result["address_env"], result
+
+
+def test_a_replica_forks_from_the_warm_server_its_node_keeps(tmp_path):
+    keeper = subprocess.Popen([sys.executable, "-c", KEEPER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        warm = json.loads(keeper.stdout.readline())
+        entry = NodeForkserver("node-1", warm["address"], warm["pid"])
+        assert usable(entry) and is_forkserver(warm["pid"])
+        result = run_replica(tmp_path, AIFACTORY_ENGINE_PROCESSES="forkserver",
+                             WARM_SERVER=warm["address"])
+        assert result["forked"] and result["exitcode"] == 0, result
+        engine, worker = sorted(result["seen"], key=lambda r: r["name"])
+        assert engine["ppid"] == warm["pid"] and worker["ppid"] == warm["pid"], result
+        assert engine["late"] == "yes" and worker["late"] == "yes"
+        assert engine["title"] == "VLLM::EngineCore", engine
+        assert is_forkserver(warm["pid"])  # the replica's end left the node's server up
+    finally:
+        keeper.stdin.close()
+        keeper.wait(30)
+    deadline = time.monotonic() + 30
+    while is_forkserver(warm["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_forkserver(warm["pid"])  # it goes with its keeper
+    assert not usable(entry)
+
+
+def test_published_entries_that_are_not_a_live_server_are_not_used():
+    mine = os.getpid()  # alive, but not a forkserver
+    assert not usable(NodeForkserver("n", "/tmp/nothing-here", mine))
+    assert not usable(None)
+    good = NodeForkserver("n", "/tmp/pymp-x/listener-1", 4242)
+    assert NodeForkserver.from_entry("n", good.to_json()) == good
+    for raw in (None, b"", b"{", b"[]", b"\xff\xfe", json.dumps({"address": "/a"}).encode(),
+                json.dumps({"address": "/a", "pid": -1}).encode(),
+                json.dumps({"address": "/a", "pid": True}).encode(),
+                json.dumps({"address": "", "pid": 5}).encode(),
+                json.dumps({"address": "/a\u0000b", "pid": 5}).encode(),
+                json.dumps({"address": 7, "pid": 5}).encode()):
+        assert NodeForkserver.from_entry("n", raw) is None, raw
+
+
+def test_engine_processes_end_with_the_replica_that_made_them(tmp_path):
+    """Their parent is the server: without following the replica, a killed replica's engine
+    would run on, holding its memory, until `aifactory down`."""
+    script = tmp_path / "killed_replica.py"
+    script.write_text(KILLED_REPLICA)
+    replica = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        server, engine, worker = json.loads(replica.stdout.readline())
+        assert all(map(running, (server, engine, worker)))
+    finally:
+        replica.kill()
+        replica.wait(30)
+    deadline = time.monotonic() + 30
+    while any(map(running, (engine, worker, server))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(engine) and not running(worker)
+    assert not running(server)  # nothing holds it up any more
 
 
 def test_spawn_when_asked(tmp_path):
