@@ -296,9 +296,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         write_service_discovery(node_targets(ray.nodes()))
     data.save_state({"url": _base_url(config), "started_ray": started_ray, "address": address})
-    from serving.engine.warm_processes import MODE_ENV
+    from serving.engine.warm_processes import forking_wanted
 
-    if os.environ.get(MODE_ENV, "forkserver") != "spawn":  # a warm server on every node
+    if forking_wanted():  # a warm server on every node
         from deployments.node_forkservers import start_node_forkservers
 
         start_node_forkservers()

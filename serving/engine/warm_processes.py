@@ -73,13 +73,17 @@ def default_preload() -> tuple[str, ...]:
     return CPU_PRELOAD
 
 
+def forking_wanted() -> bool:
+    return os.environ.get(MODE_ENV, "forkserver") != "spawn"
+
+
 def start_forkserver(preload: tuple[str, ...] | None = None,
                      warm_server: str | None = None) -> bool:
     """In the replica, before it imports vLLM: uses `warm_server`, the address of a server
     already warm on this node (serving.engine.node_forkserver), or else starts one importing
     `preload` (default_preload(); the import runs beside the replica's own), and names it
     for the processes it will fork. Returns whether engine processes will be forked."""
-    if os.environ.get(MODE_ENV, "forkserver") == "spawn":
+    if not forking_wanted():
         os.environ.pop(FORKSERVER_ENV, None)
         return False
     if warm_server is not None:
@@ -98,11 +102,16 @@ def adopt_forkserver(address: str) -> None:
     """Forks this process's engine processes from a server another process started and
     keeps alive. The standard library's client hands each child an "alive" descriptor that
     the child only passes on to its own children: here it is /dev/null."""
+    forkserver._forkserver._forkserver_alive_fd = os.open(os.devnull, os.O_WRONLY)
+    _use_server(address)
+    os.environ[FORKSERVER_ENV] = encode_address(address)
+
+
+def _use_server(address: str) -> None:
+    """The standard library's client, told of a server it did not start."""
     server = forkserver._forkserver
     server._forkserver_address = address
-    server._forkserver_alive_fd = os.open(os.devnull, os.O_WRONLY)
     server.ensure_running = _already_running
-    os.environ[FORKSERVER_ENV] = encode_address(address)
 
 
 def stop_forkserver() -> None:
@@ -130,7 +139,7 @@ def fork_engine_processes() -> None:
     """vLLM general plugin (run in each vLLM process): where the replica started a
     forkserver, vLLM's processes are started through it instead of spawned."""
     address = os.environ.get(FORKSERVER_ENV)
-    if not address or os.environ.get(MODE_ENV, "forkserver") == "spawn":
+    if not address or not forking_wanted():
         return
     import vllm.utils.system_utils as system_utils
 
@@ -142,8 +151,7 @@ def fork_engine_processes() -> None:
             return  # nor forked by it: a process that only inherited the variable
         # A process the forkserver forked: it holds the server's alive descriptor (the
         # standard library passes it to every child) but would start a server of its own.
-        server._forkserver_address = decode_address(address)
-        server.ensure_running = _already_running
+        _use_server(decode_address(address))
     context = WarmContext()
     original = system_utils.get_mp_context
 
