@@ -183,6 +183,14 @@ def _claim(cost: float = 1.0, priority: int = 0, guaranteed: int = 0, previous: 
         (1.5, [_claim(cost=1.0, want=2), _claim(cost=0.5, want=1)], [1, 1]),
         # kept loans come before new ones, and a new loan never preempts: a keeps 3, b gets 1
         (4, [_claim(previous=3, want=3), _claim(priority=5, want=4)], [3, 1]),
+        # at one priority, a borrower that grew within the hold gives last: b was lent its
+        # 7th replica just now, c holds 5 from before; a's guarantee takes c's, not b's
+        # (furthest over share alone would take b's: a reversal of its last growth)
+        (12, [_claim(guaranteed=1, want=1), _claim(previous=7, want=7, recent=True),
+              _claim(previous=5, want=5)], [1, 7, 4]),
+        # ... but a lower priority still gives first, recent or not
+        (12, [_claim(guaranteed=1, want=1), _claim(previous=7, want=7, recent=True),
+              _claim(priority=1, previous=5, want=5)], [1, 6, 5]),
         # a guarantee wanted only in part takes only that part: a wants 1 of its 3
         (3, [_claim(guaranteed=3, want=1), _claim(previous=3, want=3)], [1, 2]),
         # an idle holder (no demand) keeps 1 warm; its 3 window-held replicas go to b

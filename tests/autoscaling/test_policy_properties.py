@@ -118,7 +118,9 @@ def test_no_decision_exceeds_capacity_or_breaks_a_guarantee(partition, data):
 @given(partition=partitions(), data=st.data())
 def test_batch_is_the_lowest_tier(partition, data):
     """Whatever is lent to batch backlogs, every endpoint's interactive share is what it
-    would be with no backlog anywhere: lending takes only what interactive claims leave."""
+    would be with no backlog anywhere, less the replicas it holds only standing down
+    (lending.standing_down), never into its guarantee: lending takes only what interactive
+    claims leave, and replicas that only a scale-down window holds."""
     names = [spec.name for spec in partition.endpoints]
     state: PolicyState | None = None
     now = 0.0
@@ -131,11 +133,21 @@ def test_batch_is_the_lowest_tier(partition, data):
         alone = decide(partition, without, state, now)
         # Without a backlog nothing is lent; unobserved, what was lent is held.
         assert all(d.lent == 0 for name, d in alone.decisions.items() if without[name])
-        for name in names:
-            decision, other = result.decisions[name], alone.decisions[name]
-            assert decision.target - decision.lent == other.target - other.lent, (
+        for spec in partition.endpoints:
+            decision, other = result.decisions[spec.name], alone.decisions[spec.name]
+            interactive = decision.target - decision.lent
+            standing_down = _standing_down_lent(decision)
+            assert interactive + standing_down == other.target - other.lent, (
                 decision.explanation)
+            if standing_down:
+                assert interactive >= spec.guaranteed_replicas, decision.explanation
         state = result.state
+
+
+def _standing_down_lent(decision) -> int:
+    """Replicas of decision's endpoint lent to batch backlogs while standing down, by its
+    notes."""
+    return sum(args[0] for text, args in decision.notes if "standing down lent" in text)
 
 
 @settings(max_examples=60, deadline=None)
